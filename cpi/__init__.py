@@ -8,3 +8,29 @@ Model Reasoning" (arXiv 2605.25507). See docs/cpi.md.
 from cpi.mdp import MDP, TabularMDP, TreeMDP, check_policy, check_tau
 
 __all__ = ["MDP", "TabularMDP", "TreeMDP", "check_policy", "check_tau"]
+
+from cpi.evaluation import (  # noqa: E402
+    Coverage,
+    advantage,
+    coverage,
+    coverage_of,
+    evaluate,
+    greedy_policy,
+    improvable_set,
+    max_advantage,
+    occupancy,
+    value,
+)
+
+__all__ += [
+    "Coverage",
+    "advantage",
+    "coverage",
+    "coverage_of",
+    "evaluate",
+    "greedy_policy",
+    "improvable_set",
+    "max_advantage",
+    "occupancy",
+    "value",
+]

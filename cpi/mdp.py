@@ -68,6 +68,8 @@ class TabularMDP:
         mu: (S,) start distribution, sums to 1.
         horizon: number of decisions per episode, ``H >= 1``.
         name: free-form label used in logs.
+        meta: free-form facts about the instance (an environment family puts its knobs here, and
+            optionally ``"initial_policy"``, the policy CPI starts from by default).
     """
 
     P: np.ndarray
@@ -75,6 +77,7 @@ class TabularMDP:
     mu: np.ndarray
     horizon: int
     name: str = "tabular"
+    meta: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         P = _as_float_array("P", self.P, 3)
@@ -148,6 +151,7 @@ class TreeMDP:
         mu: (N,) start distribution, supported on root nodes (nodes with no parent); defaults
             to all mass on node 0.
         name: free-form label.
+        meta: free-form facts about the instance (as for :class:`TabularMDP`).
     Derived (read-only): ``depth`` (N,), ``parent`` (N,) (-1 for roots), ``horizon`` = max depth.
     """
 
@@ -155,6 +159,7 @@ class TreeMDP:
     reward: np.ndarray
     mu: np.ndarray | None = None
     name: str = "tree"
+    meta: dict = field(default_factory=dict, repr=False)
     depth: np.ndarray = field(init=False, repr=False)
     parent: np.ndarray = field(init=False, repr=False)
     horizon: int = field(init=False)
