@@ -35,20 +35,23 @@ IMPROVABLE_ATOL = 1e-10
 # ---------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+# "reassoc" lets LLVM vectorise the dot product over s' (a different summation order, ~1e-16
+# relative); inputs are validated finite, so no NaN/inf assumptions are made or needed.
+@nb.njit(cache=True, fastmath={"reassoc", "contract"})
 def _tabular_evaluate(P, R, policy):  # pragma: no cover - compiled
     H, S, A = policy.shape
     V = np.zeros((H + 1, S))
     Q = np.zeros((H, S, A))
     for h in range(H - 1, -1, -1):
+        V_next = V[h + 1]
         for s in range(S):
             v = 0.0
             for a in range(A):
-                q = R[s, a]
+                P_sa = P[s, a]
+                q = 0.0
                 for s2 in range(S):
-                    p = P[s, a, s2]
-                    if p != 0.0:
-                        q += p * V[h + 1, s2]
+                    q += P_sa[s2] * V_next[s2]
+                q += R[s, a]
                 Q[h, s, a] = q
                 v += policy[h, s, a] * q
             V[h, s] = v

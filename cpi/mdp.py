@@ -22,7 +22,9 @@ in ``[-H r_max, H r_max]``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
+import numba as nb
 import numpy as np
 
 _ATOL = 1e-8
@@ -216,10 +218,12 @@ class TreeMDP:
     def n_actions(self) -> int:
         return self.children.shape[1]
 
-    @property
+    @cached_property
     def is_leaf(self) -> np.ndarray:
-        """(N,) bool, True where the node has no children."""
-        return self.children[:, 0] < 0
+        """(N,) bool, True where the node has no children (computed once)."""
+        leaf = self.children[:, 0] < 0
+        leaf.setflags(write=False)
+        return leaf
 
     @property
     def r_max(self) -> float:
@@ -284,11 +288,43 @@ def check_policy(mdp: MDP, policy, name: str = "policy") -> np.ndarray:
             raise ValueError(f"{name}: expected shape (N, A) = {mdp.policy_shape()}, got {pol.shape}")
     else:
         raise ValueError(f"mdp: expected a TabularMDP or TreeMDP, got {type(mdp).__name__}")
-    if not np.all(np.isfinite(pol)):
-        raise ValueError(f"{name}: expected finite probabilities, found NaN or inf")
-    rows = pol if isinstance(mdp, TabularMDP) else pol[~mdp.is_leaf]
-    _check_distribution(name, rows)
-    return np.ascontiguousarray(pol)
+    pol = np.ascontiguousarray(pol)
+    if isinstance(mdp, TabularMDP):
+        if not np.all(np.isfinite(pol)):
+            raise ValueError(f"{name}: expected finite probabilities, found NaN or inf")
+        _check_distribution(name, pol)
+        return pol
+    # Trees can have 10^6+ nodes: one compiled pass checks finiteness, signs and the row sums of
+    # non-leaf rows (leaf rows are never used) instead of several numpy passes and a copy.
+    code, where, val = _tree_policy_problem(pol, mdp.is_leaf, _ATOL, 1e-6)
+    if code == 1:
+        raise ValueError(f"{name}: expected finite probabilities, found NaN or inf at node {where}")
+    if code == 2:
+        raise ValueError(f"{name}: expected probabilities >= 0, found {val:.3g} at node {where}")
+    if code == 3:
+        raise ValueError(
+            f"{name}: expected probabilities summing to 1 along the last axis, found a sum of "
+            f"{val:.6g} at node {where}"
+        )
+    return pol
+
+
+@nb.njit(cache=True)
+def _tree_policy_problem(pol, is_leaf, atol, sum_tol):  # pragma: no cover - compiled
+    """Return (code, node, value): 0 ok, 1 non-finite, 2 negative, 3 row sum off (non-leaf)."""
+    N, A = pol.shape
+    for n in range(N):
+        total = 0.0
+        for a in range(A):
+            x = pol[n, a]
+            if not np.isfinite(x):
+                return 1, n, x
+            if x < -atol:
+                return 2, n, x
+            total += x
+        if not is_leaf[n] and abs(total - 1.0) > sum_tol:
+            return 3, n, total
+    return 0, -1, 0.0
 
 
 def check_tau(tau) -> float:

@@ -1,0 +1,372 @@
+"""Numba kernels against plain NumPy/Python references of the same computation, in one run.
+
+Run: ``python benchmarks/bench_kernels.py`` (about a minute on one core; prints a table).
+
+Rows (every speed is a median over ``--repeats`` timed calls after a warm-up call that compiles):
+
+* tree evaluation (values + Q, backward) and tree occupancy (forward) on a complete 4-ary tree
+  of ~10^6 nodes in breadth-first order, in node-action updates per second, against a
+  NumPy reference vectorised level by level (the level index lists are built before timing);
+  goal for evaluation: >= 1e8 updates/s. The public ``cpi.evaluate`` (which also validates the
+  policy) is timed too.
+* tabular evaluation and occupancy (S=200, A=4, H=50), in (s, a, s') updates per second
+  (H*S*A*S per call), against a NumPy ``einsum`` reference, one step at a time.
+* rollouts: full episodes under a policy from ``cpi.rollouts`` (``simulate_returns``) on the
+  tabular MDP above (dense transition rows) and on the 10^6-node tree, in environment steps per
+  second, against a pure Python loop that draws from a ``numpy.random.Generator`` at every step
+  (inverse CDF with ``searchsorted`` on precomputed CDF rows); goal >= 2e7 steps/s and >= 50x.
+  Both sides are checked to be unbiased (mean return within 5 standard errors of the exact J).
+* peak resident memory of the whole run (``resource.getrusage``).
+
+Everything runs on one core: BLAS threads are pinned to 1 before NumPy is imported and
+``numba.set_num_threads(1)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import inspect  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cpi import TabularMDP, TreeMDP, evaluate  # noqa: E402
+from cpi import evaluation as ev  # noqa: E402
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    kernel: float  # work units per second
+    reference: float | None  # work units per second, or None if there is no reference row
+    goal: str = ""
+    met: bool | None = None
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls (the caller warms it up first)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+# ---------------------------------------------------------------------------------------------
+# Instances
+# ---------------------------------------------------------------------------------------------
+def complete_tree(n_target: int, A: int, seed: int) -> tuple[TreeMDP, np.ndarray]:
+    """Complete A-ary tree in breadth-first (heap) order with N = 1 + A*k >= n_target nodes.
+
+    Node n is internal iff its children A*n+1 .. A*n+A exist; rewards on the leaves only.
+    """
+    k = -(-(n_target - 1) // A)
+    N = 1 + A * k
+    children = np.full((N, A), -1, dtype=np.int64)
+    internal = np.arange(k)
+    children[internal] = A * internal[:, None] + 1 + np.arange(A)
+    rng = np.random.default_rng(seed)
+    reward = np.zeros(N)
+    leaves = children[:, 0] < 0
+    reward[leaves] = (rng.random(int(leaves.sum())) < 0.3).astype(float)
+    policy = rng.dirichlet(np.ones(A), size=N)
+    return TreeMDP(children, reward, name="bench-tree"), policy
+
+
+def random_tabular(S: int, A: int, H: int, seed: int) -> tuple[TabularMDP, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(S, 0.1), size=(S, A))  # dense rows, uneven mass
+    R = rng.random((S, A))
+    mu = rng.dirichlet(np.ones(S))
+    policy = rng.dirichlet(np.ones(A), size=(H, S))
+    return TabularMDP(P, R, mu, H, name="bench-tabular"), policy
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy references
+# ---------------------------------------------------------------------------------------------
+def tree_levels(tree: TreeMDP) -> list[np.ndarray]:
+    """Internal nodes grouped by depth (precomputed, not timed)."""
+    internal = ~tree.is_leaf
+    return [np.flatnonzero(internal & (tree.depth == h)) for h in range(tree.horizon)]
+
+
+def tree_evaluate_numpy(tree: TreeMDP, policy: np.ndarray, levels) -> tuple[np.ndarray, np.ndarray]:
+    N, A = tree.children.shape
+    V = np.zeros(N)
+    Q = np.zeros((N, A))
+    for nodes in reversed(levels):
+        ch = tree.children[nodes]
+        q = tree.reward[ch] + V[ch]
+        Q[nodes] = q
+        V[nodes] = np.einsum("na,na->n", policy[nodes], q)
+    return V, Q
+
+
+def tree_occupancy_numpy(tree: TreeMDP, policy: np.ndarray, levels) -> np.ndarray:
+    d = tree.mu.copy()
+    for nodes in levels:
+        d[tree.children[nodes]] += d[nodes, None] * policy[nodes]
+    return d
+
+
+def tabular_evaluate_numpy(P, R, policy) -> tuple[np.ndarray, np.ndarray]:
+    H, S, A = policy.shape
+    V = np.zeros((H + 1, S))
+    Q = np.empty((H, S, A))
+    for h in range(H - 1, -1, -1):
+        Q[h] = R + np.einsum("sat,t->sa", P, V[h + 1])
+        V[h] = np.einsum("sa,sa->s", policy[h], Q[h])
+    return V, Q
+
+
+def tabular_occupancy_numpy(P, mu, policy) -> np.ndarray:
+    H, S, A = policy.shape
+    d = np.empty((H, S))
+    d[0] = mu
+    for h in range(H - 1):
+        d[h + 1] = np.einsum("s,sa,sat->t", d[h], policy[h], P)
+    return d
+
+
+def rollouts_python(P, R, mu, policy, n_episodes: int, rng: np.random.Generator) -> np.ndarray:
+    """Pure Python episode loop: one Generator draw per sampled quantity per step."""
+    H = policy.shape[0]
+    P_cdf = np.cumsum(P, axis=-1)
+    pol_cdf = np.cumsum(policy, axis=-1)
+    mu_cdf = np.cumsum(mu)
+    S = mu.shape[0]
+    A = policy.shape[2]
+    returns = np.empty(n_episodes)
+    for e in range(n_episodes):
+        s = min(int(np.searchsorted(mu_cdf, rng.random(), side="right")), S - 1)
+        ret = 0.0
+        for h in range(H):
+            a = min(int(np.searchsorted(pol_cdf[h, s], rng.random(), side="right")), A - 1)
+            ret += R[s, a]
+            s = min(int(np.searchsorted(P_cdf[s, a], rng.random(), side="right")), S - 1)
+        returns[e] = ret
+    return returns
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+def bench_tree(n_nodes: int, repeats: int) -> list[Row]:
+    tree, policy = complete_tree(n_nodes, A=4, seed=0)
+    levels = tree_levels(tree)
+    n_updates = int((~tree.is_leaf).sum()) * tree.n_actions
+    print(f"tree: N={tree.n_nodes:,} nodes, A={tree.n_actions}, depth {tree.horizon}, "
+          f"{n_updates:,} node-action updates per call", flush=True)
+
+    def k_eval():
+        return ev._tree_evaluate(tree.children, tree.reward, policy)
+
+    def k_occ():
+        return ev._tree_occupancy(tree.children, tree.mu, policy)
+
+    # warm up (compile) and check that kernel and reference agree before timing either
+    V, Q = k_eval()
+    V_ref, Q_ref = tree_evaluate_numpy(tree, policy, levels)
+    assert np.allclose(V, V_ref, atol=1e-10) and np.allclose(Q, Q_ref, atol=1e-10)
+    assert np.allclose(k_occ(), tree_occupancy_numpy(tree, policy, levels), atol=1e-12)
+    evaluate(tree, policy)
+
+    t_k = median_time(k_eval, repeats)
+    t_r = median_time(lambda: tree_evaluate_numpy(tree, policy, levels), repeats)
+    t_api = median_time(lambda: evaluate(tree, policy), repeats)
+    t_ko = median_time(k_occ, repeats)
+    t_ro = median_time(lambda: tree_occupancy_numpy(tree, policy, levels), repeats)
+    unit = "node-action/s"
+    return [
+        Row("tree evaluate, 1e6 nodes (kernel)", unit, n_updates / t_k, n_updates / t_r,
+            ">= 1e8", n_updates / t_k >= 1e8),
+        Row("tree evaluate, 1e6 nodes (cpi.evaluate, validates)", unit, n_updates / t_api,
+            n_updates / t_r, ">= 1e8", n_updates / t_api >= 1e8),
+        Row("tree occupancy, 1e6 nodes (kernel)", unit, n_updates / t_ko, n_updates / t_ro),
+    ]
+
+
+def bench_tabular(S: int, A: int, H: int, repeats: int) -> list[Row]:
+    mdp, policy = random_tabular(S, A, H, seed=1)
+    n_updates = H * S * A * S
+    print(f"tabular: S={S}, A={A}, H={H}, {n_updates:,} (s, a, s') updates per call", flush=True)
+
+    def k_eval():
+        return ev._tabular_evaluate(mdp.P, mdp.R, policy)
+
+    def k_occ():
+        return ev._tabular_occupancy(mdp.P, mdp.mu, policy)
+
+    V, Q = k_eval()
+    V_ref, Q_ref = tabular_evaluate_numpy(mdp.P, mdp.R, policy)
+    assert np.allclose(V, V_ref, atol=1e-9) and np.allclose(Q, Q_ref, atol=1e-9)
+    assert np.allclose(k_occ(), tabular_occupancy_numpy(mdp.P, mdp.mu, policy), atol=1e-12)
+
+    t_k = median_time(k_eval, repeats)
+    t_r = median_time(lambda: tabular_evaluate_numpy(mdp.P, mdp.R, policy), repeats)
+    t_ko = median_time(k_occ, repeats)
+    t_ro = median_time(lambda: tabular_occupancy_numpy(mdp.P, mdp.mu, policy), repeats)
+    unit = "(s,a,s')/s"
+    return [
+        Row(f"tabular evaluate S={S} A={A} H={H} (kernel)", unit, n_updates / t_k, n_updates / t_r),
+        Row(f"tabular occupancy S={S} A={A} H={H} (kernel)", unit, n_updates / t_ko, n_updates / t_ro),
+    ]
+
+
+def find_rollout_function():
+    """The episode simulator of ``cpi.rollouts`` (returns per-episode returns), or a reason."""
+    try:
+        from cpi import rollouts
+    except ImportError as err:
+        return None, f"cpi.rollouts not importable ({err})"
+    for name in ("simulate_returns", "rollout_returns", "simulate_episodes", "sample_returns"):
+        fn = getattr(rollouts, name, None)
+        if callable(fn):
+            return fn, name
+    return None, "cpi.rollouts has no simulate_returns"
+
+
+def call_rollouts(fn, mdp, policy, n_episodes: int, seed: int) -> np.ndarray:
+    """Call the simulator with a fresh Generator; accept an array or a tuple whose first item
+    holds the per-episode returns."""
+    params = inspect.signature(fn).parameters
+    rng_arg = np.random.default_rng(seed)
+    if "seed" in params and "rng" not in params:
+        out = fn(mdp, policy, n_episodes, seed=seed)
+    else:
+        out = fn(mdp, policy, n_episodes, rng_arg)
+    if isinstance(out, tuple):
+        out = out[0]
+    return np.asarray(out)
+
+
+def tree_rollouts_python(tree: TreeMDP, policy, n_episodes: int, rng: np.random.Generator):
+    """Pure Python episode loop on a tree; returns (returns, number of steps taken)."""
+    pol_cdf = np.cumsum(policy, axis=-1)
+    mu_cdf = np.cumsum(tree.mu)
+    children, reward = tree.children, tree.reward
+    A = tree.n_actions
+    returns = np.empty(n_episodes)
+    steps = 0
+    for e in range(n_episodes):
+        x = int(np.searchsorted(mu_cdf, rng.random(), side="right"))
+        ret = 0.0
+        while children[x, 0] >= 0:
+            a = min(int(np.searchsorted(pol_cdf[x], rng.random(), side="right")), A - 1)
+            x = int(children[x, a])
+            ret += reward[x]
+            steps += 1
+        returns[e] = ret
+    return returns, steps
+
+
+def bench_tree_rollouts(n_nodes: int, n_episodes: int, n_ref: int, repeats: int) -> list[Row]:
+    fn, label = find_rollout_function()
+    tree, policy = complete_tree(n_nodes, A=4, seed=0)
+    H = tree.horizon  # every leaf of the complete tree sits at depth H or H-1
+    print(f"rollouts: tree N={tree.n_nodes:,}, depth {H}; kernel {n_episodes:,} episodes, "
+          f"reference {n_ref:,} episodes per call ({label})", flush=True)
+    J = float(tree.mu @ evaluate(tree, policy)[0])
+    ref, ref_steps = tree_rollouts_python(tree, policy, n_ref, np.random.default_rng(6))
+    t_r = median_time(lambda: tree_rollouts_python(tree, policy, n_ref, np.random.default_rng(6)),
+                      max(1, repeats // 2))
+    ref_rate = ref_steps / t_r
+    assert abs(ref.mean() - J) < 5 * ref.std() / np.sqrt(n_ref) + 1e-9, "reference is biased"
+    if fn is None:
+        return [Row("rollouts, tree (kernel missing)", "env steps/s", float("nan"), ref_rate,
+                    ">= 2e7 and >= 50x", None)]
+    returns = call_rollouts(fn, tree, policy, n_episodes, seed=7)
+    assert abs(returns.mean() - J) < 5 * returns.std() / np.sqrt(n_episodes) + 1e-9
+    # steps per episode = depth of the leaf reached; its expectation is exact from occupancy
+    d = ev._tree_occupancy(tree.children, tree.mu, policy)
+    steps_per_episode = float(d[tree.is_leaf] @ tree.depth[tree.is_leaf])
+    t_k = median_time(lambda: call_rollouts(fn, tree, policy, n_episodes, seed=8), repeats)
+    rate = n_episodes * steps_per_episode / t_k
+    return [Row(f"rollouts, tree 1e6 nodes (cpi.rollouts.{label})", "env steps/s", rate,
+                ref_rate, ">= 2e7 and >= 50x", rate >= 2e7 and rate / ref_rate >= 50)]
+
+
+def bench_rollouts(S: int, A: int, H: int, n_episodes: int, n_ref: int, repeats: int) -> list[Row]:
+    fn, label = find_rollout_function()
+    mdp, policy = random_tabular(S, A, H, seed=2)
+    print(f"rollouts: tabular S={S}, A={A}, H={H}; kernel {n_episodes:,} episodes, reference "
+          f"{n_ref:,} episodes per call ({label})", flush=True)
+    J = float(mdp.mu @ evaluate(mdp, policy)[0][0])
+
+    ref = rollouts_python(mdp.P, mdp.R, mdp.mu, policy, n_ref, np.random.default_rng(3))
+    t_r = median_time(lambda: rollouts_python(mdp.P, mdp.R, mdp.mu, policy, n_ref,
+                                               np.random.default_rng(3)), max(1, repeats // 2))
+    ref_rate = n_ref * H / t_r
+    assert abs(ref.mean() - J) < 5 * ref.std() / np.sqrt(n_ref) + 1e-9, "reference is biased"
+    if fn is None:
+        return [Row("rollouts, tabular (kernel missing)", "env steps/s", float("nan"), ref_rate,
+                    ">= 2e7 and >= 50x", None)]
+
+    returns = call_rollouts(fn, mdp, policy, n_episodes, seed=4)  # warm up / compile
+    assert returns.shape[0] == n_episodes, f"expected {n_episodes} returns, got {returns.shape}"
+    se = returns.std() / np.sqrt(n_episodes)
+    assert abs(returns.mean() - J) < 5 * se + 1e-9, f"kernel mean {returns.mean()} vs exact {J}"
+    t_k = median_time(lambda: call_rollouts(fn, mdp, policy, n_episodes, seed=5), repeats)
+    rate = n_episodes * H / t_k
+    return [Row(f"rollouts S={S} A={A} H={H} (cpi.rollouts.{label})", "env steps/s", rate,
+                ref_rate, ">= 2e7 and >= 50x", rate >= 2e7 and rate / ref_rate >= 50)]
+
+
+# ---------------------------------------------------------------------------------------------
+def print_table(rows: list[Row], peak_mib: float) -> None:
+    header = f"| {'computation':<58} | {'unit':<14} | {'Numba':>9} | {'NumPy/Python ref':>16} | {'ratio':>7} | {'goal':<17} | {'met':<4} |"
+    print()
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for r in rows:
+        ratio = r.kernel / r.reference if r.reference else float("nan")
+        met = "" if r.met is None else ("yes" if r.met else "NO")
+        ref = f"{r.reference:.3g}" if r.reference is not None else "-"
+        print(f"| {r.name:<58} | {r.unit:<14} | {r.kernel:>9.3g} | {ref:>16} | "
+              f"{ratio:>6.1f}x | {r.goal:<17} | {met:<4} |")
+    print(f"| {'peak memory (maxrss) of this run':<58} | {'MiB':<14} | {peak_mib:>9.0f} | "
+          f"{'':>16} | {'':>7} | {'':<17} | {'':<4} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (median)")
+    parser.add_argument("--tree-nodes", type=int, default=1_000_000)
+    parser.add_argument("--episodes", type=int, default=200_000, help="kernel episodes per call")
+    parser.add_argument("--ref-episodes", type=int, default=2_000, help="reference episodes")
+    args = parser.parse_args(argv)
+
+    numba.set_num_threads(1)
+    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+          f"{platform.machine()}, numba threads {numba.get_num_threads()}, "
+          f"repeats {args.repeats} (median)", flush=True)
+    t0 = time.perf_counter()
+    rows = bench_tree(args.tree_nodes, args.repeats)
+    rows += bench_tabular(200, 4, 50, args.repeats)
+    rows += bench_rollouts(200, 4, 50, args.episodes, args.ref_episodes, args.repeats)
+    rows += bench_tree_rollouts(args.tree_nodes, 10 * args.episodes, 5 * args.ref_episodes,
+                                args.repeats)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print_table(rows, peak_mib)
+    print(f"\ntotal wall time {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
