@@ -1,0 +1,398 @@
+"""Tasks: a synthetic verifiable multi-step task and real question/answer datasets.
+
+Both satisfy the `Task` protocol: `sample(n, rng)`, `prompt(problem)`, `grade(problem, text)`,
+`first_error(problem, thoughts)` and `has_step_verifier`.
+
+Synthetic task: chained modular arithmetic (`ModularArithmeticTask`)
+---------------------------------------------------------------------
+A problem is a start value and H operations, e.g. `start 3; +4; *2; -1 (mod 10)`. A correct
+solution has one thought per operation, each computing the running value from the previous one:
+
+    3+4=7</thought>7*2=4</thought>4-1=3 \\boxed{3}</thought>
+
+and the last thought boxes the final value. A per-step verifier knows the true first wrong step.
+This mirrors the first-error tree of `cpi`: horizon H = number of steps; at each step the policy
+writes one of |Y| = modulus candidate values, exactly one of which is correct; once a step is wrong,
+later steps computed correctly from the wrong value cannot (except by a lucky modular collision)
+recover the right answer. `reference_solution(problem, error_rate, rng)` samples such solutions with
+independent per-step errors, giving supervised data with a controllable error rate.
+
+Real datasets (`DatasetTask`, `load_dataset_file`)
+---------------------------------------------------
+Local JSONL or parquet files with `question` and `answer` fields, graded by equivalence of the last
+`\\boxed{...}` with the reference answer using the `math_verify` library (`parse` / `verify`).
+There is no per-step verifier: `first_error` returns None and `has_step_verifier` is False, so the
+oracle localizer is unavailable on these tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from srpo.thoughts import extract_boxed
+from srpo.tokenizer import THOUGHT_DELIMITER
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A question with a reference answer.
+
+    Attributes:
+        uid: identifier (unique within its task or file).
+        question: the question text.
+        answer: the reference answer as a string (for the synthetic task, the final value).
+    """
+
+    uid: str
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class ModArithProblem(Problem):
+    """A chained modular-arithmetic problem.
+
+    Attributes:
+        start: start value in `0..modulus-1`.
+        ops: H operations `(operator, operand)`, operator in {"+", "-", "*"}.
+        modulus: every running value is reduced into `0..modulus-1`.
+    """
+
+    start: int = 0
+    ops: tuple[tuple[str, int], ...] = ()
+    modulus: int = 10
+
+    @property
+    def n_steps(self) -> int:
+        """H, the number of steps (= thoughts of a correct solution)."""
+        return len(self.ops)
+
+    def values(self) -> list[int]:
+        """The true running values `[v_0 = start, v_1, ..., v_H]`."""
+        values = [self.start]
+        for op, operand in self.ops:
+            values.append(apply_op(values[-1], op, operand, self.modulus))
+        return values
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What the trainer needs from a task."""
+
+    has_step_verifier: bool
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        """n problems drawn with `rng`."""
+        ...
+
+    def prompt(self, problem: Problem) -> str:
+        """The prompt text shown to the model."""
+        ...
+
+    def grade(self, problem: Problem, response_text: str) -> float:
+        """1.0 if the response's last boxed answer is correct, else 0.0."""
+        ...
+
+    def first_error(self, problem: Problem, thoughts_text: Sequence[str]) -> int | None:
+        """1-based index of the first wrong thought, None if none (or no verifier)."""
+        ...
+
+
+def apply_op(value: int, op: str, operand: int, modulus: int) -> int:
+    """`(value op operand) mod modulus`, in `0..modulus-1`."""
+    if op == "+":
+        return (value + operand) % modulus
+    if op == "-":
+        return (value - operand) % modulus
+    if op == "*":
+        return (value * operand) % modulus
+    raise ValueError(f"op must be one of '+', '-', '*', got {op!r}")
+
+
+_STEP_PATTERN = re.compile(r"^\s*(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(\d+)\s*(.*?)\s*$", re.DOTALL)
+_INTEGER = re.compile(r"^\s*-?\d+\s*$")
+_FINAL_BOX = re.compile(r"\\boxed\s*\{\s*(\d+)\s*\}")
+
+
+def format_step(left: int, op: str, operand: int, value: int, final: bool) -> str:
+    """One thought of a solution, delimiter included, e.g. `3+4=7</thought>`.
+
+    The final thought also boxes its value: `4-1=3 \\boxed{3}</thought>`.
+    """
+    body = f"{left}{op}{operand}={value}"
+    if final:
+        body += f" \\boxed{{{value}}}"
+    return body + THOUGHT_DELIMITER
+
+
+@dataclass
+class ModularArithmeticTask:
+    """Chained modular arithmetic with a per-step verifier.
+
+    Attributes:
+        n_steps: H, operations per problem (>= 1).
+        modulus: values live in `0..modulus-1` (>= 2); |Y| = modulus candidates per step.
+        ops: operator set (difficulty: "+" only is easiest, "*" hardest).
+        prompt_template: format string with `{question}`.
+    """
+
+    n_steps: int = 4
+    modulus: int = 10
+    ops: tuple[str, ...] = ("+", "-", "*")
+    prompt_template: str = "{question}\n"
+    has_step_verifier: bool = field(default=True, init=False)
+
+    def __post_init__(self) -> None:
+        if self.n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {self.n_steps}")
+        if self.modulus < 2:
+            raise ValueError(f"modulus must be >= 2, got {self.modulus}")
+        if not self.ops or any(op not in ("+", "-", "*") for op in self.ops):
+            raise ValueError(f"ops must be a non-empty subset of ('+', '-', '*'), got {self.ops!r}")
+        self.ops = tuple(self.ops)
+
+    def make_problem(self, start: int, ops: Sequence[tuple[str, int]], uid: str = "") -> ModArithProblem:
+        """A problem from explicit values (question and answer derived)."""
+        ops = tuple((str(op), int(operand)) for op, operand in ops)
+        steps = "; ".join(f"{op}{operand}" for op, operand in ops)
+        question = f"start {start}; {steps} (mod {self.modulus})"
+        value = start
+        for op, operand in ops:
+            value = apply_op(value, op, operand, self.modulus)
+        return ModArithProblem(
+            uid=uid or question, question=question, answer=str(value),
+            start=int(start), ops=ops, modulus=self.modulus,
+        )
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[ModArithProblem]:
+        """n random problems: start uniform in `0..m-1`, operators uniform over `ops`, operands
+        uniform in `1..m-1` (so no step is the identity "+0" or the collapse "*0")."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        problems = []
+        for _ in range(n):
+            start = int(rng.integers(0, self.modulus))
+            op_index = rng.integers(0, len(self.ops), size=self.n_steps)
+            operands = rng.integers(1, self.modulus, size=self.n_steps)
+            ops = [(self.ops[int(i)], int(x)) for i, x in zip(op_index, operands)]
+            problems.append(self.make_problem(start, ops))
+        return problems
+
+    def prompt(self, problem: Problem) -> str:
+        return self.prompt_template.format(question=problem.question)
+
+    def grade(self, problem: Problem, response_text: str) -> float:
+        """1.0 iff the last `\\boxed{...}` holds an integer equal to the answer."""
+        boxed = extract_boxed(response_text)
+        if boxed is None or not _INTEGER.match(boxed):
+            return 0.0
+        return 1.0 if int(boxed) == int(problem.answer) else 0.0
+
+    def first_error(self, problem: ModArithProblem, thoughts_text: Sequence[str]) -> int | None:
+        """1-based index of the first wrong thought, or None if the solution is fully correct.
+
+        Thought i (1..H) is correct iff it reads `v_{i-1} op_i operand_i = v_i` with the true
+        values (an optional trailing delimiter is ignored), carries no `\\boxed{}` for i < H, and
+        for i = H boxes exactly v_H. An unparseable thought is wrong. If all written thoughts are
+        correct but fewer than H were written, the first missing step `len(thoughts_text) + 1` is
+        returned (callers that clamp to `1..n` get n); a thought after step H is wrong (H + 1).
+        None implies `grade(...) == 1.0` for the concatenated text.
+        """
+        values = problem.values()
+        horizon = problem.n_steps
+        for index, text in enumerate(thoughts_text, start=1):
+            if index > horizon:
+                return index
+            body = text.replace(THOUGHT_DELIMITER, " ")
+            match = _STEP_PATTERN.match(body)
+            if match is None:
+                return index
+            left, op, operand, value, rest = match.groups()
+            op_true, operand_true = problem.ops[index - 1]
+            if (int(left), op, int(operand), int(value)) != (
+                values[index - 1], op_true, operand_true, values[index]
+            ) or str(int(value)) != value:
+                return index
+            if index < horizon:
+                if rest:
+                    return index
+            else:
+                final = _FINAL_BOX.fullmatch(rest)
+                if final is None or int(final.group(1)) != values[index]:
+                    return index
+        if len(thoughts_text) < horizon:
+            return len(thoughts_text) + 1
+        return None
+
+    def reference_solution(
+        self, problem: ModArithProblem, error_rate: float, rng: np.random.Generator
+    ) -> list[str]:
+        """Thoughts of a solution in which each step is independently wrong with prob. error_rate.
+
+        A wrong step writes a value drawn uniformly from the `modulus - 1` wrong values (relative
+        to a correct computation from the previous written value); later steps compute correctly
+        from the written (possibly wrong) value, so errors propagate. The last thought boxes the
+        last written value. Each returned string ends with the delimiter.
+        """
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
+        thoughts = []
+        previous = problem.start
+        for index, (op, operand) in enumerate(problem.ops, start=1):
+            value = apply_op(previous, op, operand, problem.modulus)
+            if rng.random() < error_rate:
+                shift = int(rng.integers(1, problem.modulus))
+                value = (value + shift) % problem.modulus
+            thoughts.append(format_step(previous, op, operand, value, final=index == problem.n_steps))
+            previous = value
+        return thoughts
+
+
+# ------------------------------------------------------------------------------------------------
+# Real datasets
+# ------------------------------------------------------------------------------------------------
+
+
+def _math_verify_timeout() -> int | None:
+    # math_verify's timeout uses signal.alarm, which only works in the main thread.
+    return 5 if threading.current_thread() is threading.main_thread() else None
+
+
+def math_equivalent(reference: str, candidate: str) -> bool:
+    """Whether two answer strings are mathematically equivalent according to `math_verify`.
+
+    The reference is parsed as given and, if that finds nothing, wrapped in `$...$`; the candidate
+    (the content of a boxed answer) is parsed wrapped in `\\boxed{...}`.
+    """
+    from math_verify import parse, verify
+
+    timeout = _math_verify_timeout()
+    gold = parse(reference, parsing_timeout=timeout)
+    if not gold:
+        gold = parse(f"${reference}$", parsing_timeout=timeout)
+    pred = parse(f"\\boxed{{{candidate}}}", parsing_timeout=timeout)
+    if not gold or not pred:
+        return False
+    return bool(verify(gold, pred, timeout_seconds=timeout))
+
+
+@dataclass
+class DatasetTask:
+    """Question/answer problems from a file, graded by `math_verify` equivalence.
+
+    Attributes:
+        problems: the problems (see `load_dataset_file`).
+        prompt_template: format string with `{question}`.
+    """
+
+    problems: list[Problem]
+    prompt_template: str = (
+        "{question}\nReason step by step. End every step with </thought>. "
+        "Put the final answer in \\boxed{{}}.\n"
+    )
+    has_step_verifier: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.problems:
+            raise ValueError("problems must be non-empty, got []")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs) -> DatasetTask:
+        """`DatasetTask(load_dataset_file(path), **kwargs)`."""
+        return cls(load_dataset_file(path), **kwargs)
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        """n problems, without replacement when n <= len(problems), with replacement otherwise."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        replace = n > len(self.problems)
+        indices = rng.choice(len(self.problems), size=n, replace=replace)
+        return [self.problems[int(i)] for i in indices]
+
+    def prompt(self, problem: Problem) -> str:
+        return self.prompt_template.format(question=problem.question)
+
+    def grade(self, problem: Problem, response_text: str) -> float:
+        """1.0 iff the last `\\boxed{...}` is equivalent to the reference answer (math_verify)."""
+        boxed = extract_boxed(response_text)
+        if boxed is None or not boxed:
+            return 0.0
+        return 1.0 if math_equivalent(problem.answer, boxed) else 0.0
+
+    def first_error(self, problem: Problem, thoughts_text: Sequence[str]) -> int | None:
+        """Not available: real datasets have no per-step verifier. Always None."""
+        return None
+
+
+def _answer_text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def load_dataset_file(path: str | Path, question_field: str = "question", answer_field: str = "answer") -> list[Problem]:
+    """Read problems from a local `.jsonl` / `.json` (one object per line) or `.parquet` file.
+
+    Args:
+        path: the file.
+        question_field, answer_field: column names.
+
+    Returns:
+        Problems with `uid` = the row's "id" field if present, else `"<file stem>:<row>"`.
+
+    Raises:
+        ValueError: if the file does not exist, has an unknown suffix, a line is not JSON, or a row
+            lacks a non-empty question or answer (the message names the 0-based row and the field).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"dataset path {str(path)!r} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        records = []
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}: line {line_number + 1} is not valid JSON ({error})") from error
+    elif suffix == ".parquet":
+        import pandas as pd
+
+        records = pd.read_parquet(path).to_dict(orient="records")
+    else:
+        raise ValueError(f"dataset file must end in .jsonl, .json or .parquet, got {path.name!r}")
+    problems = []
+    for row, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: row {row} must be an object, got {type(record).__name__}")
+        question = _answer_text(record.get(question_field))
+        if question is None:
+            raise ValueError(f"{path}: row {row} has no {question_field!r} field (or it is empty)")
+        answer = _answer_text(record.get(answer_field))
+        if answer is None:
+            raise ValueError(
+                f"{path}: row {row} has no {answer_field!r} field (or it is empty); "
+                "every problem needs a reference answer"
+            )
+        uid = record.get("id")
+        uid = str(uid) if uid is not None else f"{path.stem}:{row}"
+        problems.append(Problem(uid=uid, question=question, answer=answer))
+    if not problems:
+        raise ValueError(f"{path}: no rows found")
+    return problems

@@ -1,0 +1,139 @@
+"""Thought segmentation on token ids, prefix cuts, and boxed-answer extraction.
+
+A response is a sequence of thoughts; each thought ends with the step delimiter (`</thought>`).
+Boundaries are kept as half-open token-index spans `[start, end)` over the response ids, and a reset
+prefix is cut on those ids. Nothing here decodes and re-encodes text to cut a prefix: re-tokenizing
+a decoded prefix can change ids (a known bug class in GRPO trainers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _ends_with(ids: Sequence[int], end: int, pattern: Sequence[int]) -> bool:
+    """True when `ids[end - len(pattern):end] == pattern`."""
+    n = len(pattern)
+    if end < n:
+        return False
+    for offset in range(n):
+        if ids[end - n + offset] != pattern[offset]:
+            return False
+    return True
+
+
+def thought_spans(
+    response_ids: Sequence[int],
+    delimiter_ids: Sequence[int],
+    eos_id: int | None = None,
+) -> list[tuple[int, int]]:
+    """Split response token ids into thoughts.
+
+    Args:
+        response_ids: the response's token ids, length T (no prompt).
+        delimiter_ids: the delimiter's id sequence (see `srpo.tokenizer.delimiter_ids`), non-empty.
+        eos_id: if given, a single end-of-sequence token right after a closed thought is attached to
+            that thought's span instead of forming a span of its own.
+
+    Returns:
+        Half-open spans `[(s_1, e_1), ..., (s_n, e_n)]` with `s_1 = 0`, `e_i = s_{i+1}` and
+        `e_n = T`. Every span but possibly the last ends right after a delimiter occurrence that
+        lies wholly inside it; a trailing unfinished thought (no delimiter) is its own span.
+        An empty response gives `[]`.
+
+    Raises:
+        ValueError: if `delimiter_ids` is empty.
+    """
+    if len(delimiter_ids) == 0:
+        raise ValueError("delimiter_ids must be non-empty, got []")
+    spans: list[tuple[int, int]] = []
+    start = 0
+    n_delim = len(delimiter_ids)
+    for end in range(1, len(response_ids) + 1):
+        if end - start >= n_delim and _ends_with(response_ids, end, delimiter_ids):
+            spans.append((start, end))
+            start = end
+    if start < len(response_ids):
+        tail = (start, len(response_ids))
+        if eos_id is not None and spans and tail[1] - tail[0] == 1 and response_ids[start] == eos_id:
+            spans[-1] = (spans[-1][0], tail[1])
+        else:
+            spans.append(tail)
+    return spans
+
+
+def check_spans(spans: Sequence[tuple[int, int]], length: int) -> None:
+    """Raise ValueError unless `spans` tile `[0, length)` contiguously with non-empty spans."""
+    position = 0
+    for index, (start, end) in enumerate(spans):
+        if start != position or end <= start:
+            raise ValueError(
+                f"spans[{index}] = {(start, end)} must start at {position} and be non-empty"
+            )
+        position = end
+    if position != length:
+        raise ValueError(f"spans end at {position}, expected the response length {length}")
+
+
+def cut_prefix(response_ids: Sequence[int], spans: Sequence[tuple[int, int]], k: int) -> list[int]:
+    """Ids of thoughts 1..k-1: the prefix kept when resetting at step k.
+
+    Args:
+        response_ids: the parent response's ids, length T.
+        spans: its thought spans (as from `thought_spans`), n of them, tiling `[0, T)`.
+        k: the 1-based reset step, in `1..n+1`. `k = 1` gives the empty prefix; `k = n + 1` keeps
+            the whole response (useful when every written step is correct but the chain stopped).
+
+    Returns:
+        `list(response_ids[:spans[k-2][1]])` (a copy), so that
+        `cut_prefix(...) + response_ids[len(prefix):] == response_ids` exactly.
+
+    Raises:
+        ValueError: if k is outside `1..n+1` or the spans do not tile the response.
+    """
+    check_spans(spans, len(response_ids))
+    n = len(spans)
+    if not 1 <= k <= n + 1:
+        raise ValueError(f"k must be in 1..{n + 1} (n = {n} thoughts), got {k}")
+    if k == 1:
+        return []
+    return list(response_ids[: spans[k - 2][1]])
+
+
+def thought_texts(tokenizer, response_ids: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[str]:
+    """Decode each thought separately (for verifiers and logs only, never to rebuild ids).
+
+    Returns:
+        One string per span, special tokens (eos, pad) removed; delimiters are kept.
+    """
+    ids = list(response_ids)
+    return [tokenizer.decode(ids[s:e], skip_special_tokens=True) for s, e in spans]
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last complete `\\boxed{...}` in `text`, with nested braces.
+
+    Examples: `"a \\boxed{3} b \\boxed{\\frac{1}{2}}"` -> `"\\frac{1}{2}"`; `"\\boxed{3"` -> None.
+    Whitespace between `\\boxed` and `{` is allowed. The content is stripped of outer spaces.
+    """
+    marker = "\\boxed"
+    search_end = len(text)
+    while True:
+        position = text.rfind(marker, 0, search_end)
+        if position < 0:
+            return None
+        cursor = position + len(marker)
+        while cursor < len(text) and text[cursor] in " \t":
+            cursor += 1
+        if cursor < len(text) and text[cursor] == "{":
+            depth = 0
+            for index in range(cursor, len(text)):
+                char = text[index]
+                if char == "{":
+                    depth += 1
+                elif char == "}":
+                    depth -= 1
+                    if depth == 0:
+                        return text[cursor + 1 : index].strip()
+        # Unclosed or malformed: look for an earlier complete one.
+        search_end = position
