@@ -34,3 +34,25 @@ __all__ += [
     "occupancy",
     "value",
 ]
+
+from cpi import envs  # noqa: E402  (registers the gymnasium ids)
+from cpi.algorithm import CPIConfig, CPIResult, optimal_value, run_cpi  # noqa: E402
+from cpi.estimators import estimate_policy_advantage, true_policy_advantage  # noqa: E402
+from cpi.rollouts import simulate_returns  # noqa: E402
+from cpi.selectors import reset_distribution, selection  # noqa: E402
+from cpi.step_rules import advantage_bound, theory_step  # noqa: E402
+
+__all__ += [
+    "envs",
+    "CPIConfig",
+    "CPIResult",
+    "optimal_value",
+    "run_cpi",
+    "estimate_policy_advantage",
+    "true_policy_advantage",
+    "simulate_returns",
+    "reset_distribution",
+    "selection",
+    "advantage_bound",
+    "theory_step",
+]

@@ -1,0 +1,222 @@
+"""Monte Carlo kernels against exact quantities.
+
+* ``simulate_returns``: the mean return of many episodes is within 5 standard errors of the exact
+  J (tabular sparse MDP, full tree, tree with early leaves);
+* the reset sampler: the empirical distribution of candidates matches the exact reset
+  distribution d (total variation below a bound a few times its sampling scale ~ sqrt(X / n));
+* the Q-rollout sampler: per-(state, action) means within 5 standard errors of exact Q;
+* cost accounting on hand cases (deterministic counts).
+
+Failure probability of a correct kernel per check: < 1e-5 (5 sigma), TV bounds with similar slack.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cpi import TabularMDP, TreeMDP, evaluate, occupancy, value
+from cpi.rollouts import (
+    on_policy_episodes,
+    q_rollouts,
+    sample_resets,
+    simulate_returns,
+    tables,
+)
+from cpi.selectors import reset_distribution
+
+
+def sparse_tabular(S=12, A=3, H=6, branching=3, seed=0):
+    rng = np.random.default_rng(seed)
+    P = np.zeros((S, A, S))
+    for s in range(S):
+        for a in range(A):
+            idx = rng.choice(S, branching, replace=False)
+            P[s, a, idx] = rng.dirichlet(np.ones(branching))
+    R = rng.normal(size=(S, A))
+    mu = rng.dirichlet(np.ones(S))
+    pol = rng.dirichlet(np.ones(A), size=(H, S))
+    return TabularMDP(P, R, mu, H), pol
+
+
+def full_tree(A=2, D=4, seed=0):
+    """Complete A-ary tree of depth D in breadth-first (topological) order, random leaf rewards."""
+    rng = np.random.default_rng(seed)
+    N = sum(A**d for d in range(D + 1))
+    children = -np.ones((N, A), dtype=np.int64)
+    nxt = 1
+    for n in range(N - A**D):
+        children[n] = np.arange(nxt, nxt + A)
+        nxt += A
+    reward = np.zeros(N)
+    reward[N - A**D:] = rng.random(A**D)
+    reward[1:N - A**D] = 0.1 * rng.normal(size=N - A**D - 1)
+    return TreeMDP(children, reward), rng.dirichlet(np.ones(A), size=N)
+
+
+def early_leaf_tree():
+    """Depth-3 tree where some branches end at depth 1 or 2 (episodes of different lengths)."""
+    # node: children
+    # 0: 1, 2     1: leaf (depth 1)     2: 3, 4     3: 5, 6     4: leaf (depth 2)
+    # 5, 6: leaves (depth 3)
+    children = np.array([[1, 2], [-1, -1], [3, 4], [5, 6], [-1, -1], [-1, -1], [-1, -1]])
+    reward = np.array([0.0, 1.0, 0.2, -0.3, 0.5, 2.0, -1.0])
+    pol = np.array([[0.3, 0.7], [0.5, 0.5], [0.6, 0.4], [0.2, 0.8], [0.5, 0.5], [0.5, 0.5],
+                    [0.5, 0.5]])
+    return TreeMDP(children, reward), pol
+
+
+CASES = {
+    "tabular": sparse_tabular,
+    "tree": full_tree,
+    "tree_early_leaves": early_leaf_tree,
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_simulate_returns_matches_exact_value(case):
+    mdp, pol = CASES[case]()
+    rng = np.random.default_rng(1)
+    n = 200_000
+    ret = simulate_returns(mdp, pol, n, rng)
+    assert ret.shape == (n,)
+    se = ret.std() / np.sqrt(n)
+    assert abs(ret.mean() - value(mdp, pol)) < 5 * se + 1e-12
+
+
+def test_simulate_returns_is_deterministic_given_the_generator():
+    mdp, pol = sparse_tabular()
+    a = simulate_returns(mdp, pol, 1000, np.random.default_rng(7))
+    b = simulate_returns(mdp, pol, 1000, np.random.default_rng(7))
+    c = simulate_returns(mdp, pol, 1000, np.random.default_rng(8))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_alias_tables_reproduce_P(dense):
+    """P(s') = sum over the row's k slots of (1/k) [keep * 1(succ = s') + (1 - keep) 1(alias = s')]."""
+    mdp, _ = sparse_tabular(seed=3, branching=12 if dense else 3)
+    tb = tables(mdp)
+    S, A, _ = mdp.P.shape
+    for r in range(S * A):
+        lo, hi = tb.ptr[r], tb.ptr[r + 1]
+        k = hi - lo
+        rebuilt = np.zeros(S)
+        np.add.at(rebuilt, tb.succ[lo:hi], tb.keep[lo:hi] / k)
+        np.add.at(rebuilt, tb.alias[lo:hi], (1 - tb.keep[lo:hi]) / k)
+        np.testing.assert_allclose(rebuilt, mdp.P.reshape(S * A, S)[r], atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reset_sampler_follows_the_reset_distribution(case):
+    mdp, pol = CASES[case]()
+    d = reset_distribution(mdp, pol)
+    assert d.sum() == pytest.approx(1.0)
+    X = d.size
+    n = 200_000
+    ones = np.ones(X)
+    rng = np.random.default_rng(2)
+    batch = sample_resets(mdp, pol, n, ones, np.zeros(X, bool), rng, rng)
+    assert batch.states.size == n and batch.n_candidates == n
+    emp = np.bincount(batch.states, minlength=X) / n
+    tv = 0.5 * np.abs(emp - d).sum()
+    # E[TV] <= 0.5 sqrt(X_eff / n); 5x that is a generous but meaningful bound.
+    support = int((d > 0).sum())
+    assert tv < 2.5 * np.sqrt(support / n)
+    assert np.all(emp[d == 0] == 0)
+
+
+def test_early_leaf_tree_reset_distribution_by_hand():
+    """Episodes 0->1 (p .3, L=1), 0->2->4 (p .28, L=2), 0->2->3->{5,6} (p .42, L=3)."""
+    mdp, pol = early_leaf_tree()
+    d = reset_distribution(mdp, pol)
+    expected = np.zeros(7)
+    expected[0] = 0.3 + 0.28 / 2 + 0.42 / 3
+    expected[2] = 0.28 / 2 + 0.42 / 3
+    expected[3] = 0.42 / 3
+    np.testing.assert_allclose(d, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["tabular", "tree"])
+def test_q_rollouts_are_unbiased_for_Q(case):
+    mdp, pol = CASES[case]()
+    _, Q = evaluate(mdp, pol)
+    Qf = Q.reshape(-1, mdp.n_actions)
+    d = reset_distribution(mdp, pol)
+    starts = np.flatnonzero(d > 0)[:5]
+    g = 40_000
+    acts, qs, _ = q_rollouts(mdp, pol, starts, g, np.random.default_rng(3))
+    for i, x in enumerate(starts):
+        for a in range(mdp.n_actions):
+            sel = acts[i] == a
+            m, se = qs[i, sel].mean(), qs[i, sel].std() / np.sqrt(sel.sum())
+            assert abs(m - Qf[x, a]) < 5 * se + 1e-9
+
+
+def test_episode_return_to_go_matches_simulated_returns():
+    mdp, pol = sparse_tabular()
+    xs, acts, rtg, steps = on_policy_episodes(mdp, pol, 100_000, np.random.default_rng(4))
+    assert steps == 100_000 * mdp.horizon
+    ret = rtg[:, 0]
+    assert abs(ret.mean() - value(mdp, pol)) < 5 * ret.std() / np.sqrt(ret.size)
+    # visited states at step h are distributed as d_h
+    occ = occupancy(mdp, pol)
+    h = 2
+    emp = np.bincount(xs[:, h] - h * mdp.n_states, minlength=mdp.n_states) / xs.shape[0]
+    assert 0.5 * np.abs(emp - occ[h]).sum() < 0.02
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost accounting
+# ---------------------------------------------------------------------------------------------
+def test_accounting_on_a_hand_tree():
+    """Root 0 -> {1, 2}, 1 -> {3, 4}, 2 -> {5, 6}; the policy always goes to 1 from the root.
+
+    Accept only node 1: a candidate at depth 0 (node 0, cost 0) is rejected; a candidate at depth
+    1 is node 1 (cost 1) and accepted. So base steps = n exactly, each Q-rollout costs 1 step.
+    """
+    children = np.array([[1, 2], [3, 4], [5, 6]] + [[-1, -1]] * 4)
+    mdp = TreeMDP(children, np.array([0, 0, 0, 1.0, 0, 0, 0]))
+    pol = np.array([[1.0, 0.0]] + [[0.5, 0.5]] * 6)
+    sel = np.zeros(7)
+    sel[1] = 1.0
+    G = sel > 0
+    n, g = 500, 3
+    rng = np.random.default_rng(0)
+    batch = sample_resets(mdp, pol, n, sel, G, rng, rng)
+    assert np.all(batch.states == 1)
+    assert batch.base_steps == n
+    assert batch.accepted_in_G == n == batch.candidates_in_G
+    assert batch.n_candidates > n  # about 2n: half the candidates sit at the root
+    acts, qs, steps = q_rollouts(mdp, pol, batch.states, g, rng)
+    assert acts.shape == (n, g) and steps == n * g
+    np.testing.assert_array_equal(qs, (acts == 0).astype(float))
+
+
+def test_random_reset_on_tabular_costs_exactly_H_per_accepted_state():
+    """Base rollout to step h (h steps) + one Q-rollout to the end (H - h steps) = H."""
+    from cpi.estimators import estimate_policy_advantage
+
+    mdp, pol = sparse_tabular()
+    n = 300
+    _, q, steps = estimate_policy_advantage(mdp, pol, pol, "random", n, np.random.default_rng(0))
+    assert q == n and steps == n * mdp.horizon
+    _, q, steps = estimate_policy_advantage(mdp, pol, pol, "none", n, np.random.default_rng(0))
+    assert q == n and steps == n * mdp.horizon
+
+
+def test_run_cpi_counts_candidates_and_rollouts():
+    from cpi.algorithm import run_cpi
+
+    mdp, _ = sparse_tabular()
+    res = run_cpi(mdp, reset="oracle", mode="sampled", tau=0.2, seed=0, max_iters=3,
+                  n_samples=40, estimator="group", group_size=3)
+    f = res.frame
+    assert np.all(f.q_rollouts == 40 * 3)
+    assert np.all(f.n_accepted == 40)
+    assert np.all(f.n_candidates >= 40)
+    # every accepted state costs H steps (base + one rollout); the 2 extra rollouts cost H - h >= 1
+    assert np.all(f.env_steps >= 40 * mdp.horizon + 2 * 40)
+    np.testing.assert_array_equal(f.q_rollouts_cum, np.cumsum(f.q_rollouts))
+    np.testing.assert_array_equal(f.env_steps_cum, np.cumsum(f.env_steps))
