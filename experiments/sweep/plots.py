@@ -1,0 +1,71 @@
+"""Figure helpers: measured curves with bootstrap bands, labelled theory lines, fitted slopes.
+
+Every figure is saved as PNG and PDF; titles say what is measured, axes carry units, power laws
+are drawn on log-log axes with the theory slope anchored at the data (the theorem fixes slopes,
+not constants) and the fitted slope with its 95% interval in the legend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from experiments.sweep.stats import format_fit  # noqa: E402
+
+COLORS = {"random": "tab:blue", "RR": "tab:blue", "oracle": "tab:red", "CARO": "tab:red",
+          "approx": "tab:purple", "none": "tab:gray", "ratio": "black"}
+
+
+def new_figure(ncols: int = 1, width: float = 5.2, height: float = 4.0):
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    return fig, axes[0]
+
+
+def band(ax, curve: pd.DataFrame, label: str, color=None, marker="o", ls="-") -> None:
+    """Plot a :func:`stats.curve_with_ci` frame: mean line with markers and a 95% band."""
+    c = curve.dropna(subset=["y"])
+    ax.plot(c["x"], c["y"], marker=marker, ls=ls, color=color, label=label, ms=4)
+    ax.fill_between(c["x"], c["lo"], c["hi"], color=color, alpha=0.2, lw=0)
+
+
+def theory_line(ax, curve: pd.DataFrame, slope: float, label: str, color="0.3") -> None:
+    """Dashed power law x^slope through the geometric mean of the measured points."""
+    c = curve.dropna(subset=["y"])
+    c = c[(c["x"] > 0) & (c["y"] > 0)]
+    if len(c) < 2:
+        return
+    lx, ly = np.log(c["x"].to_numpy()), np.log(c["y"].to_numpy())
+    x = np.geomspace(c["x"].min(), c["x"].max(), 50)
+    y = np.exp(ly.mean() + slope * (np.log(x) - lx.mean()))
+    ax.plot(x, y, ls="--", color=color, lw=1.2, label=label)
+
+
+def slope_label(name: str, rec: dict | None) -> str:
+    if rec is None:
+        return name
+    theory = "" if rec.get("theory") is None else f"; theory {rec['theory']:g}"
+    return f"{name}: slope {format_fit(rec)}{theory}"
+
+
+def finish(fig, ax_list, path_stem: Path, title: str | None = None) -> list[Path]:
+    """Legends, grid, tight layout, save PNG + PDF; return the two paths."""
+    for ax in ax_list:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+        ax.grid(True, which="both", alpha=0.25)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "pdf"):
+        p = path_stem.with_suffix(f".{ext}")
+        fig.savefig(p, dpi=130)
+        paths.append(p)
+    plt.close(fig)
+    return paths
