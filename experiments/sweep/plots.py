@@ -12,7 +12,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -59,6 +60,10 @@ def finish(fig, ax_list, path_stem: Path, title: str | None = None) -> list[Path
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
         ax.grid(True, which="both", alpha=0.25)
+        # Log axes spanning less than a decade get crowded minor labels: keep only major ones.
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_minor_formatter(mticker.NullFormatter())
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
