@@ -70,7 +70,9 @@ def finish(fig, ax_list, path_stem: Path, title: str | None = None) -> list[Path
     paths = []
     for ext in ("png", "pdf"):
         p = path_stem.with_suffix(f".{ext}")
-        fig.savefig(p, dpi=130)
+        # No creation date in the PDF: a rerun that changes nothing leaves the file unchanged.
+        meta = {"CreationDate": None} if ext == "pdf" else None
+        fig.savefig(p, dpi=130, metadata=meta)
         paths.append(p)
     plt.close(fig)
     return paths
