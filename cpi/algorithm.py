@@ -40,6 +40,7 @@ from cpi.estimators import (
     advantage_of,
     estimate_from_samples,
     greedy_from_samples,
+    none_step_weight,
     weighted_mean,
 )
 from cpi.evaluation import advantage, coverage_of, evaluate, improvable_set, occupancy, value
@@ -353,7 +354,8 @@ def run_cpi(mdp: MDP, reset: str = "random", mode: str = "exact", tau: float = 0
             q_used = xs.shape[0] + (0 if cfg.adv_estimate == "heldout" else hxs.shape[0])
             target = greedy_from_samples(pf, xs[tr], acts[tr], rtg[tr])
             w = np.ones_like(s)
-            adv_est = estimate_from_samples("none", pf, target, hxs, hacts, hrtg)
+            adv_est = estimate_from_samples("none", pf, target, hxs, hacts, hrtg,
+                                            none_step_weight(mdp, d, occ))
             visited = np.concatenate([xs.ravel(), hxs.ravel()] if cfg.adv_estimate == "fresh"
                                      else [xs.ravel()])
             visited = visited[visited >= 0]

@@ -22,15 +22,17 @@ loop therefore estimates A_U on a held-out half or on fresh samples, see docs/cp
   carries the return-to-go ``G_t`` (unbiased for Q(x_t, a_t)); baseline the leave-one-out mean
   return of the other episodes (the group at the start state); importance weight 1/pi(a_t|x_t):
   ``A_hat = mean_episodes mean_t (G_t - b)(pi'(a_t|x_t) - pi(a_t|x_t)) / pi(a_t|x_t)``.
+  In a tree with early leaves ``mean_t`` (weight 1/L) is replaced by the weight
+  ``E[1/L | x_t] = d(x_t) / occ(x_t)`` (the length L depends on a_t, so 1/L would bias it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cpi.evaluation import advantage, improvable_set
+from cpi.evaluation import advantage, improvable_set, occupancy
 from cpi.mdp import MDP, TreeMDP, check_policy
-from cpi.rollouts import on_policy_episodes, q_rollouts, sample_resets
+from cpi.rollouts import on_policy_episodes, q_rollouts, sample_resets, tables
 from cpi.selectors import reset_distribution, selection
 
 ESTIMATORS = ("uniform", "group")
@@ -130,12 +132,25 @@ def group_advantage(policy_flat, target_flat, states, actions, qs) -> float:
     return float(np.mean(A * (qs - loo) * delta))
 
 
-def none_advantage(policy_flat, target_flat, states, actions, rtg) -> float:
+def none_step_weight(mdp: MDP, d: np.ndarray, occ: np.ndarray) -> np.ndarray | None:
+    """Per-state step weight ``c(x) = E[1/L | x visited] = d(x) / occ(x)`` for the outcome-only
+    estimator on a tree with early leaves (L = episode length); ``None`` (weight 1/L = 1/H)
+    when every episode has length H (tabular MDPs, trees with all leaves at the horizon)."""
+    if not isinstance(mdp, TreeMDP) or tables(mdp).full_depth:
+        return None
+    occ = np.asarray(occ, dtype=np.float64).ravel()
+    return np.where(occ > 0, np.asarray(d, dtype=np.float64) / np.where(occ > 0, occ, 1.0), 0.0)
+
+
+def none_advantage(policy_flat, target_flat, states, actions, rtg, step_weight=None) -> float:
     """Outcome-only estimator from on-policy episodes: states, actions, rtg (n, H), padding -1.
 
     Baseline: leave-one-out mean of the other episodes' returns ``rtg[:, 0]`` (needs n >= 2).
-    Each episode contributes the mean over its own steps (so states follow the reset
-    distribution d, also in trees with early leaves).
+    Each episode contributes the mean over its own L steps, so states follow the reset
+    distribution d. In a tree with early leaves the per-episode weight 1/L is correlated with
+    the action taken (a short branch weighs more), which biases the estimate (as GRPO's length
+    normalisation does); pass ``step_weight`` (X,) = :func:`none_step_weight` to weight step t
+    by ``E[1/L | x_t]`` instead, which is unbiased for E_d[A(x, pi'(x))].
     """
     rtg = np.asarray(rtg, dtype=np.float64)
     n = rtg.shape[0]
@@ -146,18 +161,23 @@ def none_advantage(policy_flat, target_flat, states, actions, rtg) -> float:
     acts = np.where(valid, actions, 0)
     pi = policy_flat[xs, acts]
     w = np.where(valid, (target_flat[xs, acts] - pi) / np.where(valid, pi, 1.0), 0.0)
-    per_ep = ((rtg - b[:, None]) * w).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    if step_weight is None:
+        per_ep = ((rtg - b[:, None]) * w).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    else:
+        per_ep = ((rtg - b[:, None]) * w * np.asarray(step_weight)[xs]).sum(axis=1)
     return float(per_ep.mean())
 
 
-def estimate_from_samples(estimator: str, policy_flat, target_flat, states, actions, qs) -> float:
-    """Dispatch: ``uniform`` / ``group`` on Q-rollouts, ``none`` on episodes."""
+def estimate_from_samples(estimator: str, policy_flat, target_flat, states, actions, qs,
+                          step_weight=None) -> float:
+    """Dispatch: ``uniform`` / ``group`` on Q-rollouts, ``none`` on episodes (``step_weight``:
+    see :func:`none_advantage`)."""
     if estimator == "uniform":
         return uniform_advantage(policy_flat, target_flat, states, actions, qs)
     if estimator == "group":
         return group_advantage(policy_flat, target_flat, states, actions, qs)
     if estimator == "none":
-        return none_advantage(policy_flat, target_flat, states, actions, qs)
+        return none_advantage(policy_flat, target_flat, states, actions, qs, step_weight)
     raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}")
 
 
@@ -186,7 +206,9 @@ def estimate_policy_advantage(mdp: MDP, policy, target_policy, reset: str, n: in
         if n < 2:
             raise ValueError(f"n: expected >= 2 episodes for reset='none', got {n}")
         xs, acts, rtg, steps = on_policy_episodes(mdp, pol, n, rng)
-        return none_advantage(pf, tf, xs, acts, rtg), n, steps
+        occ = occupancy(mdp, pol)
+        cw = none_step_weight(mdp, reset_distribution(mdp, pol, occ), occ)
+        return none_advantage(pf, tf, xs, acts, rtg, cw), n, steps
     G = improvable_set(mdp, pol, tau) if G is None else np.asarray(G, dtype=np.bool_)
     d = reset_distribution(mdp, pol)
     sel = selection(reset, G, d, beta, gamma)

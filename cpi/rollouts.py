@@ -144,7 +144,9 @@ def tables(mdp: MDP) -> TabularTables | TreeTables:
         out = TabularTables(ptr, succ, keep, alias, slots, np.ascontiguousarray(mdp.R),
                             _cdf_rows(mdp.mu))
     else:
-        leaves = mdp.is_leaf & (mdp.depth > 0)
+        # A root that is itself a leaf and has start mass is an episode of length 0 < H: an
+        # early leaf too (the fixed-length walk would step off it to node -1).
+        leaves = mdp.is_leaf & ((mdp.depth > 0) | (mdp.mu > 0))
         full = bool(np.all(mdp.depth[leaves] == mdp.horizon))
         out = TreeTables(mdp.children, mdp.reward, mdp.depth, _cdf_rows(mdp.mu), full)
     _TABLES[mdp] = out

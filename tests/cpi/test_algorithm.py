@@ -331,3 +331,61 @@ def test_sampled_cpi_on_a_tree_with_a_large_step_learns():
     res = run_cpi(mdp, reset="oracle", mode="sampled", tau=0.05, max_iters=10, n_samples=100,
                   estimator="group", group_size=2, step="constant", alpha=0.5)
     assert value(mdp, res.policy) > res.frame.J.iloc[0] + 0.05
+
+
+def test_none_estimator_is_unbiased_on_a_tree_with_early_leaves():
+    """Outcome-only estimate on episodes of different lengths: the per-episode 1/L weight depends
+    on the action (the 1-step branch weighs 1, the 3-step ones 1/3) and was biased (1.07 vs 0.95,
+    75 standard errors); with the E[1/L | x] step weight it is unbiased."""
+    children = np.array([[1, 2], [-1, -1], [3, 4], [5, 6], [-1, -1], [-1, -1], [-1, -1]])
+    mdp = TreeMDP(children, np.array([0.0, 1.0, 0.2, -0.3, 0.5, 2.0, -1.0]))
+    pol = np.array([[0.3, 0.7], [0.5, 0.5], [0.6, 0.4], [0.2, 0.8]] + [[0.5, 0.5]] * 3)
+    tgt = greedy_policy(mdp, advantage(mdp, pol))
+    exact = true_policy_advantage(mdp, pol, tgt, "none")
+    rng = np.random.default_rng(0)
+    est = np.array([estimate_policy_advantage(mdp, pol, tgt, "none", 200, rng)[0]
+                    for _ in range(1000)])
+    se = est.std() / np.sqrt(est.size)
+    assert abs(est.mean() - exact) < 5 * se
+    assert se < 0.01 * abs(exact)
+
+
+@PROPERTY
+@given(S=st.integers(2, 5), A=st.integers(2, 3), H=st.integers(2, 5), seed=st.integers(0, 10**6))
+def test_improvement_bound_holds_for_arbitrary_targets_and_fractional_selection(S, A, H, seed):
+    """The finite-horizon lemma behind the theory step, tested where it is not vacuous: a
+    non-greedy target (A(x, pi') < 0 somewhere), s in [0, 1], any alpha (exact greedy CPI
+    improves for every alpha, so run_cpi alone cannot falsify the bound). With c_A / 40 in place
+    of c_A this fails on such instances."""
+    mdp = random_tabular(S, A, H, seed)
+    rng = np.random.default_rng(seed)
+    pol = rng.dirichlet(0.5 * np.ones(A), size=(H, S))
+    tgt = rng.dirichlet(0.3 * np.ones(A), size=(H, S))
+    s = rng.random(H * S) * (rng.random(H * S) < 0.6)
+    pf, tf = pol.reshape(-1, A), tgt.reshape(-1, A)
+    d = reset_distribution(mdp, pol)
+    m_s = float(d @ s)
+    if m_s == 0:
+        return
+    adv_bar = float((d * s) @ np.einsum("xa,xa->x", tf, advantage(mdp, pol).reshape(-1, A))) / m_s
+    c_A = advantage_bound(mdp)
+    J0 = value(mdp, pol)
+    for alpha in (theory_step(adv_bar, H, c_A), rng.random(), 1.0):
+        new = (pf + alpha * s[:, None] * (tf - pf)).reshape(pol.shape)
+        gain = value(mdp, new) - J0
+        assert gain >= guaranteed_improvement(adv_bar, alpha, H, c_A, m_s) - 1e-10
+
+
+@pytest.mark.parametrize("p", [0.005, 0.05, 0.5])
+def test_coverage_family_caro_over_rr_step_and_improvement_are_one_over_p(p):
+    """Theorem 1 on the package's coverage family (exact mode, theory step): the CARO/RR step
+    ratio and the per-iteration improvement ratio are both 1/p (to round-off)."""
+    from cpi.envs import coverage_family
+
+    mdp = coverage_family(p=p, tau=0.1, n_actions=4, horizon=10, seed=0)
+    rr = run_cpi(mdp, reset="random", mode="exact", tau=0.1, max_iters=1).frame.iloc[0]
+    caro = run_cpi(mdp, reset="oracle", mode="exact", tau=0.1, max_iters=1).frame.iloc[0]
+    assert caro.coverage_mass == pytest.approx(p) and caro.update_mass == pytest.approx(p)
+    assert 0 < caro.alpha < 1
+    assert caro.alpha / rr.alpha == pytest.approx(1 / p, rel=1e-9)
+    assert caro.improvement / rr.improvement == pytest.approx(1 / p, rel=1e-6)

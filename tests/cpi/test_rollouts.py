@@ -220,3 +220,66 @@ def test_run_cpi_counts_candidates_and_rollouts():
     assert np.all(f.env_steps >= 40 * mdp.horizon + 2 * 40)
     np.testing.assert_array_equal(f.q_rollouts_cum, np.cumsum(f.q_rollouts))
     np.testing.assert_array_equal(f.env_steps_cum, np.cumsum(f.env_steps))
+
+
+def test_leaf_root_with_start_mass_is_an_early_leaf():
+    """A root that is a leaf (episode of length 0) must not be walked off (node -1): the sampler
+    rejects it, follows d elsewhere, and counts the real base-rollout steps."""
+    children = np.array([[1, 2], [3, 4], [5, 6]] + [[-1, -1]] * 5)
+    mu = np.zeros(8)
+    mu[[0, 7]] = 0.5
+    mdp = TreeMDP(children, np.array([0, 0, 0, 1.0, 0, 0, 0, 0]), mu=mu)
+    pol = np.full((8, 2), 0.5)
+    assert not tables(mdp).full_depth
+    d = reset_distribution(mdp, pol)
+    n = 20_000
+    batch = sample_resets(mdp, pol, n, np.ones(8), np.zeros(8, bool), np.random.default_rng(0),
+                          np.random.default_rng(1))
+    assert batch.states.min() >= 0
+    emp = np.bincount(batch.states, minlength=8) / n
+    assert 0.5 * np.abs(emp - d / d.sum()).sum() < 0.02
+    # every accepted candidate comes from root 0 (a 2-step episode), the leaf root costs nothing
+    assert batch.base_steps == 2 * n
+    assert abs(batch.n_candidates / n - 2) < 0.05
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_base_steps_count_rejected_candidates(case):
+    """Accept only the last step (tabular h = H - 1; tree: the deepest non-leaf level): every
+    rejected candidate's base rollout (h steps, or the whole episode with early leaves) counts."""
+    mdp, pol = CASES[case]()
+    d = reset_distribution(mdp, pol)
+    if isinstance(mdp, TabularMDP):
+        sel = np.zeros(d.size)
+        sel[(mdp.horizon - 1) * mdp.n_states:] = 1.0
+        mean_cost = (mdp.horizon - 1) / 2  # h uniform in 0..H-1
+    else:
+        nonleaf = ~mdp.is_leaf
+        sel = (nonleaf & (mdp.depth == mdp.depth[nonleaf].max())).astype(float)
+        mean_cost = None
+    n = 2_000
+    batch = sample_resets(mdp, pol, n, sel, np.zeros(d.size, bool), np.random.default_rng(0),
+                          np.random.default_rng(1))
+    accepted_cost = int(np.sum(mdp.depth[batch.states])) if isinstance(mdp, TreeMDP) \
+        else int(np.sum(batch.states // mdp.n_states))
+    assert batch.n_candidates > 1.5 * n
+    assert batch.base_steps > accepted_cost + (batch.n_candidates - n) // 4
+    if mean_cost is not None:
+        assert abs(batch.base_steps / batch.n_candidates - mean_cost) < 0.05 * mean_cost
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_selector_flips_use_their_own_stream(case):
+    """Common random numbers: the candidate sequence comes from the reset stream only, so a
+    selector accepting with probability 1/2 keeps a subsequence of the all-accepting run's states
+    (the flips come from rng_select and do not shift the reset stream)."""
+    mdp, pol = CASES[case]()
+    X = reset_distribution(mdp, pol).size
+    G = np.zeros(X, bool)
+    half = sample_resets(mdp, pol, 300, np.full(X, 0.5), G, np.random.default_rng(0),
+                         np.random.default_rng(1))
+    full = sample_resets(mdp, pol, half.n_candidates, np.ones(X), G, np.random.default_rng(0),
+                         np.random.default_rng(2))
+    it = iter(full.states)
+    assert all(any(x == y for y in it) for x in half.states)  # ordered subsequence
+    assert full.base_steps == half.base_steps
