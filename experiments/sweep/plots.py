@@ -55,9 +55,10 @@ def slope_label(name: str, rec: dict | None) -> str:
 
 
 def finish(fig, ax_list, path_stem: Path, title: str | None = None) -> list[Path]:
-    """Legends, grid, tight layout, save PNG + PDF; return the two paths."""
+    """Legends (where an axis has none yet), grid, tight layout, save PNG + PDF; return the
+    two paths."""
     for ax in ax_list:
-        if ax.get_legend_handles_labels()[0]:
+        if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
         ax.grid(True, which="both", alpha=0.25)
         # Log axes spanning less than a decade get crowded minor labels: keep only major ones.
