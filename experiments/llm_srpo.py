@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from srpo.trainer import METHODS, TrainConfig, train  # noqa: E402
 
 QUICK = dict(steps=10, prompts_per_step=8, eval_size=128, eval_every=2)
-DEFAULT = dict(steps=30, prompts_per_step=16, eval_size=256, eval_every=3)
+DEFAULT = dict(steps=40, prompts_per_step=16, eval_size=256, eval_every=4)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,19 +55,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--task", default="synthetic",
                    help="'synthetic' or a .jsonl/.parquet file with question and answer columns")
     p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds 0..N-1 (default 3; 1 with --quick)")
+                   help="number of seeds 0..N-1 (default 5; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="a short smoke run")
     p.add_argument("--steps", type=int, default=None, help="override the number of iterations")
     p.add_argument("--prompts-per-step", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--loss", default="reinforce", choices=("reinforce", "ppo-clip"))
+    p.add_argument("--agg", default="seq-mean-token-mean",
+                   choices=("seq-mean-token-mean", "token-mean"), help="loss aggregation")
+    p.add_argument("--updates-per-step", type=int, default=1,
+                   help="optimizer passes per batch (ppo-clip only)")
     p.add_argument("--kl-coef", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", default="runs/llm", help="output directory")
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints")
     args = p.parse_args(argv)
     if args.seeds is None:
-        args.seeds = 1 if args.quick else 3
+        args.seeds = 1 if args.quick else 5
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1; got {args.seeds}")
     if args.model is not None and not Path(args.model).exists():
@@ -100,7 +104,8 @@ def make_configs(args) -> list[TrainConfig]:
             configs.append(TrainConfig(
                 method=method, split=args.split, mask_prefix=not args.no_mask, seed=seed,
                 device=args.device, model=args.model, lora_rank=args.lora_rank, task=args.task,
-                loss=args.loss, kl_coef=args.kl_coef, num_threads=args.threads,
+                loss=args.loss, agg=args.agg, updates_per_step=args.updates_per_step,
+                kl_coef=args.kl_coef, num_threads=args.threads,
                 out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
                 **sizes, **extra,
             ))
@@ -192,6 +197,31 @@ def summarize(metrics: pd.DataFrame, resets: pd.DataFrame) -> dict:
     return out
 
 
+def _clean(obj):
+    """NaN/inf -> None recursively (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+DEFINITIONS = {
+    "final_J": "held-out greedy pass@1 at the last iteration, mean over seeds",
+    "final_J_ci95": "95% t-interval of that mean across seeds (null with one seed)",
+    "steps_to_reach_comparator_final": (
+        "steps: first evaluated iteration at which this method's seed-mean J reaches the "
+        "comparator's final seed-mean J (null: never); comparator_steps: the same for the "
+        "comparator itself; speedup = comparator_steps / steps"),
+    "generated_tokens": "all generated tokens (base, parents, discarded, suffixes, localization)",
+    "suffix_pass_at_k": "fraction of reset parents with at least one correct suffix",
+    "clean_prefix_rate": "fraction of resets with k <= the verifier's first wrong step",
+    "grad_signal_*": "mean over rollouts of mean over trained tokens of (|A|/T)(1 - pi(y_t))",
+}
+
+
 def plot_curves(metrics: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib
 
@@ -226,6 +256,9 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars; ours is the one that matters
 
     total = sum(c.steps for c in configs)
     bar = tqdm(total=total, disable=not sys.stderr.isatty(), desc="iterations")
@@ -254,9 +287,11 @@ def main(argv=None) -> dict:
     metrics.to_parquet(out / "metrics.parquet", index=False)
     resets.to_parquet(out / "resets.parquet", index=False)
     summary = summarize(metrics, resets)
+    summary["definitions"] = DEFINITIONS
     summary["command"] = " ".join(["python", "experiments/llm_srpo.py", *(argv or sys.argv[1:])])
     summary["wall_time_s"] = time.time() - t0
     summary["configs"] = [c.to_dict() for c in configs[: len(args.method)]]
+    summary = _clean(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(metrics, out)
     for m, e in summary["methods"].items():

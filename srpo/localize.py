@@ -31,6 +31,7 @@ __all__ = [
     "LocalizationResult",
     "LocalizationStats",
     "build_localization_prompt",
+    "encode_localization_prompt",
     "parse_localization",
     "make_localizer",
     "SelfLocalizer",
@@ -103,19 +104,20 @@ class LocalizationStats:
 # ---------------------------------------------------------------------------------------------
 
 LOCALIZATION_INSTRUCTIONS = (
-    "The final answer of this solution is wrong. Find the FIRST step where the reasoning went "
-    "wrong: the step where the error was made, not the later step where the failure shows. "
-    "Do not re-solve the problem. Commit to exactly one step number between 1 and {n}. "
-    "Answer as \\boxed{{N}}."
+    "The final answer is wrong. Find the FIRST wrong step: where the error was made, not where "
+    "the failure shows. Do not re-solve. Commit to one step number in 1..{n}, as \\boxed{{N}}."
 )
 
 
-def build_localization_text(problem_text: str, thoughts: list[str]) -> str:
+def build_localization_text(problem_text: str, thoughts: list[str],
+                            delimiter: str = "</thought>") -> str:
     """The user message of the localization prompt.
 
     Args:
         problem_text: the problem statement (the task's prompt text).
-        thoughts: the failed chain's thoughts, in order (n = len(thoughts) >= 1).
+        thoughts: the failed chain's thoughts, in order (n = len(thoughts) >= 1); a trailing
+            step delimiter is removed from each for display.
+        delimiter: the step delimiter text.
 
     Returns:
         The message text: the problem, the numbered steps, and the instructions.
@@ -123,7 +125,9 @@ def build_localization_text(problem_text: str, thoughts: list[str]) -> str:
     n = len(thoughts)
     if n < 1:
         raise ValueError("thoughts must hold at least one step (n >= 1)")
-    steps = "\n".join(f"Step {i}: {t.strip()}" for i, t in enumerate(thoughts, start=1))
+    steps = "\n".join(
+        f"Step {i}: {t.replace(delimiter, ' ').strip()}" for i, t in enumerate(thoughts, start=1)
+    )
     return (
         f"Problem: {problem_text.strip()}\n"
         f"Solution ({n} steps):\n{steps}\n"
@@ -146,6 +150,17 @@ def build_localization_prompt(problem_text: str, thoughts: list[str], tokenizer:
             [{"role": "user", "content": msg}], tokenize=False, add_generation_prompt=True
         )
     return f"User: {msg}\nAssistant: "
+
+
+def encode_localization_prompt(tokenizer: Any, problem_text: str, thoughts: list[str]) -> list[int]:
+    """Token ids of the localization prompt (the same ids for training and for inference).
+
+    A chat template already writes its special tokens into the text, so it is encoded without
+    adding more; the plain layout gets the tokenizer's usual special tokens (``<bos>``).
+    """
+    text = build_localization_prompt(problem_text, thoughts, tokenizer)
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    return list(tokenizer.encode(text, add_special_tokens=not templated))
 
 
 _BOXED = re.compile(r"\\boxed\s*\{")
@@ -299,10 +314,9 @@ class SelfLocalizer(_Localizer):
     def _locate(self, parents, rng, generator=None, **kw):
         if not parents:
             return []
-        prompts = [
-            build_localization_prompt(p.problem_text, p.thoughts, self.tokenizer) for p in parents
+        prompt_ids = [
+            encode_localization_prompt(self.tokenizer, p.problem_text, p.thoughts) for p in parents
         ]
-        prompt_ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in prompts]
         replies = self.engine.complete(
             prompt_ids, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             generator=generator,

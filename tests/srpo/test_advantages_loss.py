@@ -128,7 +128,7 @@ def test_aggregation_and_argument_errors():
         masked_pg_loss(lp, adv[:2], mask)
     # empty mask: zero loss, still differentiable
     z = aggregate(lp, torch.zeros_like(mask), "seq-mean-token-mean")
-    assert float(z) == 0.0 and z.requires_grad
+    assert float(z.detach()) == 0.0 and z.requires_grad
 
 
 def test_per_token_advantages():

@@ -56,7 +56,7 @@ def test_parse_rejects_bad_n():
 
 def test_prompt_contents():
     p = build_localization_prompt("Compute x.", ["a = 1", "b = 2", "x = 4 \\boxed{4}"])
-    for s in ("wrong", "FIRST", "not the later step", "Do not re-solve", "between 1 and 3",
+    for s in ("wrong", "FIRST", "not where the failure shows", "Do not re-solve", "in 1..3",
               "\\boxed{N}", "Step 1: a = 1", "Step 3: x = 4"):
         assert s in p
     assert p.endswith("Assistant: ")
@@ -79,3 +79,18 @@ def test_make_localizer_errors():
         make_localizer("psychic")
     with pytest.raises(ValueError, match="needs engine"):
         make_localizer("self")
+
+
+def test_oracle_localizer_uses_the_step_verifier_and_counts_fallbacks():
+    from srpo.tasks import ModularArithmeticTask
+
+    task = ModularArithmeticTask(n_steps=3, modulus=10)
+    p = task.make_problem(3, [("+", 4), ("*", 2), ("-", 1)])  # 7, 4, 3
+    wrong2 = ["3+4=7</thought>", "7*2=5</thought>", "5-1=4 \\boxed{4}</thought>"]
+    right = ["3+4=7</thought>", "7*2=4</thought>", "4-1=3 \\boxed{3}</thought>"]
+    loc = make_localizer("oracle", task=task)
+    res = loc.locate([ParentView(p, "q", wrong2), ParentView(p, "q", right)],
+                     np.random.default_rng(0))
+    assert (res[0].k, res[0].source) == (2, "oracle")
+    assert res[1].source == "oracle_fallback_random" and res[1].is_fallback
+    assert loc.stats.fallbacks == 1 and loc.stats.calls == 2
