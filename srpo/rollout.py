@@ -214,6 +214,16 @@ def sample_from_logits(
     return tokens.clamp_(max=logits.shape[-1] - 1)
 
 
+def _repeat_rows(logits, cache, mask, positions, n: int):
+    """Repeat every row of a prefilled batch n times (row i -> rows i*n .. i*n+n-1), cache included."""
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        logits = logits.repeat_interleave(n, dim=0)
+        mask = mask.repeat_interleave(n, dim=0)
+        positions = positions.repeat_interleave(n, dim=0)
+    return logits, cache, mask, positions
+
+
 class RolloutEngine:
     """Batched thought-by-thought sampling with a KV cache.
 
@@ -272,12 +282,7 @@ class RolloutEngine:
             for i in range(n_rows)
         ]
         with self._inference():
-            logits, cache, mask, positions = self._prefill(prompts)
-            if n_per_prompt > 1:
-                cache.batch_repeat_interleave(n_per_prompt)
-                logits = logits.repeat_interleave(n_per_prompt, dim=0)
-                mask = mask.repeat_interleave(n_per_prompt, dim=0)
-                positions = positions.repeat_interleave(n_per_prompt, dim=0)
+            logits, cache, mask, positions = _repeat_rows(*self._prefill(prompts), n_per_prompt)
             self._decode(rows, logits, cache, mask, positions, temperature, self.config.top_p)
         chains = [self._to_chain(row) for row in rows]
         return [chains[i * n_per_prompt : (i + 1) * n_per_prompt] for i in range(len(prompts))]
@@ -312,12 +317,8 @@ class RolloutEngine:
         """
         prompt, prefix, temperature, rows = self._suffix_rows(prompt_ids, prefix_ids, k, generator, temperature)
         with self._inference():
-            logits, cache, mask, positions = self._prefill([prompt + prefix])
-            if k > 1:
-                cache.batch_repeat_interleave(k)
-                logits = logits.repeat_interleave(k, dim=0)
-                mask = mask.repeat_interleave(k, dim=0)
-                positions = positions.repeat_interleave(k, dim=0)
+            # The prefix is encoded once; its KV cache is shared by the k suffixes.
+            logits, cache, mask, positions = _repeat_rows(*self._prefill([prompt + prefix]), k)
             self._decode(rows, logits, cache, mask, positions, temperature, self.config.top_p)
         return [self._to_chain(row) for row in rows]
 
