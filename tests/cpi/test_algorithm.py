@@ -25,6 +25,7 @@ from cpi.estimators import estimate_policy_advantage, true_policy_advantage
 from cpi.rollouts import sample_resets
 from cpi.selectors import reset_distribution, selection, selector_q
 from cpi.step_rules import advantage_bound, guaranteed_improvement, theory_step
+from tests.cpi.builders import full_tree
 
 PROPERTY = settings(max_examples=25, deadline=None, derandomize=True)
 RULES = ("random", "oracle", "approx", "none")
@@ -41,16 +42,7 @@ def random_tabular(S=6, A=3, H=4, seed=0, sparsity=0.3):
 
 
 def binary_tree(D=4, seed=0, A=2):
-    rng = np.random.default_rng(seed)
-    N = sum(A**d for d in range(D + 1))
-    children = -np.ones((N, A), dtype=np.int64)
-    nxt = 1
-    for n in range(N - A**D):
-        children[n] = np.arange(nxt, nxt + A)
-        nxt += A
-    reward = np.zeros(N)
-    reward[N - A**D:] = (rng.random(A**D) < 0.3).astype(float)
-    return TreeMDP(children, reward)
+    return full_tree(A=A, D=D, seed=seed, bernoulli=0.3)
 
 
 # ---------------------------------------------------------------------------------------------
