@@ -92,6 +92,8 @@ def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFA
         dest.mkdir(parents=True, exist_ok=True)
         for f in figures:
             shutil.copy2(f, dest / f.name)
+        # The table travels with the figures so the tracked folder holds the numbers too.
+        shutil.copy2(report, dest / "comparison.md")
     return ComparisonResult(figures, report, report_json, quality, speedups)
 
 

@@ -115,7 +115,7 @@ class TrainConfig:
     prompts_per_step: int = 8
     rollouts_per_prompt: int = 8
     max_fresh_chains: int = 12
-    lr: float = 3e-4
+    lr: float = 1e-4
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     loss: str = "reinforce"
@@ -133,7 +133,7 @@ class TrainConfig:
     localization_temperature: float = 0.3
     localization_max_new_tokens: int = 12
     task: str = "synthetic"
-    task_steps: int = 4
+    task_steps: int = 6
     task_modulus: int = 10
     task_ops: tuple[str, ...] = ("+", "-", "*")
     model: str | None = None

@@ -80,7 +80,7 @@ class WarmStartConfig:
         eval_size: held-out problems for the evaluation stored in ``warmstart.json``.
     """
 
-    n_steps: int = 4
+    n_steps: int = 6
     modulus: int = 10
     ops: tuple[str, ...] = ("+", "-", "*")
     confused_fraction: float = 0.2

@@ -106,6 +106,7 @@ def localization_figure(resets: pd.DataFrame, out: Path) -> list[Path]:
                                 f"mean {np.average(sub['rel_pos'], weights=sub['weight']):.2f})")
             ax_a.set_xlabel("relative reset position k / n")
             ax_a.set_ylabel("density")
+            ax_a.set_ylim(top=ax_a.get_ylim()[1] * 1.45)  # room for the legend above the bars
             ax_a.legend(loc="upper left")
         ax_a.set_title(f"(a) {tag}: where resets land")
 
@@ -128,6 +129,7 @@ def localization_figure(resets: pd.DataFrame, out: Path) -> list[Path]:
                          capsize=2, color=COLORS.get(m),
                          label=f"{METHOD_LABELS.get(m, m)}: clean {clean.fmt(pct=True)}")
             ax_b.axvline(4.5, color="0.3", lw=0.8, ls=":")
+            ax_b.set_ylim(top=ax_b.get_ylim()[1] * 1.4)  # room for the legend above the bars
             ax_b.text(4.4, ax_b.get_ylim()[1] * 0.95, "clean ←", ha="right", va="top", fontsize=8)
             ax_b.text(4.6, ax_b.get_ylim()[1] * 0.95, "→ erroneous", ha="left", va="top",
                       fontsize=8)

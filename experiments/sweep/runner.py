@@ -173,6 +173,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             dest.mkdir(parents=True, exist_ok=True)
             for f in figures:
                 shutil.copy2(f, dest / f.name)
+            # The fitted laws travel with the figures so the tracked folder holds the numbers too.
+            shutil.copy2(out / "summary.json", dest / "cpi_sweep_summary.json")
         result.results, result.summary, result.figures = results, summary, figures
     result.seconds = time.perf_counter() - t0
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
