@@ -172,7 +172,8 @@ def test_function_entry_point(inputs, tmp_path):
     figs = tmp_path / "figs"
     result = run_comparison(cpi, llm, tmp_path / "out", figures_copy=figs, n_boot=50)
     _check_outputs(tmp_path / "out")
-    assert sorted(p.name for p in figs.iterdir()) == sorted(f.name for f in result.figures)
+    expected = sorted([f.name for f in result.figures] + ["comparison.md"])
+    assert sorted(p.name for p in figs.iterdir()) == expected
     q = result.quality["self"]
     assert 0 < q.coverage.value < 1 and q.precision.lo <= q.precision.value <= q.precision.hi
     # the fixture's self-localizer lands within +-2 of the first error: well above random
