@@ -256,6 +256,10 @@ def learning_curves_figure(curves: pd.DataFrame, speedups: pd.DataFrame, out: Pa
             ax.text(0.0, -0.14, head + "\n" + "   ".join(lines[:3]) + "\n" + "   ".join(lines[3:]),
                     transform=ax.transAxes, ha="left", va="top", fontsize=7.5,
                     bbox={"facecolor": "white", "alpha": 0.9, "edgecolor": "0.7"})
+            if side == "simulation":
+                # Tuned methods use batches from 400 to 25,600 Q-rollouts: only a log axis shows
+                # both the fast methods' first iterations and the slow ones' later progress.
+                ax.set_xscale("log")
             ax.set_xlabel(SAMPLES_LABEL[side] if axis == "samples" else COMPUTE_LABEL[side])
             ax.set_ylabel(SCORE_LABEL[side])
             what = "per sample" if axis == "samples" else "compute-matched"
