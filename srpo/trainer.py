@@ -45,6 +45,9 @@ __all__ = ["METHODS", "LOCALIZER_OF", "TrainConfig", "train", "load_policy", "bu
 METHODS = ("grpo", "rrpo", "srpo", "oracle")
 LOCALIZER_OF = {"grpo": "none", "rrpo": "random", "srpo": "self", "oracle": "oracle"}
 LOSSES = ("reinforce", "ppo-clip")
+#: enters ``run_key``: bump when the update rule changes, so that old checkpoints are not resumed
+#: (2: log pi at the sampling temperature, seeded LoRA initialisation)
+TRAINER_VERSION = 2
 
 
 @dataclass
@@ -76,7 +79,8 @@ class TrainConfig:
             same for any value).
 
     Generation:
-        temperature, top_p: rollout sampling (paper: 0.7, 0.95).
+        temperature, top_p: rollout sampling (paper: 0.7, 0.95). The loss, the PPO ratio, the
+            KL and the gradient signal use log pi at the same temperature (logits / temperature).
         max_thoughts: cap on thoughts per chain (release: 20; the synthetic task needs H + few).
         max_thought_tokens: cap on tokens per thought (release: 256).
         max_new_tokens: cap on sampled tokens per chain (None: max_thoughts * max_thought_tokens).
@@ -188,6 +192,7 @@ class TrainConfig:
         d = self.to_dict()
         for k in ("steps", "out_dir", "resume", "checkpoint_every", "device", "cache_dir"):
             d.pop(k)
+        d["trainer_version"] = TRAINER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -266,6 +271,9 @@ def _policy_update(model, ref_model, optimizer, samples, advantages, config, tok
     from srpo.rollout import token_logprobs
 
     pad = tokenizer.pad_token_id or 0
+    # log pi of the policy that sampled the rollouts: logits / the sampling temperature (as in
+    # verl); top_p is not applied. Greedy sampling (temperature 0) falls back to 1.
+    temperature = config.temperature if config.temperature > 0 else 1.0
     mb = config.micro_batch_size
     n = len(samples)
     masks = [torch.tensor(s.loss_mask, dtype=torch.float32) for s in samples]
@@ -279,7 +287,7 @@ def _policy_update(model, ref_model, optimizer, samples, advantages, config, tok
         with ctx:
             lp = token_logprobs(model_, [samples[i].prompt_ids for i in idx],
                                 [samples[i].response_ids for i in idx], config.device,
-                                pad_id=pad)
+                                temperature=temperature, pad_id=pad)
         width = max(1, max(x.shape[0] for x in lp))
         return _pad(lp, width), _pad([masks[i] for i in idx], width).to(lp[0].device)
 
@@ -387,6 +395,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
     from srpo.rollout import GenerationConfig, RolloutEngine
 
     _set_determinism(config)
+    torch.manual_seed(config.seed)  # a new LoRA adapter's initialisation draws from the global RNG
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"

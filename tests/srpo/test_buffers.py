@@ -157,3 +157,52 @@ def test_multi_prompt_self_localization_accounting(setup):
     assert acc.localization_calls == 3 and acc.tokens_localization > 0
     assert acc.tokens_localization == sum(r.n_generated for r in b.localizations)
     assert len(_groups(b)) == 6
+
+
+def test_reset_prefix_is_cut_from_the_parent_and_suffixes_graded_on_the_full_response(setup):
+    """With multi-thought parents: prefix = the parent's thoughts 1..k-1 (ids), loss mask on the
+    sampled part only, the suffix graded on prefix + suffix, the parent itself not trained on."""
+    from srpo.rollout import Chain
+    from srpo.thoughts import thought_spans
+    from srpo.tokenizer import delimiter_ids
+
+    tok, _ = setup
+    delim = delimiter_ids(tok)
+    step = tok.encode("1+1=2", add_special_tokens=False) + delim
+
+    def chain(prompt, prefix, n_new):
+        ids = list(prefix) + step * n_new
+        return Chain(list(prompt), ids, len(prefix), thought_spans(ids, delim), tok.decode(ids),
+                     len(ids) - len(prefix), False, True)
+
+    class FakeEngine:
+        def generate(self, prompts, n_per_prompt=1, generator=None, temperature=None):
+            return [[chain(p, [], 3) for _ in range(n_per_prompt)] for p in prompts]
+
+        def sample_suffixes(self, prompt_ids, prefix_ids, k, generator, temperature=None):
+            return [chain(prompt_ids, prefix_ids, 1 + i) for i in range(k)]
+
+    graded = []
+
+    class Task(ModularArithmeticTask):
+        def grade(self, problem, text):
+            graded.append(text)
+            return 0.0
+
+    class FixedK(RandomLocalizer):
+        def _locate(self, parents, rng, **kw):
+            from srpo.localize import LocalizationResult
+            return [LocalizationResult(3, "random") for _ in parents]
+
+    task = Task(3)
+    b = build_batch(task.sample(1, np.random.default_rng(0)), task, FakeEngine(), tok, "1x8",
+                    FixedK(), np.random.default_rng(1), torch.Generator().manual_seed(2))
+    (ev,) = b.events
+    assert (ev.n, ev.k, ev.prefix_tokens) == (3, 3, 2 * len(step))
+    assert len(b.samples) == 8 and all(s.is_reset_group for s in b.samples)  # parent not trained
+    for i, s in enumerate(b.samples):
+        assert s.response_ids[: s.prefix_len] == step * 2 and s.prefix_len == 2 * len(step)
+        assert s.loss_mask == [0] * s.prefix_len + [1] * (1 + i) * len(step)
+        assert tok.decode(s.response_ids) in graded[1:]
+    assert b.accounting.tokens_suffix == sum(1 + i for i in range(8)) * len(step)
+    assert b.accounting.tokens_parent == 3 * len(step)

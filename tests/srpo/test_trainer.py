@@ -124,3 +124,51 @@ def test_cli_clear_errors(tmp_path, capsys):
         main(["--task", str(bad), "--model", str(tmp_path)])
     err = capsys.readouterr().err
     assert "row 1" in err and "answer" in err
+
+
+def test_policy_update_uses_logprobs_at_the_sampling_temperature(model_dir):
+    """REINFORCE needs log pi of the policy that sampled: logits / the rollout temperature."""
+    from srpo.buffers import TrainingSample
+    from srpo.model import load_model
+    from srpo.rollout import token_logprobs
+    from srpo.trainer import _policy_update
+
+    model, tok = load_model(model_dir)
+    samples = [
+        TrainingSample([1, 5, 6], [7, 8, 9, 2], [0, 1, 1, 1], 1.0, 0, True, 0, prefix_len=1),
+        TrainingSample([1, 5, 6], [7, 10, 2], [0, 1, 1], 0.0, 0, True, 0, prefix_len=1),
+    ]
+    adv = np.array([1.0, -1.0])
+    cfg = TrainConfig(model=model_dir, temperature=0.5, grad_clip=None, lr=1e-6)
+    with torch.no_grad():
+        lps = token_logprobs(model, [s.prompt_ids for s in samples],
+                             [s.response_ids for s in samples], temperature=0.5)
+    expected = -float(lps[0][1:].mean() - lps[1][1:].mean()) / 2
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = _policy_update(model, None, opt, samples, adv, cfg, tok)
+    assert stats["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_lora_initialisation_is_seeded(model_dir, tmp_path):
+    """A new LoRA adapter draws its init from the global torch RNG; the run must seed it."""
+    states = []
+    for run in ("a", "b"):
+        torch.manual_seed(123 if run == "a" else 456)  # whatever the caller left behind
+        train(_config(model_dir, tmp_path / run, method="grpo", steps=0, lora_rank=2))
+        states.append(torch.load(tmp_path / run / "checkpoint.pt", weights_only=False)["model"])
+    assert states[0].keys() == states[1].keys() and any("lora_A" in k for k in states[0])
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_checkpoint_of_an_older_trainer_is_not_resumed(model_dir, tmp_path, monkeypatch):
+    import srpo.trainer as trainer
+
+    cfg = _config(model_dir, tmp_path, method="grpo", steps=1)
+    monkeypatch.setattr(trainer, "TRAINER_VERSION", trainer.TRAINER_VERSION - 1)
+    old_key = cfg.run_key()
+    train(cfg)
+    monkeypatch.undo()
+    assert cfg.run_key() != old_key
+    with pytest.raises(ValueError, match="different configuration"):
+        train(cfg)
