@@ -209,6 +209,21 @@ def _tab_returns(ptr, slots, R, mu_cdf, pcdf, H, n, rng):  # pragma: no cover - 
 
 
 @nb.njit(cache=True)
+def _offer(x, sel, in_G, rng_sel, acc, counts):  # pragma: no cover - compiled
+    """Offer candidate x to the selector: accept with probability sel[x] (a draw from rng_sel only
+    when 0 < sel[x] < 1), append it to ``acc``; counts = [accepted, candidates in G, accepted in G]."""
+    p = sel[x]
+    ok = p >= 1.0 or (p > 0.0 and rng_sel.random() < p)
+    if in_G[x]:
+        counts[1] += 1
+    if ok:
+        acc[counts[0]] = x
+        counts[0] += 1
+        if in_G[x]:
+            counts[2] += 1
+
+
+@nb.njit(cache=True)
 def _tab_resets(ptr, slots, R, mu_cdf, pcdf, H, n_accept, sel, in_G, max_candidates,
                 rng, rng_sel):  # pragma: no cover - compiled
     """Reset candidates x = h*S + s ~ d (h uniform in 0..H-1, then h on-policy steps), each
@@ -218,12 +233,10 @@ def _tab_resets(ptr, slots, R, mu_cdf, pcdf, H, n_accept, sel, in_G, max_candida
     """
     S, A = R.shape
     acc = np.empty(n_accept, dtype=np.int64)
-    n_acc = 0
+    counts = np.zeros(3, dtype=np.int64)  # accepted, candidates in G, accepted in G
     n_cand = 0
     steps = 0
-    cand_G = 0
-    acc_G = 0
-    while n_acc < n_accept and n_cand < max_candidates:
+    while counts[0] < n_accept and n_cand < max_candidates:
         h = min(int(rng.random() * H), H - 1)
         s = _draw_start(mu_cdf, rng.random())
         for t in range(h):
@@ -231,16 +244,8 @@ def _tab_resets(ptr, slots, R, mu_cdf, pcdf, H, n_accept, sel, in_G, max_candida
             s = _next_state(ptr, slots, s * A + a, rng.random())
         steps += h
         n_cand += 1
-        x = h * S + s
-        p = sel[x]
-        ok = p >= 1.0 or (p > 0.0 and rng_sel.random() < p)
-        if in_G[x]:
-            cand_G += 1
-        if ok:
-            acc[n_acc] = x
-            n_acc += 1
-            if in_G[x]:
-                acc_G += 1
+        _offer(h * S + s, sel, in_G, rng_sel, acc, counts)
+    n_acc, cand_G, acc_G = counts
     return acc[:n_acc], n_cand, steps, cand_G, acc_G
 
 
@@ -314,12 +319,10 @@ def _tree_resets(children, depth, mu_cdf, pcdf, H, full_depth, n_accept, sel, in
     """Tree reset candidates: uniform step among the episode's non-leaf steps (see module doc)."""
     acc = np.empty(n_accept, dtype=np.int64)
     path = np.empty(H + 1, dtype=np.int64)
-    n_acc = 0
+    counts = np.zeros(3, dtype=np.int64)  # accepted, candidates in G, accepted in G
     n_cand = 0
     steps = 0
-    cand_G = 0
-    acc_G = 0
-    while n_acc < n_accept and n_cand < max_candidates:
+    while counts[0] < n_accept and n_cand < max_candidates:
         n_cand += 1
         x = _draw_start(mu_cdf, rng.random())
         if full_depth:
@@ -339,15 +342,8 @@ def _tree_resets(children, depth, mu_cdf, pcdf, H, full_depth, n_accept, sel, in
                 continue
             h = min(int(rng.random() * L), L - 1)
             x = path[h]
-        p = sel[x]
-        ok = p >= 1.0 or (p > 0.0 and rng_sel.random() < p)
-        if in_G[x]:
-            cand_G += 1
-        if ok:
-            acc[n_acc] = x
-            n_acc += 1
-            if in_G[x]:
-                acc_G += 1
+        _offer(x, sel, in_G, rng_sel, acc, counts)
+    n_acc, cand_G, acc_G = counts
     return acc[:n_acc], n_cand, steps, cand_G, acc_G
 
 
