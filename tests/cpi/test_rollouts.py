@@ -24,6 +24,7 @@ from cpi.rollouts import (
     tables,
 )
 from cpi.selectors import reset_distribution
+from tests.cpi import builders
 
 
 def sparse_tabular(S=12, A=3, H=6, branching=3, seed=0):
@@ -40,18 +41,8 @@ def sparse_tabular(S=12, A=3, H=6, branching=3, seed=0):
 
 
 def full_tree(A=2, D=4, seed=0):
-    """Complete A-ary tree of depth D in breadth-first (topological) order, random leaf rewards."""
-    rng = np.random.default_rng(seed)
-    N = sum(A**d for d in range(D + 1))
-    children = -np.ones((N, A), dtype=np.int64)
-    nxt = 1
-    for n in range(N - A**D):
-        children[n] = np.arange(nxt, nxt + A)
-        nxt += A
-    reward = np.zeros(N)
-    reward[N - A**D:] = rng.random(A**D)
-    reward[1:N - A**D] = 0.1 * rng.normal(size=N - A**D - 1)
-    return TreeMDP(children, reward), rng.dirichlet(np.ones(A), size=N)
+    """Complete A-ary tree with random leaf and internal rewards, and a random policy."""
+    return builders.full_tree(A=A, D=D, seed=seed, internal_noise=0.1, with_policy=True)
 
 
 def early_leaf_tree():
