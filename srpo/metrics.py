@@ -47,7 +47,9 @@ RESET_COLUMNS = (
     "prompt_index",
     "n",
     "k",
-    "source",
+    "source",  # how k was chosen (srpo.localize.SOURCES)
+    "fallback",  # k came from a fallback of the localizer (counted in localization_fallbacks)
+    "raw_k",  # the integer the localizer stated (None if none)
     "first_error",
     "deviation",
     "clean",
