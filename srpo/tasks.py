@@ -260,7 +260,7 @@ class ModularArithmeticTask:
 # Real datasets
 # ------------------------------------------------------------------------------------------------
 
-from srpo.graders import math_equivalent  # noqa: E402  (kept importable from here)
+from srpo.graders import math_equivalent  # noqa: E402, F401  (kept importable from here)
 
 #: Our paraphrase of the release's rollout prompt (no chat template is applied to rollouts).
 RELEASE_ROLLOUT_PROMPT = (

@@ -312,8 +312,10 @@ class TrainConfig:
             self.localization_temperature = 0.0 if self.split == "1x8" else 0.3
         if self.localization_top_p is None:
             self.localization_top_p = self.top_p
-        if self.max_response_tokens is None and self.is_synthetic:
-            self.max_response_tokens = int(self.max_thoughts) * int(self.max_thought_tokens)
+        if (self.max_response_tokens is None and self.is_synthetic
+                and isinstance(self.max_thoughts, int) and isinstance(self.max_thought_tokens, int)
+                and self.max_thoughts > 0 and self.max_thought_tokens > 0):
+            self.max_response_tokens = self.max_thoughts * self.max_thought_tokens
         if self.steps is None and self.is_synthetic:
             self.steps = SYNTHETIC_PROFILE["steps"]
         self._validate()
@@ -344,7 +346,7 @@ class TrainConfig:
                     "checkpoint_every": 0, "task_steps": 1, "task_modulus": 2}
         optional = {"steps", "micro_batch_tokens", "gen_batch_tokens", "max_response_tokens",
                     "max_model_len", "max_new_tokens", "lora_rank"}
-        for name in set(minimums) | optional:
+        for name in list(minimums) + sorted(optional - set(minimums)):
             value = getattr(self, name)
             if value is None and name in optional:
                 continue
