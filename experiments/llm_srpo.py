@@ -46,20 +46,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-try:
-    from srpo.trainer import (  # noqa: E402
+try:  # torch-free: every input is checked before anything heavy is imported
+    from srpo.config import (  # noqa: E402
         METHODS,
         PAPER_RECIPE,
         CheckpointMismatch,
         ConfigError,
         TrainConfig,
         checkpoint_compatibility,
-        train,
     )
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"llm_srpo.py: error: {_error}") from None
@@ -363,23 +361,28 @@ def _interval(values: np.ndarray) -> list[float] | None:
     return [m - h, m + h]
 
 
-def _mean_curve(df: pd.DataFrame, method: str) -> pd.Series:
+def _mean_curve(df, method: str):
     d = df[(df.method == method) & df.J.notna()]
     return d.groupby("iteration").J.mean()
 
 
-def steps_to_reach(curve: pd.Series, target: float) -> int | None:
+def steps_to_reach(curve, target: float) -> int | None:
     """First evaluated iteration whose (seed-mean) J reaches ``target``; None if never."""
     hit = curve[curve >= target - 1e-12]
     return int(hit.index[0]) if len(hit) else None
 
 
 def _mean(series) -> float:
+    import pandas as pd
+
     values = pd.to_numeric(series, errors="coerce")
     return float(values.mean()) if len(values) and values.notna().any() else float("nan")
 
 
-def summarize(metrics: pd.DataFrame, resets: pd.DataFrame) -> dict:
+def summarize(metrics, resets) -> dict:
+    """Per-method summary of a metrics and a resets table (pandas DataFrames)."""
+    import pandas as pd
+
     out: dict = {"methods": {}}
     methods = list(dict.fromkeys(metrics.method))
     finals = {}
@@ -405,8 +408,8 @@ def summarize(metrics: pd.DataFrame, resets: pd.DataFrame) -> dict:
             "wall_time_s": float(last.wall_time.sum()),
         }
         if "cuda_peak_gib" in d.columns:
-            entry["cuda_peak_gib"] = _mean(d.cuda_peak_gib.max() if d.cuda_peak_gib.notna().any()
-                                           else [float("nan")])
+            peak = pd.to_numeric(d.cuda_peak_gib, errors="coerce")
+            entry["cuda_peak_gib"] = float(peak.max()) if peak.notna().any() else None
         if len(r):
             clean = r[r.clean == True]  # noqa: E712 (nullable)
             dirty = r[r.clean == False]  # noqa: E712
@@ -479,7 +482,7 @@ DEFINITIONS = {
 }
 
 
-def plot_curves(metrics: pd.DataFrame, out: Path, footer: str) -> list[Path]:
+def plot_curves(metrics, out: Path, footer: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -588,7 +591,10 @@ def announce_warm_start(configs: list[TrainConfig]) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    import pandas as pd
     import torch
+
+    from srpo.trainer import train
 
     torch.set_num_threads(args.threads)
     try:

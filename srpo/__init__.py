@@ -24,7 +24,17 @@ if _MISSING:
         name=_MISSING[0],
     )
 
-from srpo.advantages import group_advantages  # noqa: E402
-from srpo.loss import masked_pg_loss  # noqa: E402
-
 __all__ = ["group_advantages", "masked_pg_loss"]
+
+
+def __getattr__(name: str):
+    # lazy: ``import srpo.config`` (a command line checking its inputs) must not import torch
+    if name == "group_advantages":
+        from srpo.advantages import group_advantages
+
+        return group_advantages
+    if name == "masked_pg_loss":
+        from srpo.loss import masked_pg_loss
+
+        return masked_pg_loss
+    raise AttributeError(f"module 'srpo' has no attribute {name!r}")

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -83,6 +84,10 @@ def build_tiny_model(
     model.eval()
     return model
 
+
+# peft asks transformers 5 for the deprecated name at every forward of a checkpointed model
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                        category=FutureWarning)
 
 ARCHITECTURES = ("llama", "qwen2")
 
@@ -233,9 +238,13 @@ def load_model(
                 f"adapter in {str(path)!r} names base model {base_path!r}, which does not exist locally"
             )
         base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+        if gradient_checkpointing:
+            _enable_checkpointing(base)
         model = PeftModel.from_pretrained(base, str(path), is_trainable=lora_rank is not None)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        if gradient_checkpointing:
+            _enable_checkpointing(model)
         if lora_rank is not None:
             from peft import LoraConfig, get_peft_model
 
@@ -247,12 +256,19 @@ def load_model(
                 task_type="CAUSAL_LM",
             )
             model = get_peft_model(model, config)
-    if gradient_checkpointing:
-        # non-reentrant checkpointing needs no input gradients, so frozen embeddings are fine
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def _enable_checkpointing(model) -> None:
+    """Activation checkpointing of every block, non-reentrant (it needs no input gradients, so
+    frozen embeddings under LoRA are fine); transformers 5 renamed the method."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers 4.x
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:

@@ -37,8 +37,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from srpo.thoughts import extract_boxed
-from srpo.tokenizer import THOUGHT_DELIMITER
+from srpo.thoughts import THOUGHT_DELIMITER, extract_boxed
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: The step delimiter that closes every thought (the paper's release uses this literal).
+THOUGHT_DELIMITER = "</thought>"
+
 
 def _ends_with(ids: Sequence[int], end: int, pattern: Sequence[int]) -> bool:
     """True when `ids[end - len(pattern):end] == pattern`."""

@@ -28,10 +28,10 @@ from collections.abc import Iterable, Sequence
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from srpo.thoughts import extract_boxed
+from srpo.thoughts import THOUGHT_DELIMITER, extract_boxed
 
-#: The step delimiter that closes every thought (the paper's release uses this literal).
-THOUGHT_DELIMITER = "</thought>"
+__all__ = ["THOUGHT_DELIMITER", "build_tokenizer", "build_bpe_tokenizer", "eos_token_ids",
+           "StopStringMatcher", "delimiter_ids", "BoxedDetector", "CHATML_TEMPLATE"]
 
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<bos>"

@@ -184,7 +184,7 @@ def test_batched_budgeted_and_one_by_one_sampling_agree(model, tok):
     apart = [free.sample_suffixes(p, pre, k, gen, prefix_spans=sp) for p, pre, sp, k in groups]
     assert [[c.response_ids for c in g] for g in together] == [[c.response_ids for c in g]
                                                               for g in apart]
-    for (p, prefix, spans, _), group in zip(groups, together):
+    for (_p, prefix, spans, _k), group in zip(groups, together):
         for chain in group:
             assert chain.response_ids[: len(prefix)] == prefix and chain.spans[: len(spans)] == spans
             check_spans(chain.spans, len(chain.response_ids))

@@ -115,20 +115,6 @@ def test_cli_rejects_unknown_method(capsys):
     assert "magic" in capsys.readouterr().err
 
 
-def test_cli_clear_errors(tmp_path, capsys):
-    from experiments.llm_srpo import main
-
-    with pytest.raises(SystemExit):
-        main(["--model", str(tmp_path / "missing")])
-    assert "does not exist" in capsys.readouterr().err
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
-    with pytest.raises(SystemExit):
-        main(["--task", str(bad), "--model", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert "row 1" in err and "answer" in err
-
-
 def test_policy_update_uses_logprobs_at_the_sampling_temperature(model_dir):
     """REINFORCE needs log pi of the policy that sampled: logits / the rollout temperature."""
     from srpo.buffers import TrainingSample
@@ -166,10 +152,10 @@ def test_lora_initialisation_is_seeded(model_dir, tmp_path):
 
 
 def test_checkpoint_of_an_older_trainer_is_not_resumed(model_dir, tmp_path, monkeypatch):
-    import srpo.trainer as trainer
+    import srpo.config as config_module
 
     cfg = _config(model_dir, tmp_path, method="grpo", steps=1)
-    monkeypatch.setattr(trainer, "TRAINER_VERSION", trainer.TRAINER_VERSION - 1)
+    monkeypatch.setattr(config_module, "TRAINER_VERSION", config_module.TRAINER_VERSION - 1)
     old_key = cfg.run_key()
     train(cfg)
     monkeypatch.undo()
