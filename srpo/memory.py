@@ -41,6 +41,7 @@ class ModelShape:
         layers, hidden, heads, kv_heads, intermediate, vocab: decoder shape.
         tied: input embedding and output layer shared.
         head_dim: per-head width (default hidden / heads).
+        qkv_bias: q, k and v projections carry biases (Qwen2).
     """
 
     layers: int
@@ -51,6 +52,7 @@ class ModelShape:
     vocab: int
     tied: bool = False
     head_dim: int | None = None
+    qkv_bias: bool = False
 
     @property
     def kv_dim(self) -> int:
@@ -64,6 +66,8 @@ class ModelShape:
     def params(self) -> int:
         h, kv, q, inter = self.hidden, self.kv_dim, self.q_dim, self.intermediate
         block = h * q + 2 * h * kv + q * h + 3 * h * inter + 2 * h
+        if self.qkv_bias:
+            block += q + 2 * kv
         return self.layers * block + self.vocab * h * (1 if self.tied else 2) + h
 
     def lora_params(self, rank: int) -> int:
@@ -83,6 +87,7 @@ class ModelShape:
             kv_heads=get("num_key_value_heads") or heads, intermediate=get("intermediate_size"),
             vocab=get("vocab_size"), tied=bool(get("tie_word_embeddings", False)),
             head_dim=get("head_dim"),
+            qkv_bias=get("model_type") == "qwen2" or bool(get("attention_bias", False)),
         )
 
 
@@ -92,7 +97,7 @@ PRESETS = {
     "olmo-3-7b": ModelShape(layers=32, hidden=4096, heads=32, kv_heads=32, intermediate=11008,
                             vocab=100278),
     "qwen2.5-14b": ModelShape(layers=48, hidden=5120, heads=40, kv_heads=8, intermediate=13824,
-                              vocab=152064),
+                              vocab=152064, qkv_bias=True),
 }
 
 
