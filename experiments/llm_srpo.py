@@ -516,36 +516,10 @@ def plot_curves(metrics, out: Path, footer: str) -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 
 
-class Progress:
-    """A tqdm bar on a terminal; plain lines (throttled) otherwise, so logs and CI show progress."""
-
-    def __init__(self, total: int, desc: str, every_s: float = 30.0) -> None:
-        from tqdm.auto import tqdm
-
-        self.tty = sys.stderr.isatty()
-        self.bar = tqdm(total=total, desc=desc, disable=not self.tty)
-        self.total, self.done, self.desc = total, 0, desc
-        self.every_s, self.last = every_s, 0.0
-
-    def update(self, n: int, note: str = "") -> None:
-        self.done += n
-        self.bar.update(n)
-        if note:
-            self.bar.set_postfix_str(note)
-        now = time.time()
-        if not self.tty and (now - self.last >= self.every_s or self.done >= self.total):
-            self.last = now
-            print(f"{self.desc}: {self.done}/{self.total}{' ' + note if note else ''}", flush=True)
-
-    def write(self, message: str) -> None:
-        (self.bar.write if self.tty else print)(message)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def _warm_start_progress():
     """A progress callback for the warm start: one bar (or plain lines) per phase."""
+    from srpo.progress import Progress
+
     state = {"bar": None, "phase": None}
 
     def callback(phase: str, done: int, total: int) -> None:
@@ -594,6 +568,7 @@ def main(argv=None) -> dict:
     import pandas as pd
     import torch
 
+    from srpo.progress import Progress
     from srpo.trainer import train
 
     torch.set_num_threads(args.threads)
