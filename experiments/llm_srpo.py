@@ -604,6 +604,11 @@ def main(argv=None) -> dict:
                           warmstart_progress=_warm_start_progress())
         except CheckpointMismatch as err:  # checked in parse_args; kept for a race
             raise SystemExit(f"llm_srpo.py: error: {err}; rerun with --fresh") from None
+        except KeyboardInterrupt:
+            every = cfg.checkpoint_every
+            print(f"\ninterrupted: finished runs and a checkpoint every {every} iterations of this "
+                  f"one are saved in {out}; rerun the same command to resume", file=sys.stderr)
+            raise SystemExit(130) from None
         if state["bar"] is not None:
             state["bar"].close()
         frames.append(frame)

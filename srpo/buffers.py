@@ -233,7 +233,9 @@ class _PromptState:
         i = len(self.chains)
         self.chains.append(chain)
         self.rewards.append(reward)
-        if spec.n_parents and reward <= 0.5 and len(self.parents) < spec.n_parents:
+        # an empty chain (no room for a first thought) has no step to reset at: never a parent
+        if (spec.n_parents and reward <= 0.5 and len(self.parents) < spec.n_parents
+                and getattr(chain, "spans", [None])):
             self.parents.append(i)
         elif len(self.base) < spec.n_base:
             self.base.append(i)
