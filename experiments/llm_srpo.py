@@ -108,8 +108,19 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_or_none(text: str) -> int | None:
-    return None if text.lower() in ("none", "auto") else int(text)
+NO_CAP = "none"  # --max-response-tokens none: no cap (None in TrainConfig)
+
+
+def _int_or_none(text: str) -> int | str:
+    """An integer, or ``none`` (no cap)."""
+    if text.lower() == NO_CAP:
+        return NO_CAP
+    return int(text)
+
+
+def _int_or_auto(text: str) -> int | None:
+    """An integer, or ``auto`` (the default: None)."""
+    return None if text.lower() == "auto" else int(text)
 
 
 def build_parser() -> OneLineParser:
@@ -175,12 +186,12 @@ def build_parser() -> OneLineParser:
     g = p.add_argument_group("generation limits (task file default: the release's)")
     g.add_argument("--max-thoughts", type=int, default=None, help="synthetic 8, task file 20")
     g.add_argument("--max-thought-tokens", type=int, default=None, help="synthetic 24, file 256")
-    g.add_argument("--max-response-tokens", type=_positive_or_none, default=None,
-                   help="a thought starts only within this response length (file: 5120)")
+    g.add_argument("--max-response-tokens", type=_int_or_none, default=None,
+                   help="a thought starts only within this response length (file: 5120; none: no cap)")
     g.add_argument("--max-prompt-tokens", type=int, default=None,
                    help="drop longer training prompts (2048)")
-    g.add_argument("--max-model-len", type=_positive_or_none, default=None,
-                   help="prompt + response cap (synthetic 2048, file 8192)")
+    g.add_argument("--max-model-len", type=_int_or_none, default=None,
+                   help="prompt + response cap (synthetic 2048, file 8192; none: no cap)")
     g.add_argument("--localization-max-tokens", type=int, default=None,
                    help="localization reply cap (synthetic 12, file 4096)")
     g.add_argument("--localization-temperature", type=float, default=None,
@@ -198,12 +209,13 @@ def build_parser() -> OneLineParser:
     g = p.add_argument_group("memory (results do not depend on these)")
     g.add_argument("--grad-checkpointing", default=None, action=argparse.BooleanOptionalAction,
                    help="recompute activations in the backward (default: on for a task file)")
-    g.add_argument("--gen-batch-tokens", type=_positive_or_none, default=None,
-                   help="generation batch budget in tokens (default: from free CUDA memory)")
+    g.add_argument("--gen-batch-tokens", type=_int_or_auto, default=None,
+                   help="generation batch budget in tokens (default auto: from free CUDA memory, "
+                        "no cap on CPU)")
     g.add_argument("--micro-batch-size", type=int, default=None,
                    help="sequences per forward/backward (64)")
-    g.add_argument("--micro-batch-tokens", type=_positive_or_none, default=None,
-                   help="padded tokens per forward/backward (task file 16384)")
+    g.add_argument("--micro-batch-tokens", type=_int_or_none, default=None,
+                   help="padded tokens per forward/backward (task file 16384; none: no cap)")
     g.add_argument("--logprob-chunk-tokens", type=int, default=None,
                    help="output-layer chunk when taking log-probs (1024)")
 
@@ -316,7 +328,7 @@ def make_configs(args) -> list[TrainConfig]:
     for dest, field_name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:
-            values[field_name] = value
+            values[field_name] = None if value == NO_CAP else value
     out = Path(args.out)
     configs = []
     for seed in range(args.seeds):
