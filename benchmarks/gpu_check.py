@@ -1,6 +1,7 @@
 """GPU check: does the SRPO path run on this card, and how fast? One script, no download.
 
-    python benchmarks/gpu_check.py                         # CUDA: a 1.5B Qwen2, bf16, ~5-8 min
+    python benchmarks/gpu_check.py                         # CUDA: a 1.5B Qwen2, bf16 (target:
+                                                           # under 8 min on one H200; not measured)
     python benchmarks/gpu_check.py --device cpu --size tiny --out /tmp/gpu_check   # CI, seconds
 
 What it does, all in code: trains a byte-level BPE tokenizer on a generated arithmetic task,
