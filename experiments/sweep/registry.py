@@ -49,6 +49,7 @@ class Experiment:
 _MODULES = (
     "exp_dilution",
     "exp_estimation",
+    "exp_direct",
     "exp_improvement",
     "exp_end_to_end",
     "exp_tau",
@@ -61,6 +62,7 @@ _MODULES = (
 EXPERIMENT_NAMES = (
     "dilution",
     "estimation",
+    "direct",
     "improvement",
     "end_to_end",
     "tau",

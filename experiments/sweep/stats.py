@@ -56,18 +56,21 @@ def _boot_indices(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.nda
 
 
 def bootstrap_slope(num: pd.DataFrame, den: pd.DataFrame | None = None, *, theory: float | None,
-                    log: bool = True, n_boot: int = N_BOOT, seed: int = 0, **extra) -> dict:
+                    log: bool = True, n_boot: int = N_BOOT, seed: int = 0, x=None,
+                    **extra) -> dict:
     """Slope of (mean num / mean den) against the column values, bootstrapped over seeds.
 
     Args:
         num: (seed x x-value) table; ``den`` the same shape (paired by seed), or ``None`` for a
             plain mean curve.
         log: fit log-log (power law); otherwise a straight line.
+        x: the abscissa of each column (default: the column labels), e.g. a realised coverage
+            when the columns are the configured one.
     """
     if den is not None:
         common = num.index.intersection(den.index)
         num, den = num.loc[common], den.loc[common.values][num.columns]
-    x = np.asarray(num.columns, float)
+    x = np.asarray(num.columns if x is None else x, float)
     N = num.to_numpy(float)
     D = None if den is None else den.to_numpy(float)
     fit = loglog_slope if log else linear_slope
@@ -102,7 +105,7 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> t
 
 
 def curve_with_ci(num: pd.DataFrame, den: pd.DataFrame | None = None, n_boot: int = N_BOOT,
-                  seed: int = 0) -> pd.DataFrame:
+                  seed: int = 0, x=None) -> pd.DataFrame:
     """Per-x mean (or ratio of means) with 95% bootstrap-over-seeds band: columns x, y, lo, hi."""
     if den is not None:
         common = num.index.intersection(den.index)
@@ -117,9 +120,15 @@ def curve_with_ci(num: pd.DataFrame, den: pd.DataFrame | None = None, n_boot: in
         if D is not None:
             y = y / np.nanmean(D, axis=0)
             bn = bn / np.nanmean(D[idx], axis=1)
-    lo = np.nanpercentile(bn, 2.5, axis=0)
-    hi = np.nanpercentile(bn, 97.5, axis=0)
-    return pd.DataFrame({"x": np.asarray(num.columns, float), "y": y, "lo": lo, "hi": hi})
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo = np.nanpercentile(bn, 2.5, axis=0)
+            hi = np.nanpercentile(bn, 97.5, axis=0)
+    xs = np.asarray(num.columns if x is None else x, float)
+    return pd.DataFrame({"x": xs, "y": y, "lo": lo, "hi": hi})
 
 
 def format_fit(rec: dict, digits: int = 2) -> str:
