@@ -52,8 +52,11 @@ _MODULES = (
     "exp_direct",
     "exp_improvement",
     "exp_end_to_end",
+    "exp_theorem",
     "exp_tau",
     "exp_approx_oracle",
+    "exp_bounds",
+    "exp_scaling",
     "exp_first_error",
     "exp_budget_curves",
 )
@@ -65,8 +68,11 @@ EXPERIMENT_NAMES = (
     "direct",
     "improvement",
     "end_to_end",
+    "theorem_algorithms",
     "tau",
     "approx_oracle",
+    "bounds",
+    "scaling",
     "first_error",
     "budget_curves",
 )
