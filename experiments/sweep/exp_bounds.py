@@ -97,7 +97,7 @@ def _fraction(sub: pd.DataFrame, desc: str, theory_kind: str) -> dict:
     q = np.quantile(ratio, [0.0, 0.05, 0.5, 0.95]) if len(ratio) else [np.nan] * 4
     fails = sub[~sub["holds"]]
     return {"estimate": k / n if n else None, "ci": list(clopper_pearson(k, n)) if n else [None] * 2,
-            "theory": 1.0, "n_cells": n, "n_points": n, "kind": theory_kind,
+            "theory": 1.0, "n_cells": n, "n_points": n, "kind": theory_kind, "fraction": True,
             "ratio_min": float(q[0]), "ratio_q05": float(q[1]), "ratio_median": float(q[2]),
             "ratio_q95": float(q[3]),
             "failing_families": sorted(set(fails["family"])) if "family" in fails else [],

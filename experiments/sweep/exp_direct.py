@@ -181,7 +181,8 @@ def analyze(rows: pd.DataFrame) -> dict:
                                ("oracle", "direct_caro_samples_p_slope", 0.0),
                                ("approx", "direct_approx_samples_p_slope", None)):
                 tab, _ = table(rows, fam, "p", m, "n_direct")
-                out[key][fam] = bootstrap_slope(tab, theory=th, x=x, kind="tested",
+                out[key][fam] = bootstrap_slope(tab, theory=th, x=x,
+                                                kind="tested" if th is not None else "measurement",
                                                 description=f"{FAMILY_LABEL[fam]}: n_direct of "
                                                             f"{METHOD_LABEL[m]} vs p")
             sr, _ = table(rows, fam, "p", "random", "env_steps_direct")
@@ -204,7 +205,7 @@ def analyze(rows: pd.DataFrame) -> dict:
             ratio = (sub["n_direct"] / sub["n_plugin"]).to_numpy(float)
             est, lo, hi = bootstrap_mean(ratio)
             out["direct_over_plugin"][fam] = fit_record(
-                est, (lo, hi), 1.0, len(ratio), kind="measurement",
+                est, (lo, hi), None, len(ratio), kind="measurement",
                 description=f"{FAMILY_LABEL[fam]}: mean n_direct / n_plugin over cells with "
                             "n_direct >= 30 (1 = the normal approximation is exact)")
     return {k: v for k, v in out.items() if v}

@@ -53,6 +53,12 @@ def theory_line(ax, curve: pd.DataFrame, slope: float, label: str, color="0.3") 
     ax.plot(x, y, ls="--", color=color, lw=1.2, label=label)
 
 
+def legend_below(ax, ncol: int = 1) -> None:
+    """Legend under the axes, so it never covers data."""
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
+              frameon=False)
+
+
 def slope_label(name: str, rec: dict | None) -> str:
     if rec is None:
         return name

@@ -70,8 +70,9 @@ def test_coverage_family_reach_equals_mass_equals_p(
         np.testing.assert_allclose(maxA[:, chain == k + 1], level, rtol=1e-9)
 
 
-def test_dilution_bound_is_tight_with_unit_headroom():
-    """P1: E_d[max_a A] = tau * p exactly (d the normalised occupancy), and = tau on G."""
+def test_coverage_family_builds_in_the_dilution_equality():
+    """The family's construction (an identity, not a test of P1): with unit headroom
+    E_d[max_a A] = tau * p exactly (d the normalised occupancy), and = tau on G."""
     p, tau, H = 0.05, 0.2, 6
     mdp = coverage_family(p, tau=tau, horizon=H)
     pol = mdp.meta["initial_policy"]
