@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick",
-                      help="smoke size (a few minutes; see README.md)")
+                      help="smoke size (run time: README.md)")
     size.add_argument("--full", dest="size", action="store_const", const="full",
                       help="paper-scale sweep (hours on 2 cores)")
     size.add_argument("--tiny", dest="size", action="store_const", const="tiny",

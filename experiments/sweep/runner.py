@@ -47,7 +47,7 @@ class SweepOptions:
 
     Attributes:
         out: output directory (created; must be writable).
-        size: ``"tiny"`` (tests), ``"quick"`` (~3 min on 2 cores), ``"default"`` (~10 min),
+        size: ``"tiny"`` (tests), ``"quick"`` (smoke run), ``"default"`` (run times: README.md),
             ``"full"`` (paper scale).
         only: experiment names to run (default: all, in registry order).
         seeds: replicates per config (default: :data:`~experiments.sweep.registry.DEFAULT_SEEDS`).
