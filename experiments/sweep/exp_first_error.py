@@ -140,7 +140,8 @@ def analyze(rows: pd.DataFrame) -> dict:
             sub = sub[dev_sel(sub["deviation"])]
             w = sub["n_resets"].to_numpy(float)
             per_seed = sub.groupby("seed").apply(
-                lambda g: float(np.average(g[col], weights=g["n_resets"])), include_groups=False)
+                lambda g, c=col: float(np.average(g[c], weights=g["n_resets"])),
+                include_groups=False)
             est, lo, hi = bootstrap_mean(per_seed.to_numpy())
             paper = PAPER["before"] if kind_name.startswith(("before", "clean")) else PAPER["after"]
             group[f"recover={r:g}"] = fit_record(

@@ -110,7 +110,7 @@ def analyze(rows: pd.DataFrame) -> dict:
             if tab.shape[1] >= 2:
                 group[f"{name}_improvement_shifted"] = bootstrap_slope(
                     tab, theory=th_imp, x=x, kind="tested",
-                    description=f"shifted family: the same improvement slope where J is curved")
+                    description="shifted family: the same improvement slope where J is curved")
         if group:
             key = {"actions": "actions_slope", "horizon": "horizon_slope", "rmax": "rmax_slope"}
             fits[key[sweep]] = group

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cpi.envs import combination_lock, coverage_family, initial_policy, planted_garnet, shifted_coverage
+from cpi.envs import (
+    combination_lock,
+    coverage_family,
+    initial_policy,
+    planted_garnet,
+    shifted_coverage,
+)
 from cpi.evaluation import advantage, evaluate, greedy_policy, improvable_set, occupancy
 from cpi.mdp import TabularMDP
 from cpi.selectors import reset_distribution, selection

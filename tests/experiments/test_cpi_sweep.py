@@ -90,7 +90,7 @@ def test_output_schema(full_tiny):
         assert rec.get("kind", "tested") in ("tested", "identity", "measurement"), (key, name)
         n += 1
     assert n >= len(summary)
-    for key, rec in summary["bound_holds_fraction"].items():
+    for rec in summary["bound_holds_fraction"].values():
         assert "ratio_median" in rec and rec["n_cells"] > 0
     for name in EXPERIMENT_NAMES:
         pngs = list((out / "figures").glob(f"{name}*.png"))

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from scipy.stats import norm
 
 REPO = Path(__file__).resolve().parents[2]
