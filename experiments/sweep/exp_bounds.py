@@ -30,6 +30,7 @@ from experiments.sweep.direct import clopper_pearson
 from experiments.sweep.exact_cpi import exact_iteration
 from experiments.sweep.families import FAMILIES, FAMILY_LABEL, build
 from experiments.sweep.registry import Experiment
+from experiments.sweep.stats import bootstrap_slope
 
 RULES = (("random", 0.0, 1.0), ("oracle", 0.0, 1.0), ("approx", 0.3, 0.7), ("approx", 0.1, 0.9),
          ("approx", 0.5, 0.5))
@@ -129,7 +130,56 @@ def analyze(rows: pd.DataFrame) -> dict:
                 sub, f"{name}: same cells with the package's provable step and its own lemma "
                      "H m (alpha A_bar - 2 alpha^2 (H-1) c_A) (a theorem: checks the code)",
                 "identity")
+    fits.update(_p3_p6_families(rows))
     return {k: v for k, v in fits.items() if v}
+
+
+def _p3_p6_families(rows: pd.DataFrame) -> dict:
+    """P3 (CARO / RR first-iteration improvement vs p, theory step) and P6's phase boundary on
+    each family, from the same exact cells (tau = 0.1, iteration 0)."""
+    first = rows[(rows["step"] == "theory") & (rows["iteration"] == 0)
+                 & np.isclose(rows["tau"].astype(float), 0.1)]
+    ratio, boundary = {}, {}
+    for fam in FAMILIES:
+        sub = first[first["family"] == fam]
+        if sub.empty:
+            continue
+        xcol = "depth" if fam == "lock" else "p"
+        rr = sub[sub["rule"] == "random"]
+        caro = sub[sub["rule"] == "oracle"]
+        tr = rr.pivot_table(index="seed", columns=xcol, values="improvement", aggfunc="mean")
+        tc = caro.pivot_table(index="seed", columns=xcol, values="improvement", aggfunc="mean")
+        xs = rr.groupby(xcol)["p_k"].mean().reindex(tr.columns).to_numpy(float)
+        if tr.shape[1] >= 2:
+            ratio[fam] = bootstrap_slope(
+                tc, tr, theory=-1.0, x=xs, kind="identity" if fam == "coverage" else "tested",
+                description=f"{FAMILY_LABEL[fam]}: log-log slope of the exact first-iteration "
+                            "improvement CARO / RR (theory steps) vs p (P3)")
+        key = ["seed", xcol]
+        base = rr.set_index(key)["improvement"]
+        ap = sub[sub["rule"] == "approx"]
+        agree = []
+        for _, r in ap.iterrows():
+            r_imp = base.get((r["seed"], r[xcol]))
+            if r_imp is None:
+                continue
+            predicted = (1 - r["beta"]) * r["gamma"] > r["p_k"]
+            agree.append(float(predicted == (r["improvement"] > r_imp)))
+        if agree:
+            k, n = int(sum(agree)), len(agree)
+            boundary[fam] = {
+                "estimate": k / n, "ci": list(clopper_pearson(k, n)), "theory": 1.0,
+                "n_points": n, "fraction": True,
+                "kind": "identity" if fam == "coverage" else "tested",
+                "description": f"{FAMILY_LABEL[fam]}: fraction of (instance, selector) cells "
+                               "where 'approx improves more than RR' matches (1 - beta) gamma > p "
+                               "(P6 phase boundary; theory steps, first iteration)"}
+    out = {}
+    if ratio:
+        out["improvement_ratio_slope_families"] = ratio
+    if boundary:
+        out["approx_phase_boundary_agreement_families"] = boundary
+    return out
 
 
 def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
