@@ -200,6 +200,20 @@ def analyze(rows: pd.DataFrame) -> dict:
                     description=f"{FAMILY_LABEL[fam]}: n_direct of {METHOD_LABEL[m]} vs tau "
                                 "(theory: P2 at fixed R_max; theory_with_rmax: R_max^2/tau^2 "
                                 "on these instances)")
+        # Post hoc (added after the first default run, to explain the slopes): n ~ z^2 var /
+        # (eps A)^2, so slope(n) ~ slope(per-term variance) - 2 slope(signal A).
+        for sweep in ("p", "tau"):
+            for m in ("random", "oracle"):
+                for value, key in (("term_var", "direct_term_variance_slope"),
+                                   ("a_true", "direct_signal_slope")):
+                    tab, x = table(rows, fam, sweep, m, value)
+                    if tab.shape[1] >= 2:
+                        out.setdefault(key, {})[f"{fam}/{sweep}/{m}"] = bootstrap_slope(
+                            tab, theory=None, x=x, kind="measurement",
+                            description=f"post hoc: {FAMILY_LABEL[fam]}, {sweep} sweep, "
+                                        f"{METHOD_LABEL[m]}: log-log slope of the "
+                                        f"{'per-term variance' if value == 'term_var' else 'exact signal (policy advantage)'}"
+                                        " (slope of n = variance slope - 2 x signal slope)")
         sub = rows[(rows["family"] == fam) & (rows["n_direct"] >= 30)]
         if len(sub):
             ratio = (sub["n_direct"] / sub["n_plugin"]).to_numpy(float)
