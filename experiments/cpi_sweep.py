@@ -137,7 +137,7 @@ def print_summary(summary: dict, stream=None) -> None:
         label = key if name is None else f"{key}[{name}]"
         ref = []
         if rec.get("theory") is not None:
-            ref.append(f"theory {rec['theory']:g}")
+            ref.append(f"theory {rec['theory']:.3g}")
         if rec.get("prediction") is not None:
             ref.append(f"prediction {rec['prediction']:g}")
         if rec.get("paper") is not None:

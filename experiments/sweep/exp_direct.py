@@ -264,9 +264,10 @@ def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
                               f"prediction (docs/sweep.md): {PREDICTION[fam]:g}", color="tab:green")
             bot.set(xscale="log", yscale="log", xlabel="coverage p (mass of G)",
                     ylabel="n_direct(RR) / n_direct(CARO)")
+        reps = int(rows["reps"].max()) if "reps" in rows else 200
         paths += plots.finish(fig, list(axes.ravel()), outdir / "direct",
-                              "P2 measured directly (doubling + bisection, 200 repetitions per n; "
-                              "bands: 95% bootstrap over seeds)")
+                              f"P2 measured directly (doubling + bisection, {reps} repetitions per "
+                              "n; bands: 95% bootstrap over seeds; dotted: plug-in)")
     fams = [f for f in FAMILIES if ((rows["family"] == f) & (rows["sweep"] == "tau")).any()]
     if fams:
         fig, axes = plots.new_figure(len(fams), width=4.4)

@@ -122,7 +122,7 @@ def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
     if "censored" in rows:
         rows = rows.assign(n_direct=rows["n_direct"].where(~rows["censored"].fillna(False)
                                                            .astype(bool)))
-    fig, axes = plots.new_grid(2, len(sweeps), width=4.6, height=3.6)
+    fig, axes = plots.new_grid(2, len(sweeps), width=4.8, height=4.6)
     label = {"actions": "|Y| (actions)", "horizon": "horizon H (steps)",
              "rmax": "R_max (reward units; noise swept)"}
     key = {"actions": "actions_slope", "horizon": "horizon_slope", "rmax": "rmax_slope"}
@@ -152,6 +152,11 @@ def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
         top.set(xscale="log", yscale="log", xlabel=label[sweep], ylabel="Q-rollouts (direct)")
         bot.set(xscale="log", yscale="log", xlabel=label[sweep],
                 ylabel="improvement, 1st iteration (reward units)")
+        ticks = np.sort(rows.loc[rows["sweep"] == sweep].groupby("x")[
+            "r_max" if sweep == "rmax" else "x"].mean().to_numpy(float))
+        for ax in (top, bot):
+            ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
+            plots.legend_below(ax, ncol=2 if ax is bot else 1)
     return plots.finish(fig, list(axes.ravel()), outdir / "scaling",
                         f"|Y|, H and R_max at fixed p = {P} (THEORY.md section 3)")
 

@@ -62,7 +62,7 @@ def legend_below(ax, ncol: int = 1) -> None:
 def slope_label(name: str, rec: dict | None) -> str:
     if rec is None:
         return name
-    theory = "" if rec.get("theory") is None else f"; theory {rec['theory']:g}"
+    theory = "" if rec.get("theory") is None else f"; theory {rec['theory']:.3g}"
     return f"{name}: slope {format_fit(rec)}{theory}"
 
 
@@ -71,6 +71,9 @@ def log_ticks(axis, lim) -> None:
     in plain numbers (matplotlib would otherwise show one or no major tick); always without
     crowded minor labels."""
     lo, hi = (min(lim), max(lim))
+    if isinstance(axis.get_major_locator(), mticker.FixedLocator):  # ticks set by the caller
+        axis.set_minor_formatter(mticker.NullFormatter())
+        return
     if lo > 0 and hi / lo < 100:
         axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
