@@ -77,6 +77,8 @@ def configs(size: str, p_values):
 
 def _first_reach(frame: pd.DataFrame, target: float, col: str) -> float:
     hit = np.flatnonzero(frame["J_next"].to_numpy() >= target - 1e-12)
+    if col == "iterations":
+        return float(hit[0] + 1) if len(hit) else np.nan
     return float(frame[col].iloc[hit[0]]) if len(hit) else np.nan
 
 
@@ -113,6 +115,7 @@ def run_cell(config: dict, seq: np.random.SeedSequence) -> pd.DataFrame:
             "J_final": J0 + gains[method], "delta_J": delta_J, "target_J": target,
             "q_to_target": _first_reach(f, target, "q_rollouts_cum") if ok else np.nan,
             "env_to_target": _first_reach(f, target, "env_steps_cum") if ok else np.nan,
+            "iters_to_target": _first_reach(f, target, "iterations") if ok else np.nan,
             "q_to_stop": (float(f["q_rollouts_cum"].iloc[-1]) if len(f) else 0.0)
             if r.stop_reason != "max_q_rollouts" else np.nan,
             "env_to_stop": (float(f["env_steps_cum"].iloc[-1]) if len(f) else 0.0)
@@ -207,6 +210,20 @@ def analyze(rows: pd.DataFrame) -> dict:
                     description=f"coverage family, p = {P_FIXED}: {METHOD_LABEL[m]} total "
                                 f"Q-rollouts to the common target vs {sweep} (theory: composed "
                                 "bound Delta |Y| H^3 R_max^3 / tau^4 on these instances)")
+    # Post hoc (added after the first default run, to explain the ratio): total = iterations x
+    # samples per iteration; the slope of each vs p, per family and method.
+    if "iters_to_target" in rows:
+        rows = rows.assign(q_per_iteration=rows["q_to_target"] / rows["iters_to_target"])
+        for value, key in (("iters_to_target", "theorem_algorithms_iterations_p_slope"),
+                           ("q_per_iteration", "theorem_algorithms_samples_per_iteration_p_slope")):
+            for fam in FAMILIES:
+                for m in METHODS:
+                    tab, x = _table(rows, "p", fam, m, value)
+                    if tab.shape[1] >= 2:
+                        out.setdefault(key, {})[f"{fam}/{m}"] = bootstrap_slope(
+                            tab, theory=None, x=x, kind="measurement",
+                            description=f"post hoc: {FAMILY_LABEL[fam]}, {METHOD_LABEL[m]}: "
+                                        f"log-log slope of {value} (to the common target) vs p")
     fits = {k: v for k, v in out.items() if v}
     dec = rows["decreases"].sum() / max(rows["iterations"].sum(), 1)
     per_cell = (rows["decreases"] / rows["iterations"].clip(lower=1)).to_numpy(float)
