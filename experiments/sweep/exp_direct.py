@@ -43,9 +43,9 @@ METHODS = ("random", "oracle", "approx")
 #: Predicted slope of n_RR / n_CARO vs p per family (docs/sweep.md, committed before the run).
 PREDICTION = {"coverage": -2.0, "shifted": -0.6, "planted": -1.0, "lock": -0.7}
 
-PS = {"tiny": (0.2, 0.4), "quick": (0.05, 0.1, 0.2, 0.4), "default": (0.02, 0.05, 0.1, 0.2, 0.4),
+PS = {"tiny": (0.2, 0.4), "quick": (0.1, 0.2, 0.4), "default": (0.02, 0.05, 0.1, 0.2, 0.4),
       "full": (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)}
-DEPTHS = {"tiny": (0, 1), "quick": (0, 1, 2, 3), "default": (0, 1, 2, 3, 4),
+DEPTHS = {"tiny": (0, 1), "quick": (0, 1, 2), "default": (0, 1, 2, 3, 4),
           "full": (0, 1, 2, 3, 4, 5, 6)}
 TAUS = {"tiny": (), "quick": (0.05, 0.2), "default": (0.05, 0.1, 0.2, 0.4),
         "full": (0.025, 0.05, 0.1, 0.2, 0.4)}

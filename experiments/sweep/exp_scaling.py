@@ -40,12 +40,17 @@ N_MAX = {"tiny": 50_000, "quick": 200_000, "default": 300_000, "full": 3_000_000
 N_VAR = {"tiny": 4000, "quick": 10_000, "default": 20_000, "full": 100_000}
 
 
+#: Smaller grids for the smoke sizes (two points per knob).
+GRID_SMALL = {"actions": (2, 8), "horizon": (3, 6), "rmax": (0.1, 0.4)}
+
+
 def configs(size: str, p_values):
     del p_values
     sweeps = ("actions",) if size == "tiny" else tuple(GRID)
+    grid = GRID_SMALL if size in ("tiny", "quick") else GRID
     out = []
     for sweep in sweeps:
-        for v in GRID[sweep]:
+        for v in grid[sweep]:
             out.append({"sweep": sweep, KNOB[sweep]: v, "p": P, "tau": TAU, "eps": EPS,
                         "delta": DELTA, "reps": REPS[size], "n_max": N_MAX[size],
                         "n_var": N_VAR[size]})

@@ -44,7 +44,7 @@ E2E = {"coverage": {"horizon": 3, "noise": 0.05}, "shifted": {"horizon": 3, "noi
 #: Predicted slope of total Q-rollouts RR/CARO to the common target vs p (docs/sweep.md).
 PREDICTION = {"coverage": -3.0, "shifted": -2.25, "planted": -2.25, "lock": -2.5}
 
-PS = {"tiny": (0.25, 0.4), "quick": (0.2, 0.4), "default": (0.1, 0.2, 0.4),
+PS = {"tiny": (0.25, 0.4), "quick": (0.25, 0.4), "default": (0.1, 0.2, 0.4),
       "full": (0.05, 0.1, 0.2, 0.4)}
 DEPTHS = {"tiny": (), "quick": (0, 1), "default": (0, 1, 2), "full": (0, 1, 2, 3)}
 TAUS = {"default": (0.05, 0.1, 0.2), "full": (0.05, 0.1, 0.2, 0.4)}
