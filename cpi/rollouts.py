@@ -9,8 +9,9 @@ Actions are sampled by the alias method from a table built once per policy
 (:func:`policy_table`), next states of a tabular ``P`` by the alias method over each row's
 successor list (built once per MDP): one uniform and one comparison each, so a tabular step costs
 two uniforms and O(1) work however dense the rows are, and a tree step one uniform. Start states
-use inverse CDF. The episode kernels advance ``LANES`` independent episodes in lockstep so that
-their table look-ups (cache misses on large MDPs) overlap instead of waiting one after another.
+use inverse CDF. The tabular episode kernels advance ``LANES`` independent episodes in lockstep
+so that their table look-ups (cache misses on large MDPs) overlap instead of waiting one after
+another; tree kernels run one episode at a time (lanes measured no faster there).
 All randomness comes from ``numpy.random.Generator`` objects passed into the compiled kernels;
 nothing touches global state.
 
@@ -469,42 +470,19 @@ def _tab_kl_means(ptr, slots, R, ptab, H, xtab, coef, n, reps, rng):  # pragma: 
 # ---------------------------------------------------------------------------------------------
 # Kernels: tree
 # ---------------------------------------------------------------------------------------------
+# Trees: one episode at a time. Interleaving lanes measured no faster here (a tree step is one
+# dependent load chain: node -> its alias slot -> child), while it does help tabular kernels.
 @nb.njit(cache=True, nogil=True)
 def _tree_returns(children, reward, mu_cdf, ptab, n, rng):  # pragma: no cover - compiled
     A = children.shape[1]
     out = np.empty(n)
-    lane_r = np.full(LANES, -1, dtype=np.int64)
-    lane_x = np.zeros(LANES, dtype=np.int64)
-    lane_g = np.zeros(LANES)
-    nxt = 0
-    active = 0
-    for ln in range(LANES):
-        if nxt < n:
-            lane_x[ln] = _draw_start(mu_cdf, rng.random())
-            lane_g[ln] = 0.0
-            lane_r[ln] = nxt
-            nxt += 1
-            active += 1
-    while active > 0:
-        for ln in range(LANES):
-            r = lane_r[ln]
-            if r < 0:
-                continue
-            x = lane_x[ln]
-            if children[x, 0] >= 0:
-                x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
-                lane_g[ln] += reward[x]
-                lane_x[ln] = x
-                continue
-            out[r] = lane_g[ln]
-            if nxt < n:
-                lane_x[ln] = _draw_start(mu_cdf, rng.random())
-                lane_g[ln] = 0.0
-                lane_r[ln] = nxt
-                nxt += 1
-            else:
-                lane_r[ln] = -1
-                active -= 1
+    for i in range(n):
+        x = _draw_start(mu_cdf, rng.random())
+        g = 0.0
+        while children[x, 0] >= 0:
+            x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
+            g += reward[x]
+        out[i] = g
     return out
 
 
@@ -545,43 +523,23 @@ def _tree_resets(children, depth, mu_cdf, ptab, H, full_depth, n_accept, sel, in
 
 @nb.njit(cache=True, nogil=True)
 def _tree_q_rollouts(children, reward, ptab, starts, group, rng):  # pragma: no cover
-    A = children.shape[1]
+    N, A = children.shape
     n = starts.shape[0]
-    total = n * group
     acts = np.empty((n, group), dtype=np.int64)
     qs = np.empty((n, group))
-    lane_r = np.full(LANES, -1, dtype=np.int64)
-    lane_x = np.zeros(LANES, dtype=np.int64)
-    lane_g = np.zeros(LANES)
     steps = 0
-    nxt = 0
-    active = 0
-    while active > 0 or nxt < total:
-        for ln in range(LANES):
-            r = lane_r[ln]
-            if r >= 0:
-                x = lane_x[ln]
-                if children[x, 0] >= 0:
-                    x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
-                    lane_g[ln] += reward[x]
-                    lane_x[ln] = x
-                    steps += 1
-                    continue
-                i = r // group
-                qs[i, r - i * group] = lane_g[ln]
-                lane_r[ln] = -1
-                active -= 1
-            if nxt < total:  # an idle lane takes the next rollout: uniform action at the start
-                i = nxt // group
-                a = min(int(rng.random() * A), A - 1)
-                acts[i, nxt - i * group] = a
-                x = children[starts[i], a]
-                lane_x[ln] = x
-                lane_g[ln] = reward[x]
-                lane_r[ln] = nxt
+    for i in range(n):
+        for j in range(group):
+            a = min(int(rng.random() * A), A - 1)
+            acts[i, j] = a
+            x = children[starts[i], a]
+            g = reward[x]
+            steps += 1
+            while children[x, 0] >= 0:
+                x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
+                g += reward[x]
                 steps += 1
-                nxt += 1
-                active += 1
+            qs[i, j] = g
     return acts, qs, steps
 
 
@@ -612,40 +570,22 @@ def _tree_kl_means(children, reward, ptab, xtab, coef, n, reps, rng):  # pragma:
     """Tree version of :func:`_tab_kl_means` (x ~ xtab over the N nodes, which must put no mass
     on leaves)."""
     N, A = children.shape
-    total = n * reps
     sums = np.zeros(reps)
-    lane_r = np.full(LANES, -1, dtype=np.int64)
-    lane_x = np.zeros(LANES, dtype=np.int64)
-    lane_g = np.zeros(LANES)
-    lane_c = np.zeros(LANES)
     steps = 0
-    nxt = 0
-    active = 0
-    while active > 0 or nxt < total:
-        for ln in range(LANES):
-            r = lane_r[ln]
-            if r >= 0:
-                x = lane_x[ln]
-                if children[x, 0] >= 0:
-                    x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
-                    lane_g[ln] += reward[x]
-                    lane_x[ln] = x
-                    steps += 1
-                    continue
-                sums[r // n] += lane_c[ln] * lane_g[ln]
-                lane_r[ln] = -1
-                active -= 1
-            if nxt < total:
-                x0 = _draw_alias(xtab, 0, N, rng.random())
-                a = min(int(rng.random() * A), A - 1)
-                lane_c[ln] = coef[x0 * A + a]
-                x = children[x0, a]
-                lane_x[ln] = x
-                lane_g[ln] = reward[x]
-                lane_r[ln] = nxt
+    for r in range(reps):
+        acc = 0.0
+        for _ in range(n):
+            x0 = _draw_alias(xtab, 0, N, rng.random())
+            a = min(int(rng.random() * A), A - 1)
+            x = children[x0, a]
+            g = reward[x]
+            steps += 1
+            while children[x, 0] >= 0:
+                x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
+                g += reward[x]
                 steps += 1
-                nxt += 1
-                active += 1
+            acc += coef[x0 * A + a] * g
+        sums[r] = acc
     return sums / n, steps
 
 
