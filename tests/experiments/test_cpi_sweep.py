@@ -280,7 +280,11 @@ def _start_long_sweep(out: Path, log: Path) -> subprocess.Popen:
         [sys.executable, str(REPO / "experiments" / "cpi_sweep.py"), "--tiny", "--only",
          "budget_curves", "--seeds", "4", "--jobs", "2", "--out", str(out)],
         stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=out.parent, env=env,
-        start_new_session=True)
+        start_new_session=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and Python
+        # then installs no KeyboardInterrupt handler: give the child the default disposition,
+        # as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(pred, timeout: float) -> bool:
