@@ -278,7 +278,7 @@ def _start_long_sweep(out: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, str(REPO / "experiments" / "cpi_sweep.py"), "--tiny", "--only",
-         "budget_curves", "--seeds", "4", "--jobs", "2", "--out", str(out)],
+         "budget_curves", "--seeds", "3", "--jobs", "2", "--out", str(out)],
         stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=out.parent, env=env,
         start_new_session=True,
         # A shell without job control starts background jobs with SIGINT ignored, and Python
@@ -335,12 +335,12 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tmp_path):
     last = [ln for ln in text.splitlines() if ln.startswith("interrupted")]
     assert len(last) == 1 and "rerun the same command to resume" in last[0]
     saved = len(list((out / "cells" / "budget_curves").glob("*.parquet")))
-    total = len(plan(SweepOptions(out=out, size="tiny", only=("budget_curves",), seeds=4)))
+    total = len(plan(SweepOptions(out=out, size="tiny", only=("budget_curves",), seeds=3)))
     assert f"interrupted: {saved} of {total} cells are saved in {out}" in last[0]
     assert 0 < saved < total
     rerun = subprocess.run(
         [sys.executable, str(REPO / "experiments" / "cpi_sweep.py"), "--tiny", "--only",
-         "budget_curves", "--seeds", "4", "--jobs", "2", "--out", str(out)],
+         "budget_curves", "--seeds", "3", "--jobs", "2", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{total - saved} of {total} cells to run ({saved} already saved)" in rerun.stdout
