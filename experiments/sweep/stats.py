@@ -9,6 +9,7 @@ of the refitted statistic. Every fitted law is reported as a :func:`fit_record`.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,30 @@ def linear_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def _rowwise_slopes(x: np.ndarray, Y: np.ndarray, log: bool) -> np.ndarray:
+    """Least-squares slope of each row of Y (n_boot, n_x) against x, over the usable points of
+    that row (finite; positive x and y for a log-log fit); NaN where fewer than 2 remain.
+    Same fit as :func:`loglog_slope` / :func:`linear_slope`, vectorised over rows."""
+    X = np.broadcast_to(np.asarray(x, float), Y.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = np.isfinite(X) & np.isfinite(Y)
+        if log:
+            ok &= (X > 0) & (Y > 0)
+            X = np.where(ok, np.log(np.where(ok, X, 1.0)), 0.0)
+            Y = np.where(ok, np.log(np.where(ok, Y, 1.0)), 0.0)
+        else:
+            X, Y = np.where(ok, X, 0.0), np.where(ok, Y, 0.0)
+        n = ok.sum(axis=1)
+        mx = X.sum(axis=1) / np.maximum(n, 1)
+        my = Y.sum(axis=1) / np.maximum(n, 1)
+        dx = np.where(ok, X - mx[:, None], 0.0)
+        dy = np.where(ok, Y - my[:, None], 0.0)
+        sxx = (dx * dx).sum(axis=1)
+        out = (dx * dy).sum(axis=1) / sxx
+    out[(n < 2) | (sxx <= 0)] = np.nan
+    return out
+
+
 def seed_table(df: pd.DataFrame, x: str, value: str, seed: str = "seed") -> pd.DataFrame:
     """Pivot to a (seed x x-value) table of ``value`` (mean over duplicate rows)."""
     return df.pivot_table(index=seed, columns=x, values=value, aggfunc="mean").sort_index(axis=1)
@@ -56,18 +81,21 @@ def _boot_indices(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.nda
 
 
 def bootstrap_slope(num: pd.DataFrame, den: pd.DataFrame | None = None, *, theory: float | None,
-                    log: bool = True, n_boot: int = N_BOOT, seed: int = 0, **extra) -> dict:
+                    log: bool = True, n_boot: int = N_BOOT, seed: int = 0, x=None,
+                    **extra) -> dict:
     """Slope of (mean num / mean den) against the column values, bootstrapped over seeds.
 
     Args:
         num: (seed x x-value) table; ``den`` the same shape (paired by seed), or ``None`` for a
             plain mean curve.
         log: fit log-log (power law); otherwise a straight line.
+        x: the abscissa of each column (default: the column labels), e.g. a realised coverage
+            when the columns are the configured one.
     """
     if den is not None:
         common = num.index.intersection(den.index)
         num, den = num.loc[common], den.loc[common.values][num.columns]
-    x = np.asarray(num.columns, float)
+    x = np.asarray(num.columns if x is None else x, float)
     N = num.to_numpy(float)
     D = None if den is None else den.to_numpy(float)
     fit = loglog_slope if log else linear_slope
@@ -83,7 +111,13 @@ def bootstrap_slope(num: pd.DataFrame, den: pd.DataFrame | None = None, *, theor
     y_hat = curve(all_rows)
     est = fit(x, y_hat)[0]
     rng = np.random.default_rng(seed)
-    boots = np.array([fit(x, curve(r))[0] for r in _boot_indices(N.shape[0], n_boot, rng)])
+    idx = _boot_indices(N.shape[0], n_boot, rng)  # (n_boot, n_seeds)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yb = np.nanmean(N[idx], axis=1)  # (n_boot, n_x)
+        if D is not None:
+            yb = yb / np.nanmean(D[idx], axis=1)
+    boots = _rowwise_slopes(x, yb, log)
     boots = boots[np.isfinite(boots)]
     ci = (np.percentile(boots, 2.5), np.percentile(boots, 97.5)) if len(boots) else (math.nan,) * 2
     n_points = int(np.sum(np.isfinite(y_hat) & ((y_hat > 0) if log else True)))
@@ -102,7 +136,7 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> t
 
 
 def curve_with_ci(num: pd.DataFrame, den: pd.DataFrame | None = None, n_boot: int = N_BOOT,
-                  seed: int = 0) -> pd.DataFrame:
+                  seed: int = 0, x=None) -> pd.DataFrame:
     """Per-x mean (or ratio of means) with 95% bootstrap-over-seeds band: columns x, y, lo, hi."""
     if den is not None:
         common = num.index.intersection(den.index)
@@ -117,13 +151,97 @@ def curve_with_ci(num: pd.DataFrame, den: pd.DataFrame | None = None, n_boot: in
         if D is not None:
             y = y / np.nanmean(D, axis=0)
             bn = bn / np.nanmean(D[idx], axis=1)
-    lo = np.nanpercentile(bn, 2.5, axis=0)
-    hi = np.nanpercentile(bn, 97.5, axis=0)
-    return pd.DataFrame({"x": np.asarray(num.columns, float), "y": y, "lo": lo, "hi": hi})
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo = np.nanpercentile(bn, 2.5, axis=0)
+        hi = np.nanpercentile(bn, 97.5, axis=0)
+    xs = np.asarray(num.columns if x is None else x, float)
+    return pd.DataFrame({"x": xs, "y": y, "lo": lo, "hi": hi})
 
 
 def format_fit(rec: dict, digits: int = 2) -> str:
-    """'-1.93 [-2.10, -1.75]' for legends and reports."""
+    """'-1.93 [-2.10, -1.75]' for legends and reports ('not reached' where there is no value)."""
     def f(v):
-        return "nan" if v is None else f"{v:.{digits}f}"
-    return f"{f(rec['estimate'])} [{f(rec['ci'][0])}, {f(rec['ci'][1])}]"
+        return "not reached" if v is None or (isinstance(v, float) and not np.isfinite(v)) \
+            else f"{v:.{digits}f}"
+    est = f(rec.get("estimate"))
+    ci = rec.get("ci") or [None, None]
+    if ci[0] is None and ci[1] is None:
+        return est
+    return f"{est} [{f(ci[0])}, {f(ci[1])}]"
+
+
+# ------------------------------------------------------------------------------------ verdicts
+#: What a record can say, by ``kind`` (paper_repro.md's verdict categories).
+KIND_LABEL = {
+    "tested": "tested (could have failed)",
+    "identity": "identity of the environment (checks the code only)",
+    "measurement": "measurement (no theory value to test)",
+    "not tested": "not tested",
+}
+
+
+def label(fits: dict, labels: dict) -> dict:
+    """Add verdict fields (``kind``, ``relation``, ``fraction``, ``paper``, ``theory``...) to
+    existing records: ``labels`` maps a key (or a key prefix ending in ``*``) to the fields."""
+    for key, fields in labels.items():
+        keys = [k for k in fits if k.startswith(key[:-1])] if key.endswith("*") else [key]
+        for k in keys:
+            if k in fits and isinstance(fits[k], dict):
+                fits[k].update(fields)
+    return fits
+
+
+def agrees(rec: dict) -> bool | None:
+    """Does the estimate agree with the theory value? ``None`` when there is nothing to compare.
+
+    ``relation`` (default ``"equal"``): ``"equal"`` -- the 95% interval contains the theory value
+    or the estimate is within max(0.15, 10% of |theory|) of it; ``"at_least"`` / ``"at_most"`` --
+    the estimate is on the right side of it (with that tolerance).
+    """
+    est, th = rec.get("estimate"), rec.get("theory")
+    if est is None or th is None:
+        return None
+    tol = max(0.15, 0.1 * abs(th))
+    rel = rec.get("relation", "equal")
+    if rel == "at_least":
+        return est >= th - 1e-9
+    if rel == "at_most":
+        return est <= th + 1e-9
+    if rec.get("fraction"):  # fractions of cells: exact claim, no tolerance
+        return abs(est - th) <= 1e-12
+    lo, hi = (rec.get("ci") or [None, None])[:2]
+    inside = lo is not None and hi is not None and lo <= th <= hi
+    return bool(inside or abs(est - th) <= tol)
+
+
+def verdict(rec: dict) -> str:
+    """One-phrase verdict of a record: e.g. 'holds; tested (could have failed)'."""
+    kind = KIND_LABEL.get(rec.get("kind", "tested"), rec.get("kind", "tested"))
+    if rec.get("estimate") is None:
+        return f"not reached; {kind}"
+    ok = agrees(rec)
+    pred = ""
+    if rec.get("prediction") is not None:
+        met = agrees({**rec, "theory": rec["prediction"], "relation": "equal"})
+        pred = f"; prediction {'met' if met else 'missed'}"
+    if ok is None:
+        return kind + pred
+    return f"{'holds' if ok else 'does not hold'}; {kind}{pred}"
+
+
+def iter_records(summary: dict):
+    """(key, name or None, record) for every record, flattening grouped ones
+    ({family: record} or {method: record})."""
+    for key, val in summary.items():
+        if isinstance(val, dict) and "estimate" in val:
+            yield key, None, val
+        elif isinstance(val, dict):
+            for name, rec in val.items():
+                if isinstance(rec, dict) and "estimate" in rec:
+                    yield key, name, rec
+
+
+def format_value(v, digits: int = 2) -> str:
+    return "not reached" if v is None or (isinstance(v, float) and not np.isfinite(v)) \
+        else f"{v:.{digits}f}"
