@@ -21,6 +21,12 @@ weight decay 0.01, clip 1.0, 32 prompts x 8 rollouts in 4 mini-batches, temperat
 A task file has no step verifier, so its default methods are grpo, rrpo and srpo (``oracle`` needs
 the synthetic task).
 
+Rollouts on vLLM (``--engine vllm``: prefix caching, colocated, the policy synced after every update;
+docs/engines.md); several GPUs: ``experiments/trl_srpo.py`` under ``accelerate launch``:
+
+    python experiments/llm_srpo.py --device cuda --model DIR --task train.parquet --recipe paper \
+        --engine vllm --vllm-gpu-memory-utilization 0.35 --seeds 1
+
 Writes to ``--out`` (default ``runs/llm``; ``runs/llm_quick`` with ``--quick``): ``metrics.parquet``
 (one row per method x seed x iteration; columns in ``srpo.metrics.METRIC_COLUMNS`` plus phase times,
 tokens and peak memory), ``resets.parquet`` (one row per reset parent), ``summary.json`` (per
