@@ -50,6 +50,7 @@ __all__ = [
     "ThoughtEngine",
     "draw_seeds",
     "mix_seed",
+    "eos_ids_from_dir",
     "STOP_REASONS",
 ]
 
@@ -216,6 +217,24 @@ def mix_seed(seed: int, index: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
     return (z ^ (z >> 31)) % _SEED_HIGH
+
+
+def eos_ids_from_dir(tokenizer, model_dir) -> frozenset[int]:
+    """Every eos id of the tokenizer and of a saved model's ``generation_config.json`` and
+    ``config.json`` (instruction models end a turn with a second id, e.g. Qwen2's ``<|im_end|>``)."""
+    import json
+    from pathlib import Path
+
+    ids = set(eos_token_ids(tokenizer))
+    for name in ("generation_config.json", "config.json"):
+        path = Path(model_dir) / name
+        if path.is_file():
+            value = json.loads(path.read_text()).get("eos_token_id")
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list):
+                ids.update(int(v) for v in value)
+    return frozenset(ids)
 
 
 @dataclass

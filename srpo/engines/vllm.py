@@ -53,6 +53,7 @@ from srpo.engines.base import (
     ThoughtEngine,
     _Row,
     check_temperature,
+    eos_ids_from_dir,
     mix_seed,
 )
 from srpo.engines.options import VLLMOptions
@@ -267,7 +268,7 @@ class VLLMEngine(ThoughtEngine):
                           max_loras=1)
         llm = LLM(**kwargs)
         if eos_ids is None:
-            eos_ids = cls._eos_from_dir(tokenizer, model_dir)
+            eos_ids = eos_ids_from_dir(tokenizer, model_dir)
         owns = options.adapter_dir is None
         adapter_dir = (Path(tempfile.mkdtemp(prefix="srpo-vllm-adapters-")) if owns
                        else Path(options.adapter_dir))
@@ -298,21 +299,6 @@ class VLLMEngine(ThoughtEngine):
         return engine
 
     external = False  # the weights are someone else's to sync
-
-    @staticmethod
-    def _eos_from_dir(tokenizer, model_dir: Path) -> frozenset[int]:
-        import json
-
-        ids = set(ThoughtEngine.default_eos_ids(tokenizer))
-        for name in ("generation_config.json", "config.json"):
-            path = Path(model_dir) / name
-            if path.is_file():
-                value = json.loads(path.read_text()).get("eos_token_id")
-                if isinstance(value, int):
-                    ids.add(value)
-                elif isinstance(value, list):
-                    ids.update(int(v) for v in value)
-        return frozenset(ids)
 
     # ----------------------------------------------------------------------------------------
     # Policy sync

@@ -245,6 +245,9 @@ class SRPORollout:
         self.settings = settings if settings is not None else SRPOSettings()
         self._problems: dict[str, Any] = {}
         self.engine = None
+        #: ids that end a chain (None: the tokenizer's and the policy's at the first rollout;
+        #: ``SRPOTrainer`` sets them before TRL aligns the model's eos with the tokenizer's)
+        self.eos_ids = None
         self._localizer = None
         self._rng = None
         self._generator = None
@@ -387,7 +390,7 @@ class SRPORollout:
                                                  logprobs=False)
         if kind == "trl":
             if self.engine is None:
-                self.engine = _trl_vllm_engine(trainer, tokenizer, config)
+                self.engine = _trl_vllm_engine(trainer, tokenizer, config, self.eos_ids)
             self.engine.config = config
             yield self.engine
             return
@@ -398,7 +401,8 @@ class SRPORollout:
 
                 if self.engine is None:
                     self.engine = RolloutEngine(policy, tokenizer, config,
-                                                device=trainer.accelerator.device)
+                                                device=trainer.accelerator.device,
+                                                eos_ids=self.eos_ids)
                 self.engine.model = policy  # the (gathered) policy of this step
                 self.engine.config = config
                 yield self.engine
@@ -410,7 +414,8 @@ class SRPORollout:
                 self.engine = make_engine("vllm", policy, tokenizer, config,
                                           device=str(trainer.accelerator.device),
                                           model_path=self.settings.model_path,
-                                          seed=self.settings.seed, options=self.settings.vllm)
+                                          seed=self.settings.seed, options=self.settings.vllm,
+                                          eos_ids=self.eos_ids)
             elif self._synced_step != step:
                 self.engine.sync(policy)
             self._synced_step = step
@@ -505,12 +510,14 @@ def _gathered_policy(trainer):
         yield model
 
 
-def _trl_vllm_engine(trainer, tokenizer, config):
+def _trl_vllm_engine(trainer, tokenizer, config, eos=None):
     """Our engine over TRL's vLLM: the colocated ``LLM`` or the server (a client per process)."""
     from srpo.engines.vllm import VLLMEngine
 
     generation = trainer.vllm_generation
-    eos = VLLMEngine.default_eos_ids(tokenizer, trainer.accelerator.unwrap_model(trainer.model))
+    if eos is None:
+        eos = VLLMEngine.default_eos_ids(tokenizer,
+                                         trainer.accelerator.unwrap_model(trainer.model))
     if generation.mode == "colocate":
         return VLLMEngine.from_llm(generation.llm, tokenizer, config, eos_ids=eos)
     client = getattr(generation, "vllm_client", None)
@@ -523,6 +530,18 @@ def _trl_vllm_engine(trainer, tokenizer, config):
                             connection_timeout=generation.server_timeout)
     max_len = getattr(generation, "max_model_length", None) or config.max_model_len or 8192
     return VLLMEngine.from_client(client, tokenizer, config, int(max_len), eos_ids=eos)
+
+
+def _model_eos_ids(model, tokenizer) -> frozenset[int]:
+    """Every eos id of the tokenizer and of the model (a directory's configs, or a model's):
+    instruction models end a turn with a second id that TRL's alignment would drop."""
+    from srpo.engines.base import ThoughtEngine, eos_ids_from_dir
+
+    if isinstance(model, (str, Path)):
+        from srpo.engines.vllm import base_model_dir
+
+        return eos_ids_from_dir(tokenizer, base_model_dir(model))
+    return ThoughtEngine.default_eos_ids(tokenizer, model)
 
 
 def _write_resets(rollout: SRPORollout, output_dir: str) -> None:
@@ -594,6 +613,9 @@ class SRPOTrainer(_grpo_trainer_base()):
         _check_trl_version()
         check_grpo_config(args, settings)
         rollout = SRPORollout(task, settings)
+        tokenizer = kwargs.get("processing_class")
+        if tokenizer is not None:  # before TRL aligns the model's eos ids with the tokenizer's
+            rollout.eos_ids = _model_eos_ids(model, tokenizer)
         train_dataset = rollout.dataset(train_problems)
         eval_dataset = rollout.dataset(eval_problems) if eval_problems is not None else None
         callback = SRPOCallback(rollout)

@@ -324,3 +324,86 @@ def test_two_trl_training_steps_of_the_tiny_model(model_dir, tmp_path):
                if not torch.equal(p, q)]
     assert changed  # the updates reached the weights
     assert info["processes"] == 1 and info["settings"]["method"] == "srpo"
+
+
+def documented_trl_commands(path):
+    """Every ``experiments/trl_srpo.py`` command line of a markdown file, continuation lines
+    joined, with its number of processes (``--num_processes``, else 1)."""
+    import shlex
+
+    blocks = path.read_text().split("```")[1::2]  # the code blocks
+    text = "\n".join(b for b in blocks if b.startswith("bash")).replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        if "experiments/trl_srpo.py" not in line or line.lstrip().startswith("#"):
+            continue
+        tokens = shlex.split(line.split("&")[0])
+        world = int(tokens[tokens.index("--num_processes") + 1]) if "--num_processes" in tokens else 1
+        out.append((world, tokens[tokens.index("experiments/trl_srpo.py") + 1:]))
+    return out
+
+
+@pytest.mark.parametrize("doc", ["docs/engines.md", "README.md"])
+def test_the_documented_multi_gpu_commands_parse_as_written(doc, model_dir, tmp_path,
+                                                            monkeypatch):
+    """The paper's recipe on 1, 2 and 4 processes: whole prompts on every process, the paper's
+    32 x 8 rollouts in 4 optimizer steps per generation, the release's limits, TRL's vLLM."""
+    from pathlib import Path
+
+    from experiments import trl_srpo
+
+    repo = Path(__file__).resolve().parents[2]
+    task = tmp_path / "train.parquet"
+    pd.DataFrame({"question": ["What is 2 + 3?", "What is 4 + 4?"],
+                  "answer": ["5", "8"]}).to_parquet(task)
+    commands = documented_trl_commands(repo / doc)
+    worlds = {w for w, argv in commands if "--recipe" in argv}
+    assert {2, 4} <= worlds, worlds
+    for world, argv in commands:
+        if "--quick" in argv:
+            continue
+        argv = [a.replace("train.parquet", str(task)) if a.endswith("train.parquet") else a
+                for a in argv]
+        argv = [model_dir if a.endswith("DIR") else a for a in argv]
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        args = trl_srpo.parse_args(argv)
+        cfg = args.config
+        assert (cfg.prompts_per_step, cfg.rollouts_per_prompt, cfg.mini_batches) == (32, 8, 4)
+        assert (cfg.lora_rank, cfg.lr, cfg.max_thoughts, cfg.max_thought_tokens,
+                cfg.max_response_tokens, cfg.max_model_len) == (64, 5e-5, 20, 256, 5120, 8192)
+        rows_per_process = args.per_device_batch * cfg.mini_batches * args.grad_accum
+        assert rows_per_process * world == 32 * 8 and rows_per_process % 8 == 0
+        assert args.use_vllm and args.bf16
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_prompts_and_sum_their_tokens(model_dir, tmp_path):
+    """``torchrun --nproc_per_node 2`` (accelerate's multi-process path, gloo on CPU): each process
+    holds whole prompts, the token counts are totals over processes, the reset table holds both
+    processes' rows."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo),
+           "TRL_EXPERIMENTAL_SILENCE": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           str(repo / "experiments" / "trl_srpo.py"), "--quick", "--model",
+                           model_dir, "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "srpo_run.json").read_text())["processes"] == 2
+    state = json.loads((out / "trainer_state.json").read_text())
+    steps = [h for h in state["log_history"] if "loss" in h]
+    assert [h["srpo/total_rollouts"] for h in steps] == [16, 32]  # 2 processes x 1 prompt x 8
+    for h in steps:
+        assert h["srpo/generated_tokens"] == sum(h[f"srpo/tokens_{k}"] for k in (
+            "base", "parent", "discarded", "suffix", "localization"))
+    resets = pd.read_parquet(out / "resets.parquet")
+    assert set(resets.prompt_index) == {0, 1}  # rank 0's prompt and rank 1's
