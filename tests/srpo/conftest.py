@@ -9,6 +9,7 @@ REASON = ("vLLM tests run in a pytest process of their own (vLLM changes process
           "state): python -m pytest -m vllm")
 
 
+@pytest.hookimpl(trylast=True)  # after -m / -k have deselected what they deselect
 def pytest_collection_modifyitems(config, items):
     marked = [item for item in items if item.get_closest_marker("vllm") is not None]
     if marked and len(marked) < len(items):
