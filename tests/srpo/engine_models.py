@@ -69,7 +69,7 @@ def build_engine_model(tokenizer, arch: str = "llama", n_layer: int = 2, d_model
                                eos_token_ids=eos_token_ids)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed + 1)
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, init)
         emb = model.get_input_embeddings().weight

