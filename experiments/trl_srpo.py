@@ -68,6 +68,7 @@ FLAG_FIELDS = {
     "answer_field": "answer_field", "cache_dir": "cache_dir", "threads": "num_threads",
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
     "vllm_kv_cache_gib": "vllm_kv_cache_gib", "seed": "seed",
+    "gen_batch_tokens": "gen_batch_tokens",
 }
 FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
 
@@ -140,6 +141,8 @@ def build_parser() -> OneLineParser:
     g.add_argument("--engine", default="auto", choices=("auto", "hf", "vllm", "trl"),
                    help="auto: TRL's vLLM with --use-vllm, else the Hugging Face loop; vllm: our "
                         "own in-process vLLM engine synced each step")
+    g.add_argument("--gen-batch-tokens", type=int, default=None,
+                   help="the hf engine's generation batch budget in tokens (default: no cap)")
     g.add_argument("--use-vllm", action="store_true", help="TRL's vLLM (GPU)")
     g.add_argument("--vllm-mode", default="colocate", choices=("colocate", "server"))
     g.add_argument("--vllm-gpu-memory-utilization", type=float, default=None)
