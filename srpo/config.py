@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srpo.buffers import SPLITS
+from srpo.engines.options import ENGINES, VLLMOptions
 from srpo.localize import LOCALIZATION_FALLBACKS, LOCALIZATION_PROMPTS
 
 __all__ = [
@@ -94,7 +95,9 @@ PAPER_RECIPE = {
 #: run resumes after they change
 _NOT_IN_KEY = ("steps", "epochs", "out_dir", "resume", "checkpoint_every", "device", "cache_dir",
                "num_threads", "micro_batch_size", "micro_batch_tokens", "gen_batch_tokens",
-               "logprob_chunk_tokens", "grad_checkpointing", "save_weights")
+               "logprob_chunk_tokens", "grad_checkpointing", "save_weights",
+               "vllm_gpu_memory_utilization", "vllm_kv_cache_gib", "vllm_block_size",
+               "vllm_enforce_eager")
 
 
 class ConfigError(ValueError):
@@ -171,6 +174,17 @@ class TrainConfig:
         localization_stop_at_boxed: stop the reply at its first box (*auto*: True / False).
         localization_fallback: an unparsable reply resets at ``step1`` (release) or ``random``.
 
+    Engine (``srpo.engines``):
+        engine: ``hf`` (the Hugging Face loop, default) or ``vllm`` (vLLM with prefix caching,
+            colocated in this process; the policy is synced after every optimizer step by LoRA
+            hot swap, or by a full-weight reload without LoRA). Greedy chains are identical;
+            sampled chains follow the same distribution from another random stream.
+        vllm_gpu_memory_utilization: vLLM's share of the GPU (weights + KV cache); the rest is
+            training's. Memory only.
+        vllm_kv_cache_gib: vLLM's KV cache in GiB instead (CPU default 1). Memory only.
+        vllm_block_size: vLLM KV block size (None: 32 on CPU, vLLM's default on GPU).
+        vllm_enforce_eager: no graph capture (None: on for CPU, off for GPU).
+
     Task and model:
         task: ``synthetic`` (chained modular arithmetic with a step verifier) or a path to a
             ``.jsonl`` / ``.parquet`` file (``srpo.data``), trained on in full, epoch by epoch.
@@ -243,6 +257,11 @@ class TrainConfig:
     localization_prompt: str = AUTO
     localization_stop_at_boxed: bool | str = AUTO
     localization_fallback: str = "step1"
+    engine: str = "hf"
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_kv_cache_gib: float | None = None
+    vllm_block_size: int | None = None
+    vllm_enforce_eager: bool | None = None
     task: str = "synthetic"
     task_steps: int = 6
     task_modulus: int = 10
@@ -304,6 +323,7 @@ class TrainConfig:
             ("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16")),
             ("localization_prompt", self.localization_prompt, LOCALIZATION_PROMPTS),
             ("localization_fallback", self.localization_fallback, LOCALIZATION_FALLBACKS),
+            ("engine", self.engine, ENGINES),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -354,9 +374,20 @@ class TrainConfig:
             fail("updates_per_step", "must be 1 with loss='reinforce' (on-policy)")
         if self.method == "oracle" and not self.is_synthetic:
             fail("method", "'oracle' needs a task with a step verifier (task='synthetic')")
+        try:
+            self.vllm_options()
+        except ValueError as err:
+            name = str(err).split()[1]
+            raise ConfigError(f"vllm_{name}", str(err).replace("vllm ", "vllm_", 1)) from None
         if self.is_synthetic and (self.eval_task is not None or self.eval_split):
             fail("eval_task", "and eval_split apply to task files only (the synthetic task draws "
                               "its evaluation set with eval_seed)")
+
+    def vllm_options(self) -> VLLMOptions:
+        """The vLLM engine's settings (``srpo.engines.options.VLLMOptions``)."""
+        return VLLMOptions(gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+                           kv_cache_gib=self.vllm_kv_cache_gib, block_size=self.vllm_block_size,
+                           enforce_eager=self.vllm_enforce_eager)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -368,6 +399,8 @@ class TrainConfig:
         d = self.to_dict()
         for k in _NOT_IN_KEY:
             d.pop(k)
+        if d["engine"] == "hf":  # the default engine leaves the keys of earlier runs unchanged
+            d.pop("engine")
         d["trainer_version"] = TRAINER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

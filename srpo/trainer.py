@@ -403,8 +403,10 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
             ``resume`` is True (nothing is written then).
     """
     from srpo.data import EpochSampler
+    from srpo.engines import make_engine
     from srpo.memory import auto_gen_batch_tokens
-    from srpo.rollout import GenerationConfig, RolloutEngine
+    from srpo.model import resolve_dtype
+    from srpo.rollout import GenerationConfig
 
     note = log if log is not None else (lambda message: None)
     _set_determinism(config)
@@ -464,7 +466,10 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
         max_response_tokens=config.max_response_tokens, max_model_len=config.max_model_len,
         max_new_tokens=config.max_new_tokens, max_batch_tokens=gen_budget,
     )
-    engine = RolloutEngine(model, tokenizer, gen_config, device=config.device)
+    # the engine is passed the policy; vLLM keeps its own copy, synced after every update
+    engine = make_engine(config.engine, model, tokenizer, gen_config, device=config.device,
+                         model_path=model_path, seed=config.seed, options=config.vllm_options(),
+                         dtype=str(resolve_dtype(config.dtype, config.device)).replace("torch.", ""))
     localizer = make_localizer(
         LOCALIZER_OF[config.method], task=task, engine=engine, tokenizer=tokenizer,
         **({"max_new_tokens": config.localization_max_new_tokens,
@@ -511,6 +516,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
             localizer.stats = localizer_stats
         start_iter, wall_offset = state["iteration"] + 1, state["wall_time"]
         _write_jsonl(jsonl, rows)  # drop rows logged after the checkpoint
+        engine.sync(model)  # the resumed weights
     else:
         jsonl.write_text("")
 
@@ -578,6 +584,9 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
         t_update = time.perf_counter()
         upd = _policy_update(model, ref_model, optimizer, batch.samples, adv, config, tokenizer)
         time_update = time.perf_counter() - t_update
+        t_sync = time.perf_counter()
+        engine.sync(model)  # the next rollouts and the evaluation use the updated policy
+        time_sync = time.perf_counter() - t_sync
 
         acc = batch.accounting.as_dict()
         totals["rollouts"] += len(batch.samples)
@@ -612,6 +621,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
             "time_localization_s": acc["seconds_localization"],
             "time_suffix_s": acc["seconds_suffix"],
             "time_update_s": time_update,
+            "time_sync_s": time_sync,
             "time_eval_s": time_eval,
             "step_time_s": time.perf_counter() - t_step,
             **memory(),
@@ -634,6 +644,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
         if callback is not None:
             callback(rows[-1])
 
+    engine.close()
     df = pd.DataFrame(rows)
     for c in df.columns:
         if df[c].dtype == object and c not in ("method", "split"):
@@ -650,6 +661,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
             "eval_source": eval_source, "eval_problems": len(eval_problems),
             "train_problems": len(problems) if problems is not None else None,
             "dropped_long_prompts": dropped, "gen_batch_tokens": gen_budget,
+            "engine": config.engine, "engine_stats": getattr(engine, "stats", None),
             "weights": weights,
             "localizer": None if localizer is None else localizer.stats.as_dict()}
     (out / "run_info.json").write_text(json.dumps(info, indent=2, default=str))
