@@ -45,6 +45,16 @@ def plug_in_n(term_var: float, a_true: float, eps: float, delta: float) -> float
     return float(math.ceil(z**2 * term_var / (eps * a_true) ** 2))
 
 
+def hoeffding_n(term_bound: float, a_true: float, eps: float, delta: float) -> float:
+    """Hoeffding's sample size for a mean of i.i.d. terms in [-B, B] to be within eps |A| of A
+    with probability >= 1 - delta: 2 B^2 ln(2 / delta) / (eps A)^2. With the Kakade-Langford
+    terms |Y| Q (pi' - pi)(a|x), B = |Y| H R_max: Theorem 1's O~(|Y| H^2 R_max^2 / Delta^2) with
+    the constant of a concentration inequality (THEORY.md section 2 writes K&L's |Y|^2 form;
+    this one is |Y|^2 H^2 R_max^2). A correct estimator never needs more: a direct n above it
+    would be a bug (or binomial noise in the success rate at n close to it)."""
+    return float(2.0 * term_bound**2 * math.log(2.0 / delta) / (eps * a_true) ** 2)
+
+
 @dataclass
 class DirectResult:
     """Outcome of :func:`smallest_n`.

@@ -1,9 +1,11 @@
 """Checks of Theorem 1 that could fail (issue 8, item 7), and the machinery they rest on.
 
 * The direct sample complexity (doubling + bisection over n, 200 repetitions per n) reproduces
-  Theorem 1's 1/p^2 law on the family where the theorem is tight (the clean coverage family), in a
-  band around -2 -- and a deliberately wrong oracle (drawing reset states from d instead of d | G)
-  falls outside that band, so the band can fail.
+  P2's predicted 1/p^2 ratio on the family where Theorem 1's bounds are tight at small p (the
+  clean coverage family, where RR's variance is the p-independent noise), in a band around -2 --
+  and a deliberately wrong oracle (drawing reset states from d instead of d | G) falls outside
+  that band, so the band can fail. It checks the measurement and the reset rules where the
+  scaling is built in; whether -2 appears elsewhere is the sweep's finding (paper_repro.md).
 * The search itself: on an estimator whose success probability is known in closed form (a mean of
   Gaussians), the direct n matches the exact answer; Clopper-Pearson intervals are exact.
 """
