@@ -35,7 +35,7 @@ score, localization and compute statistics, and which runs it was drawn from), a
 (``learning_curves.png`` / ``.pdf``). Each run keeps a checkpoint and its trained weights
 (``adapter/`` for LoRA, else ``model/``) in ``--out/<method>-s<seed>/``; rerunning the same command
 resumes killed runs; ``--fresh`` starts over. Only the full default run (no flag but ``--threads``,
-``--fresh`` and ``--cache-dir``) copies its curves and summary to ``figures/llm_*``.
+``--jobs``, ``--fresh`` and ``--cache-dir``) copies its curves and summary to ``figures/llm_*``.
 
 The tiny model is warm-started once and cached (``$CREDIT_RESETS_CACHE``, else
 ``~/.cache/credit-resets``; ``--cache-dir DIR`` moves it).
@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -107,7 +108,7 @@ FLAG_FIELDS = {
 }
 FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
 #: flags that do not change results (a run with only these is still "the default run")
-NEUTRAL_FLAGS = ("threads", "fresh", "cache_dir", "no_copy_figures", "out",
+NEUTRAL_FLAGS = ("threads", "jobs", "fresh", "cache_dir", "no_copy_figures", "out",
                  "vllm_gpu_memory_utilization", "vllm_kv_cache_gib", "vllm_block_size",
                  "vllm_enforce_eager")
 
@@ -247,6 +248,9 @@ def build_parser() -> OneLineParser:
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per job (default 1: two jobs fit on 2 cores)")
+    g.add_argument("--jobs", type=int, default=None,
+                   help="runs trained at once in worker processes (default on a CPU: 2 when "
+                        "--threads x 2 fits the cores, else 1; the numbers do not depend on it)")
     g.add_argument("--out", default=None,
                    help=f"output directory (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)")
     g.add_argument("--fresh", action="store_true",
@@ -271,6 +275,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--seeds must be >= 1; got {args.seeds}")
     if args.threads < 1:
         p.error(f"--threads must be >= 1; got {args.threads}")
+    if args.jobs is None:
+        cores = os.cpu_count() or 1
+        args.jobs = 1 if args.device == "cuda" else max(1, min(2, cores // args.threads))
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1; got {args.jobs}")
+    if args.jobs > 1 and args.device == "cuda":
+        p.error(f"--jobs {args.jobs}: parallel runs are for CPU; use --jobs 1 with --device cuda")
     if args.out is None:
         args.out = QUICK_OUT if args.quick else DEFAULT_OUT
     out = Path(args.out)
@@ -582,6 +593,50 @@ def plot_curves(metrics, out: Path, footer: str) -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 
 
+def _train_worker(cfg: TrainConfig):
+    """One run in a worker process (spawned: a clean torch with ``cfg.num_threads`` threads)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from srpo.trainer import train
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(cfg.num_threads)
+    return train(cfg, log=lambda m: print(f"note: {m}", flush=True))
+
+
+def _train_parallel(configs: list[TrainConfig], jobs: int, out: Path) -> list:
+    """Train ``configs`` in ``jobs`` worker processes; a line per finished run. Each run's numbers
+    depend only on its own config (seeded, fixed threads), so they equal a serial run's.
+    Returns the metric frames in ``configs`` order."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    frames: list = [None] * len(configs)
+    pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+    try:
+        futures = {pool.submit(_train_worker, cfg): i for i, cfg in enumerate(configs)}
+        for done, fut in enumerate(as_completed(futures), start=1):
+            i = futures[fut]
+            cfg, frame = configs[i], fut.result()
+            frames[i] = frame
+            last = frame.iloc[-1]
+            print(f"[{done}/{len(configs)}] run {i + 1} {cfg.method} seed {cfg.seed}: J "
+                  f"{fmt(frame.J.iloc[0])} -> {fmt(last.J)}, {int(last.generated_tokens)} tokens, "
+                  f"{fmt(last.wall_time, 0)} s", flush=True)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        print(f"\ninterrupted: finished runs and a checkpoint every {configs[0].checkpoint_every} "
+              f"iterations of the others are saved in {out}; rerun the same command to resume",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    except CheckpointMismatch as err:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise SystemExit(f"llm_srpo.py: error: {err}; rerun with --fresh") from None
+    pool.shutdown()
+    return frames
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import pandas as pd
@@ -604,11 +659,22 @@ def main(argv=None) -> dict:
 
     hf_logging.disable_progress_bar()  # weight-loading bars; ours is the one that matters
     announce_warm_start(configs[0])
+    if args.jobs > 1 and len(configs) > 1:
+        from srpo.trainer import load_policy
+
+        # the warm start is trained (or loaded) once here, not by every worker at once
+        load_policy(configs[0], progress=warm_start_progress())
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
     frames, reset_frames = [], []
-    for index, cfg in enumerate(configs, start=1):
+    if args.jobs > 1 and len(configs) > 1:
+        frames = _train_parallel(configs, args.jobs, out)
+        for cfg in configs:
+            r = pd.read_parquet(Path(cfg.out_dir) / "resets.parquet")
+            if len(r):
+                reset_frames.append(r)
+    for index, cfg in enumerate(configs if not frames else [], start=1):
         state = {"bar": None, "n": 0}
 
         def progress(it, steps, state=state, cfg=cfg, index=index):

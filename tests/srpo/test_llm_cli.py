@@ -228,3 +228,23 @@ def test_import_srpo_without_torch_names_the_extra():
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ModuleNotFoundError: srpo needs torch")
     assert 'pip install "credit-resets[llm]"' in last
+
+
+def test_parallel_jobs_give_the_serial_numbers(real, tmp_path):
+    """``--jobs 2`` trains the runs in worker processes; every number equals ``--jobs 1``'s."""
+    model, task = real
+    base = ["--model", str(model), "--task", str(task), "--method", "grpo", "srpo", *TINY]
+    frames = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        result = run([*base, "--jobs", jobs, "--out", str(out)], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        frames[jobs] = pd.read_parquet(out / "metrics.parquet")
+    assert "[2/2]" in result.stdout  # the parallel path's per-run lines
+    timing = [c for c in frames["1"].columns
+              if c.endswith("_s") or "time" in c or c.startswith("rss") or "gib" in c]
+    pd.testing.assert_frame_equal(frames["1"].drop(columns=timing),
+                                  frames["2"].drop(columns=timing))
+    with pytest.raises(SystemExit):
+        from experiments.llm_srpo import parse_args
+        parse_args(["--jobs", "0"])
