@@ -91,6 +91,10 @@ class TrainConfig:
         task: ``synthetic`` (chained modular arithmetic with a step verifier) or a path to a
             ``.jsonl`` / ``.parquet`` file with ``question`` and ``answer`` columns.
         task_steps, task_modulus, task_ops: the synthetic task's H, modulus and operators.
+        task_options: further keyword arguments of ``srpo.tasks.ModularArithmeticTask`` (the
+            coverage knob ``hard_steps``, ``hard_ops``, ``hard_operands``, ``distinct_steps``);
+            empty: the plain task. Enters the run
+            key only when set.
         model: a local Hugging Face model directory, or None for the tiny model warm-started by
             ``srpo.warmstart`` (loaded from its cache when present).
         lora_rank: wrap the model in a LoRA adapter of this rank (None: train all weights).
@@ -140,6 +144,7 @@ class TrainConfig:
     task_steps: int = 6
     task_modulus: int = 10
     task_ops: tuple[str, ...] = ("+", "-", "*")
+    task_options: dict = field(default_factory=dict)
     model: str | None = None
     lora_rank: int | None = None
     warmstart: dict = field(default_factory=dict)
@@ -181,6 +186,14 @@ class TrainConfig:
             raise ValueError("updates_per_step must be 1 with loss='reinforce' (on-policy)")
         if self.method == "oracle" and self.task != "synthetic":
             raise ValueError("method 'oracle' needs a task with a step verifier (task='synthetic')")
+        if self.task_options:
+            if self.task != "synthetic":
+                raise ValueError("task_options apply to task='synthetic' only; got task "
+                                 f"{self.task!r}")
+            allowed = ("hard_steps", "hard_ops", "hard_operands", "distinct_steps")
+            unknown = sorted(set(self.task_options) - set(allowed))
+            if unknown:
+                raise ValueError(f"task_options keys must be among {allowed}; got {unknown}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -192,6 +205,8 @@ class TrainConfig:
         d = self.to_dict()
         for k in ("steps", "out_dir", "resume", "checkpoint_every", "device", "cache_dir"):
             d.pop(k)
+        if not d["task_options"]:
+            d.pop("task_options")  # runs of the plain task keep their keys (and checkpoints)
         d["trainer_version"] = TRAINER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -207,7 +222,7 @@ def build_task(config: TrainConfig):
 
     if config.task == "synthetic":
         task = ModularArithmeticTask(n_steps=config.task_steps, modulus=config.task_modulus,
-                                     ops=config.task_ops)
+                                     ops=config.task_ops, **config.task_options)
         eval_problems = task.sample(config.eval_size, np.random.default_rng(config.eval_seed))
         return task, eval_problems
     problems = load_dataset_file(config.task)

@@ -20,6 +20,13 @@ solution drawn from the same distribution (plus extra i.i.d. errors so that firs
 every position); target = ``\\boxed{first_error}``. This is the CPU analogue of an instruction
 model's ability to answer the localization prompt about its own chains.
 
+Coverage family (``experiments/llm_coverage.py``). With ``hard_steps`` / ``hard_ops`` the data
+come from ``ModularArithmeticTask(hard_steps=..., hard_ops=...)`` (one hard step per problem at a
+position drawn from ``hard_steps``) and ``confused_ops`` restricts the misconceptions to the facts
+of those operators, so the policy's errors concentrate on the hard step wherever it sits. Trained
+on every position, one warm start serves all positions of the family. At their defaults these
+fields leave the data, the model and the cache key exactly as before.
+
 The result is cached on disk under a hash of the configuration (``WarmStartConfig.key``): a rerun
 loads it. Everything is seeded; the run is deterministic on CPU for a fixed thread count.
 """
@@ -78,6 +85,9 @@ class WarmStartConfig:
         seed: seeds the model initialisation, the misconception table and the data stream.
         num_threads: torch CPU threads during the warm start.
         eval_size: held-out problems for the evaluation stored in ``warmstart.json``.
+        hard_steps, hard_ops, hard_operands, distinct_steps: the task's coverage knob
+            (``srpo.tasks.ModularArithmeticTask``); empty ``hard_steps``: the plain task.
+        confused_ops: operators whose facts may be confused (None: every operator in ``ops``).
     """
 
     n_steps: int = 6
@@ -98,8 +108,22 @@ class WarmStartConfig:
     seed: int = 0
     num_threads: int = 2
     eval_size: int = 128
+    hard_steps: tuple[int, ...] = ()
+    hard_ops: tuple[str, ...] = ("*",)
+    hard_operands: tuple[int, ...] = ()
+    distinct_steps: bool = False
+    confused_ops: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        # lists (e.g. from a JSON config) become tuples, so the config stays hashable
+        for name in ("ops", "hard_steps", "hard_ops", "hard_operands", "confused_ops"):
+            v = getattr(self, name)
+            if isinstance(v, list):
+                object.__setattr__(self, name, tuple(v))
+        if self.confused_ops is not None and any(
+                op not in ("+", "-", "*") for op in self.confused_ops):
+            raise ValueError(f"confused_ops must be None or a subset of ('+', '-', '*'); got "
+                             f"{self.confused_ops!r}")
         for name in ("confused_fraction", "confusion_prob", "noise_error_rate",
                      "localization_fraction", "localization_extra_error"):
             v = getattr(self, name)
@@ -115,11 +139,20 @@ class WarmStartConfig:
         cache directory name."""
         fields = dataclasses.asdict(self)
         fields.pop("eval_size")  # only sizes the report, not the model
+        # the coverage-family fields enter the key only when set, so that the keys (and caches)
+        # of plain-task warm starts stay what they were before these fields existed
+        for name, default in (("hard_steps", ()), ("hard_ops", ("*",)), ("hard_operands", ()),
+                              ("distinct_steps", False), ("confused_ops", None)):
+            if getattr(self, name) == default:
+                fields.pop(name)
         payload = json.dumps({"v": RECIPE_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def task(self) -> ModularArithmeticTask:
-        return ModularArithmeticTask(n_steps=self.n_steps, modulus=self.modulus, ops=self.ops)
+        return ModularArithmeticTask(n_steps=self.n_steps, modulus=self.modulus, ops=self.ops,
+                                     hard_steps=self.hard_steps, hard_ops=self.hard_ops,
+                                     hard_operands=self.hard_operands,
+                                     distinct_steps=self.distinct_steps)
 
 
 class MisconceptionWriter:
@@ -134,9 +167,17 @@ class MisconceptionWriter:
         m = config.modulus
         rng = np.random.default_rng([config.seed, 7919])
         self.wrong_value: dict[tuple[int, str, int], int] = {}
+        if config.confused_ops is None:
+            ops = config.ops
+        else:  # the coverage family: only the hard operators' facts may be confused
+            ops = tuple(op for op in dict.fromkeys((*config.ops, *config.hard_ops))
+                        if op in config.confused_ops)
         for left in range(m):
-            for op in config.ops:
+            for op in ops:
                 for operand in range(1, m):
+                    if (config.confused_ops is not None and op in config.hard_ops
+                            and config.hard_operands and operand not in config.hard_operands):
+                        continue  # a hard-step fact the task never asks
                     if rng.random() < config.confused_fraction:
                         right = apply_op(left, op, operand, m)
                         self.wrong_value[(left, op, operand)] = int(
