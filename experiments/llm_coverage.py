@@ -36,7 +36,9 @@ prediction to the tracked ``figures/`` (``coverage_pre_rl.json``, ``coverage_pre
 its figure may replace the published one.
 
 Threads: ``--threads`` torch threads per run (default 1; the warm start always uses 1 so its
-cache key, and therefore the model, is the same on every machine).
+cache key, and therefore the model, is the same on every machine); ``--jobs N`` trains N runs at
+once in worker processes (the numbers do not depend on it). A run's checkpoints belong to its
+thread count: rerun with the same ``--threads`` to resume, or ``--fresh``.
 """
 
 from __future__ import annotations
@@ -289,10 +291,20 @@ def _finished(cfg) -> bool:
         return False
 
 
+def _train_one(cfg) -> str:
+    """One RL run (in this process or a worker); returns its progress line."""
+    from srpo.trainer import train
+
+    t1 = time.time()
+    df = train(cfg)
+    j = cfg.task_options["hard_steps"][0]
+    return (f"hard step {j}, {cfg.method} seed {cfg.seed}: J {df.J.iloc[0]:.3f} -> "
+            f"{df.J.iloc[-1]:.3f}, {int(df.generated_tokens.iloc[-1])} tokens "
+            f"({time.time() - t1:.0f}s)")
+
+
 def run_train(args, pre: dict, prediction: dict | None) -> dict:
     import pandas as pd
-
-    from srpo.trainer import train
 
     out = Path(args.out)
     if prediction is None or not (out / "prediction.json").is_file():
@@ -304,18 +316,30 @@ def run_train(args, pre: dict, prediction: dict | None) -> dict:
                          "measurement than pre_rl.json; rerun the predict phase")
     configs = make_configs(args)
     t0 = time.time()
+    todo = [c for c in configs if not (c.resume and _finished(c))]
+    if len(todo) < len(configs):
+        _say(f"train: reusing {len(configs) - len(todo)} finished runs")
+    # the warm start is trained (or loaded) once here, not by several workers at once
+    if todo:
+        from srpo.trainer import load_policy
+
+        load_policy(todo[0])
+    if args.jobs > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: workers start clean (no torch state inherited from this process)
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one, c): c for c in todo}
+            for n, fut in enumerate(as_completed(futures), start=1):
+                _say(f"train: [{n}/{len(todo)}] {fut.result()}")
+    else:
+        for n, cfg in enumerate(todo, start=1):
+            _say(f"train: [{n}/{len(todo)}] {_train_one(cfg)}")
     frames, reset_frames = [], []
-    for i, cfg in enumerate(configs, start=1):
+    for cfg in configs:
         j = cfg.task_options["hard_steps"][0]
-        tag = f"[{i}/{len(configs)}] hard step {j}, {cfg.method} seed {cfg.seed}"
-        if cfg.resume and _finished(cfg):
-            df = pd.read_parquet(Path(cfg.out_dir) / "metrics.parquet")
-        else:
-            t1 = time.time()
-            df = train(cfg)
-            _say(f"train: {tag}: J {df.J.iloc[0]:.3f} -> {df.J.iloc[-1]:.3f}, "
-                 f"{int(df.generated_tokens.iloc[-1])} tokens ({time.time() - t1:.0f}s)")
-        frames.append(df.assign(hard_step=j))
+        frames.append(pd.read_parquet(Path(cfg.out_dir) / "metrics.parquet").assign(hard_step=j))
         r = pd.read_parquet(Path(cfg.out_dir) / "resets.parquet")
         if len(r):
             reset_frames.append(r.assign(hard_step=j))
@@ -333,7 +357,7 @@ def run_train(args, pre: dict, prediction: dict | None) -> dict:
                  "prompts_per_step": size.prompts_per_step,
                  "rollouts_per_prompt": size.rollouts_per_prompt, "lr": size.lr,
                  "eval_size": size.eval_size, "eval_every": size.eval_every,
-                 "threads": args.threads},
+                 "threads": args.threads, "jobs": args.jobs},
         "family": size.family.to_dict(),
         "prediction_sha256": _sha256(out / "prediction.json"),
         "pre_rl_sha256": _sha256(out / "pre_rl.json"),
@@ -362,6 +386,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     choices=METHODS, help="methods to train (default: all four)")
     ap.add_argument("--threads", type=int, default=1, metavar="N",
                     help="torch CPU threads per run (default 1)")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="RL runs in parallel worker processes (default 1; each run's numbers "
+                         "do not depend on it; use --jobs 2 on a quiet 2-core machine)")
     ap.add_argument("--cache-dir", default=None, metavar="DIR",
                     help="warm-start cache root (default $CREDIT_RESETS_CACHE or "
                          "~/.cache/credit-resets)")
@@ -372,7 +399,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--verbose", action="store_true", help="print warm-start progress")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    for name in ("seeds", "steps", "threads"):
+    for name in ("seeds", "steps", "threads", "jobs"):
         v = getattr(args, name)
         if v is not None and v < 1:
             ap.error(f"--{name} must be an integer >= 1; got {v}")

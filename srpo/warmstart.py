@@ -88,6 +88,9 @@ class WarmStartConfig:
         hard_steps, hard_ops, hard_operands, distinct_steps: the task's coverage knob
             (``srpo.tasks.ModularArithmeticTask``); empty ``hard_steps``: the plain task.
         confused_ops: operators whose facts may be confused (None: every operator in ``ops``).
+        init: a previous stage: ``WarmStartConfig`` fields of the warm start whose model this one
+            continues training (it is trained or loaded from the cache first; same model size);
+            None (default): a freshly initialised model.
     """
 
     n_steps: int = 6
@@ -113,6 +116,7 @@ class WarmStartConfig:
     hard_operands: tuple[int, ...] = ()
     distinct_steps: bool = False
     confused_ops: tuple[str, ...] | None = None
+    init: dict | None = None
 
     def __post_init__(self) -> None:
         # lists (e.g. from a JSON config) become tuples, so the config stays hashable
@@ -129,6 +133,14 @@ class WarmStartConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]; got {v}")
+        if self.init is not None:
+            prev = WarmStartConfig(**self.init)
+            if (prev.n_layer, prev.d_model, prev.n_head) != (self.n_layer, self.d_model,
+                                                              self.n_head):
+                raise ValueError(
+                    f"init: the previous stage's model size (n_layer, d_model, n_head) = "
+                    f"{(prev.n_layer, prev.d_model, prev.n_head)} must equal this one's "
+                    f"{(self.n_layer, self.d_model, self.n_head)}")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1; got {self.steps}, "
                              f"{self.batch_size}")
@@ -142,7 +154,7 @@ class WarmStartConfig:
         # the coverage-family fields enter the key only when set, so that the keys (and caches)
         # of plain-task warm starts stay what they were before these fields existed
         for name, default in (("hard_steps", ()), ("hard_ops", ("*",)), ("hard_operands", ()),
-                              ("distinct_steps", False), ("confused_ops", None)):
+                              ("distinct_steps", False), ("confused_ops", None), ("init", None)):
             if getattr(self, name) == default:
                 fields.pop(name)
         payload = json.dumps({"v": RECIPE_VERSION, **fields}, sort_keys=True)
@@ -307,9 +319,15 @@ def warm_start(config: WarmStartConfig | None = None, cache_dir: str | Path | No
     torch.set_num_threads(config.num_threads)
     try:
         t0 = time.time()
-        tokenizer = build_tokenizer()
-        model = build_tiny_model(tokenizer, n_layer=config.n_layer, d_model=config.d_model,
-                                 n_head=config.n_head, seed=config.seed)
+        if config.init is not None:  # continue a previous stage (trained or loaded first)
+            prev = warm_start(WarmStartConfig(**config.init), cache_dir=root, verbose=verbose)
+            model, tokenizer = load_model(prev)
+            model.train()
+        else:
+            tokenizer = build_tokenizer()
+            model = build_tiny_model(tokenizer, n_layer=config.n_layer,
+                                     d_model=config.d_model, n_head=config.n_head,
+                                     seed=config.seed)
         task = config.task()
         writer = MisconceptionWriter(config)
         rng = np.random.default_rng([config.seed, 31337])

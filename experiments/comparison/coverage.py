@@ -277,8 +277,8 @@ def _speedup_panel(ax, table: pd.DataFrame, axis: str, comparator: str, has_lm: 
     ax.set_xlabel("coverage p (state reading, before RL)")
     ax.set_ylabel(f"speed-up over {LABELS[comparator]}\n({AXES[axis][1]} to its final score)",
                   fontsize=8)
-    ax.set_title(f"over {comparator} resets, {'per sample' if axis == 'samples' else 'per unit of compute'}",
-                 fontsize=9)
+    what = "per sample" if axis == "samples" else "per unit of compute"
+    ax.set_title(f"over {LABELS[comparator]}, {what}", fontsize=9)
     ax.legend(fontsize=6.5, loc="best")
 
 

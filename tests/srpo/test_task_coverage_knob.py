@@ -140,3 +140,27 @@ def test_trainer_task_options():
     assert cfg.run_key() != TrainConfig(task_steps=5, task_ops=("+",), eval_size=4).run_key()
     with pytest.raises(ValueError, match="task_options keys"):
         TrainConfig(task_options={"n_steps": 3})
+
+
+def test_warmstart_stages(tmp_path):
+    """A stage continues the previous stage's model (trained first, then cached)."""
+    from srpo.model import load_model
+    from srpo.warmstart import warm_start
+
+    tiny = dict(steps=2, n_layer=1, d_model=16, n_head=2, batch_size=4, eval_size=2, n_steps=3,
+                num_threads=1)
+    stage1 = WarmStartConfig(**tiny)
+    # a second stage of 0 steps is the first stage's model, exactly
+    stage2 = WarmStartConfig(**{**tiny, "steps": 0, "lr": 1e-3, "init": dict(tiny)})
+    assert stage2.key not in (stage1.key, WarmStartConfig(**{**tiny, "lr": 1e-3}).key)
+    path2 = warm_start(stage2, cache_dir=tmp_path)
+    path1 = tmp_path / "warmstart" / stage1.key
+    assert (path1 / "warmstart.json").is_file()          # the first stage was trained and cached
+    w1 = dict(load_model(path1)[0].named_parameters())
+    w2 = dict(load_model(path2)[0].named_parameters())
+    assert w1.keys() == w2.keys() and all((w1[k] == w2[k]).all() for k in w1)
+    fresh = dict(load_model(warm_start(WarmStartConfig(**{**tiny, "steps": 0}),
+                                       cache_dir=tmp_path))[0].named_parameters())
+    assert any(not (w1[k] == fresh[k]).all() for k in w1)  # stage 1 did train
+    with pytest.raises(ValueError, match="init"):
+        WarmStartConfig(**{**tiny, "d_model": 32, "init": dict(tiny)})
