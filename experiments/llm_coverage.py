@@ -307,11 +307,13 @@ def run_train(args, pre: dict, prediction: dict | None) -> dict:
     import pandas as pd
 
     out = Path(args.out)
-    if prediction is None or not (out / "prediction.json").is_file():
+    resetting = [m for m in args.methods if m != "grpo"]
+    if resetting and (prediction is None or not (out / "prediction.json").is_file()):
         raise SystemExit(f"llm_coverage: error: no prediction in {out}; run "
                          f"`python experiments/llm_coverage.py predict --out {out}` first: the "
-                         "prediction must be written before the language-model runs")
-    if prediction.get("pre_rl_sha256") != _sha256(out / "pre_rl.json"):
+                         "prediction must be written before any reset method "
+                         f"({', '.join(resetting)}) is trained (GRPO alone may run before)")
+    if prediction is not None and prediction.get("pre_rl_sha256") != _sha256(out / "pre_rl.json"):
         raise SystemExit(f"llm_coverage: error: {out}/prediction.json was made from another "
                          "measurement than pre_rl.json; rerun the predict phase")
     configs = make_configs(args)
@@ -359,7 +361,8 @@ def run_train(args, pre: dict, prediction: dict | None) -> dict:
                  "eval_size": size.eval_size, "eval_every": size.eval_every,
                  "threads": args.threads, "jobs": args.jobs},
         "family": size.family.to_dict(),
-        "prediction_sha256": _sha256(out / "prediction.json"),
+        "prediction_sha256": (_sha256(out / "prediction.json")
+                              if (out / "prediction.json").is_file() else None),
         "pre_rl_sha256": _sha256(out / "pre_rl.json"),
         "wall_time_s": time.time() - t0,
         "configs": [c.to_dict() for c in configs[: len(size.family.positions) * len(args.methods)]],
@@ -382,6 +385,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="seeds 0..N-1 per method and setting (default 5; quick 1)")
     ap.add_argument("--steps", type=int, default=None, metavar="N", help="RL iterations per run")
+    ap.add_argument("--prompts-per-step", type=int, default=None, metavar="N",
+                    help="prompts per RL iteration")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate of every method")
+    ap.add_argument("--positions", type=int, nargs="+", default=None, metavar="J",
+                    help="hard-step positions of the settings (default 1 3 6 10)")
     ap.add_argument("--method", dest="methods", nargs="+", default=list(METHODS),
                     choices=METHODS, help="methods to train (default: all four)")
     ap.add_argument("--threads", type=int, default=1, metavar="N",
@@ -399,21 +407,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--verbose", action="store_true", help="print warm-start progress")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    for name in ("seeds", "steps", "threads", "jobs"):
+    for name in ("seeds", "steps", "threads", "jobs", "prompts_per_step"):
         v = getattr(args, name)
         if v is not None and v < 1:
-            ap.error(f"--{name} must be an integer >= 1; got {v}")
+            ap.error(f"--{name.replace('_', '-')} must be an integer >= 1; got {v}")
+    if args.lr is not None and not args.lr > 0:
+        ap.error(f"--lr must be > 0; got {args.lr}")
     if args.out.exists() and not args.out.is_dir():
         ap.error(f"--out {str(args.out)!r} is a file; expected a directory")
-    size = QUICK if args.quick else DEFAULT
-    over = {k: getattr(args, k) for k in ("seeds", "steps") if getattr(args, k) is not None}
-    if list(args.methods) != list(METHODS):
-        over["name"] = "custom"
-    if over:
-        size = dataclasses.replace(size, **over)
-        if any(getattr(size, k) != getattr(QUICK if args.quick else DEFAULT, k)
-               for k in ("seeds", "steps")) or list(args.methods) != list(METHODS):
-            size = dataclasses.replace(size, name="custom")
+    base = QUICK if args.quick else DEFAULT
+    over = {k: getattr(args, k) for k in ("seeds", "steps", "prompts_per_step", "lr")
+            if getattr(args, k) is not None}
+    if args.positions is not None:
+        try:
+            over["family"] = dataclasses.replace(base.family, positions=tuple(args.positions))
+        except ValueError as err:
+            ap.error(f"--positions: {err}")
+    size = dataclasses.replace(base, **over)
+    if any(getattr(size, k) != getattr(base, k) for k in over) or \
+            list(args.methods) != list(METHODS):
+        size = dataclasses.replace(size, name="custom")
     args.size = size
     return args
 

@@ -71,8 +71,8 @@ class PredictionSize:
 
 
 SIZES = {
-    "quick": PredictionSize(alphas=(0.5, 1.0), batches=(200, 800), budget=6_000, select_seeds=2,
-                            report_seeds=3, n_boot=200),
+    "quick": PredictionSize(alphas=(1.0,), batches=(200, 800), budget=4_000, select_seeds=2,
+                            report_seeds=2, n_boot=100),
     "default": PredictionSize(alphas=(0.2, 0.5, 1.0), batches=(400, 1600, 6400), budget=50_000,
                               select_seeds=3, report_seeds=6, n_boot=1000),
 }
