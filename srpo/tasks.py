@@ -17,13 +17,12 @@ later steps computed correctly from the wrong value cannot (except by a lucky mo
 recover the right answer. `reference_solution(problem, error_rate, rng)` samples such solutions with
 independent per-step errors, giving supervised data with a controllable error rate.
 
-Coverage knob (`hard_steps`, `hard_ops`, `hard_operands`, `distinct_steps`). By default every
+Coverage knob (`hard_steps`, `hard_ops`, `hard_operands`, `easy_operands`). By default every
 step's operator is drawn from `ops`. With `hard_steps` set, one step per problem -- at a position
 drawn uniformly from `hard_steps` (1-based; a single position fixes it) -- takes its operator from
-`hard_ops` (and its operand from `hard_operands`, if given) and all other steps from `ops`;
-`distinct_steps` makes the other steps' (operator, operand) pairs distinct within a problem, so
-that each step of the question can be found by its content (a small model copies the next
-operation after the one it just used, which is ambiguous when a pair repeats). Paired with a warm start whose misconceptions sit only on the hard operators
+`hard_ops` (and its operand from `hard_operands`, if given) and all other steps take theirs from
+`ops` (and their operands from `easy_operands`, if given: e.g. `(1,)` makes every other step
+"+1", which a small model never has to look up in the question). Paired with a warm start whose misconceptions sit only on the hard operators
 (`srpo.warmstart.WarmStartConfig.confused_ops`), the position of the step the model tends to get
 wrong moves while its difficulty stays the same: an early hard step in a long chain puts the first
 error of failed chains near the start (small coverage p of docs/compare.md), a late one near the
@@ -159,8 +158,8 @@ class ModularArithmeticTask:
             (`(3,)` fixes it at step 3); empty (default): no hard step, every operator from `ops`.
         hard_ops: operators of the hard step (used only with `hard_steps`).
         hard_operands: operands of the hard step (empty: `1..modulus-1`; only with `hard_steps`).
-        distinct_steps: with `hard_steps`, draw the other steps' (operator, operand) pairs without
-            replacement (needs `n_steps - 1 <= len(ops) * (modulus - 1)`).
+        easy_operands: operands of the other steps (empty: `1..modulus-1`; only with
+            `hard_steps`).
     """
 
     n_steps: int = 4
@@ -170,7 +169,7 @@ class ModularArithmeticTask:
     hard_steps: tuple[int, ...] = ()
     hard_ops: tuple[str, ...] = ("*",)
     hard_operands: tuple[int, ...] = ()
-    distinct_steps: bool = False
+    easy_operands: tuple[int, ...] = ()
     has_step_verifier: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
@@ -195,14 +194,12 @@ class ModularArithmeticTask:
                     f"hard_steps must hold positions in 1..n_steps={self.n_steps}, "
                     f"got {self.hard_steps!r}")
         self.hard_steps = tuple(int(x) for x in self.hard_steps)
-        self.hard_operands = tuple(int(x) for x in self.hard_operands)
-        if any(not 1 <= x < self.modulus for x in self.hard_operands):
-            raise ValueError(f"hard_operands must lie in 1..modulus-1={self.modulus - 1}, got "
-                             f"{self.hard_operands!r}")
-        if self.distinct_steps and self.n_steps - 1 > len(self.ops) * (self.modulus - 1):
-            raise ValueError(
-                f"distinct_steps needs n_steps - 1 <= len(ops) * (modulus - 1) = "
-                f"{len(self.ops) * (self.modulus - 1)}, got n_steps={self.n_steps}")
+        for name in ("hard_operands", "easy_operands"):
+            values = tuple(int(x) for x in getattr(self, name))
+            if any(not 1 <= x < self.modulus for x in values):
+                raise ValueError(f"{name} must lie in 1..modulus-1={self.modulus - 1}, got "
+                                 f"{getattr(self, name)!r}")
+            setattr(self, name, values)
 
     def make_problem(self, start: int, ops: Sequence[tuple[str, int]], uid: str = "") -> ModArithProblem:
         """A problem from explicit values (question and answer derived)."""
@@ -230,26 +227,20 @@ class ModularArithmeticTask:
         problems = []
         for _ in range(n):
             start = int(rng.integers(0, self.modulus))
-            if self.hard_steps and self.distinct_steps:
-                pairs = [(op, x) for op in self.ops for x in range(1, self.modulus)]
-                pick = rng.permutation(len(pairs))[: self.n_steps - 1]
-                ops = [pairs[int(i)] for i in pick]
-                ops.append(ops[-1] if ops else (self.ops[0], 1))  # placeholder, moved below
+            op_index = rng.integers(0, len(self.ops), size=self.n_steps)
+            if self.hard_steps and self.easy_operands:
+                pick = rng.integers(0, len(self.easy_operands), size=self.n_steps)
+                operands = [self.easy_operands[int(i)] for i in pick]
             else:
-                op_index = rng.integers(0, len(self.ops), size=self.n_steps)
                 operands = rng.integers(1, self.modulus, size=self.n_steps)
-                ops = [(self.ops[int(i)], int(x)) for i, x in zip(op_index, operands)]
+            ops = [(self.ops[int(i)], int(x)) for i, x in zip(op_index, operands)]
             if self.hard_steps:
                 position = self.hard_steps[int(rng.integers(0, len(self.hard_steps)))]
                 hard = self.hard_ops[int(rng.integers(0, len(self.hard_ops)))]
                 operand = ops[position - 1][1]
                 if self.hard_operands:
                     operand = self.hard_operands[int(rng.integers(0, len(self.hard_operands)))]
-                if self.distinct_steps:  # the easy pairs keep their order around the hard step
-                    ops = ops[: self.n_steps - 1]
-                    ops.insert(position - 1, (hard, operand))
-                else:
-                    ops[position - 1] = (hard, operand)
+                ops[position - 1] = (hard, operand)
             problems.append(self.make_problem(start, ops))
         return problems
 

@@ -92,7 +92,7 @@ class TrainConfig:
             ``.jsonl`` / ``.parquet`` file with ``question`` and ``answer`` columns.
         task_steps, task_modulus, task_ops: the synthetic task's H, modulus and operators.
         task_options: further keyword arguments of ``srpo.tasks.ModularArithmeticTask`` (the
-            coverage knob ``hard_steps``, ``hard_ops``, ``hard_operands``, ``distinct_steps``);
+            coverage knob ``hard_steps``, ``hard_ops``, ``hard_operands``, ``easy_operands``);
             empty: the plain task. Enters the run
             key only when set.
         model: a local Hugging Face model directory, or None for the tiny model warm-started by
@@ -190,7 +190,7 @@ class TrainConfig:
             if self.task != "synthetic":
                 raise ValueError("task_options apply to task='synthetic' only; got task "
                                  f"{self.task!r}")
-            allowed = ("hard_steps", "hard_ops", "hard_operands", "distinct_steps")
+            allowed = ("hard_steps", "hard_ops", "hard_operands", "easy_operands")
             unknown = sorted(set(self.task_options) - set(allowed))
             if unknown:
                 raise ValueError(f"task_options keys must be among {allowed}; got {unknown}")

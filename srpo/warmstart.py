@@ -85,7 +85,7 @@ class WarmStartConfig:
         seed: seeds the model initialisation, the misconception table and the data stream.
         num_threads: torch CPU threads during the warm start.
         eval_size: held-out problems for the evaluation stored in ``warmstart.json``.
-        hard_steps, hard_ops, hard_operands, distinct_steps: the task's coverage knob
+        hard_steps, hard_ops, hard_operands, easy_operands: the task's coverage knob
             (``srpo.tasks.ModularArithmeticTask``); empty ``hard_steps``: the plain task.
         confused_ops: operators whose facts may be confused (None: every operator in ``ops``).
         init: a previous stage: ``WarmStartConfig`` fields of the warm start whose model this one
@@ -114,13 +114,14 @@ class WarmStartConfig:
     hard_steps: tuple[int, ...] = ()
     hard_ops: tuple[str, ...] = ("*",)
     hard_operands: tuple[int, ...] = ()
-    distinct_steps: bool = False
+    easy_operands: tuple[int, ...] = ()
     confused_ops: tuple[str, ...] | None = None
     init: dict | None = None
 
     def __post_init__(self) -> None:
         # lists (e.g. from a JSON config) become tuples, so the config stays hashable
-        for name in ("ops", "hard_steps", "hard_ops", "hard_operands", "confused_ops"):
+        for name in ("ops", "hard_steps", "hard_ops", "hard_operands", "easy_operands",
+                     "confused_ops"):
             v = getattr(self, name)
             if isinstance(v, list):
                 object.__setattr__(self, name, tuple(v))
@@ -154,7 +155,7 @@ class WarmStartConfig:
         # the coverage-family fields enter the key only when set, so that the keys (and caches)
         # of plain-task warm starts stay what they were before these fields existed
         for name, default in (("hard_steps", ()), ("hard_ops", ("*",)), ("hard_operands", ()),
-                              ("distinct_steps", False), ("confused_ops", None), ("init", None)):
+                              ("easy_operands", ()), ("confused_ops", None), ("init", None)):
             if getattr(self, name) == default:
                 fields.pop(name)
         payload = json.dumps({"v": RECIPE_VERSION, **fields}, sort_keys=True)
@@ -164,7 +165,7 @@ class WarmStartConfig:
         return ModularArithmeticTask(n_steps=self.n_steps, modulus=self.modulus, ops=self.ops,
                                      hard_steps=self.hard_steps, hard_ops=self.hard_ops,
                                      hard_operands=self.hard_operands,
-                                     distinct_steps=self.distinct_steps)
+                                     easy_operands=self.easy_operands)
 
 
 class MisconceptionWriter:

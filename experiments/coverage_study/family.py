@@ -1,9 +1,8 @@
 """The coverage family of the synthetic task: one hard step whose position is the knob.
 
 A problem is a chain of ``n_steps`` modular-arithmetic steps (``srpo.tasks.ModularArithmeticTask``)
-mod 10: additions with distinct operands except one, the *hard step*, a multiplication by 3, 7 or
-9 (units mod 10, so that, like every addition, it is a bijection: a single wrong value can never
-turn right again). The warm start
+mod 10: every step is "+1" except one, the *hard step*, a multiplication by 3, 7 or 9 (units mod
+10, so that, like "+1", it is a bijection: a single wrong value can never turn right again). The warm start
 (``srpo.warmstart``, ``confused_ops=("*",)``) puts misconceptions on multiplication facts only: a
 fraction ``confused_fraction`` of the ``*`` facts is written with one fixed wrong value with
 probability ``confusion_prob`` in the training data. The warm-started policy therefore errs mostly
@@ -37,9 +36,9 @@ class FamilyConfig:
         modulus: values live in ``0..modulus-1``.
         easy_ops, hard_ops: operators of the other steps and of the hard step.
         hard_operands: operands of the hard step.
-        distinct_steps: the other steps' (operator, operand) pairs are distinct within a problem
-            (the tiny model finds the next operation of the question by content; with repeats
-            it could not learn chains of 10 steps).
+        easy_operands: operands of the other steps. ``(1,)``: the easy steps need no look-up
+            in the question (the tiny model miscopied the operands of some positions of 10-step
+            chains with random operands, which put errors there whatever the hard step).
         confused_fraction: fraction of the hard operator's facts that are confused in the
             warm-start data (``srpo.warmstart.WarmStartConfig.confused_fraction``).
         confusion_prob: probability that a confused fact is written with its wrong value.
@@ -57,7 +56,7 @@ class FamilyConfig:
     easy_ops: tuple[str, ...] = ("+",)
     hard_ops: tuple[str, ...] = ("*",)
     hard_operands: tuple[int, ...] = (3, 7, 9)
-    distinct_steps: bool = True
+    easy_operands: tuple[int, ...] = (1,)
     confused_fraction: float = 0.5
     confusion_prob: float = 0.6
     noise_error_rate: float = 0.01
@@ -84,12 +83,12 @@ class FamilyConfig:
         return ModularArithmeticTask(n_steps=self.n_steps, modulus=self.modulus,
                                      ops=self.easy_ops, hard_steps=steps, hard_ops=self.hard_ops,
                                      hard_operands=self.hard_operands,
-                                     distinct_steps=self.distinct_steps)
+                                     easy_operands=self.easy_operands)
 
     def task_options(self, position: int) -> dict:
         """``srpo.trainer.TrainConfig.task_options`` of one setting."""
         return {"hard_steps": [int(position)], "hard_ops": list(self.hard_ops),
-                "hard_operands": list(self.hard_operands), "distinct_steps": self.distinct_steps}
+                "hard_operands": list(self.hard_operands), "easy_operands": list(self.easy_operands)}
 
     def warmstart_overrides(self) -> dict:
         """``TrainConfig.warmstart``: the family's warm start (the trainer adds n_steps, modulus
@@ -112,7 +111,7 @@ class FamilyConfig:
             "hard_steps": list(range(1, self.n_steps + 1)),
             "hard_ops": list(self.hard_ops),
             "hard_operands": list(self.hard_operands),
-            "distinct_steps": self.distinct_steps,
+            "easy_operands": list(self.easy_operands),
             "confused_ops": list(self.hard_ops),
             "confused_fraction": self.confused_fraction,
             "confusion_prob": self.confusion_prob,
@@ -131,14 +130,12 @@ class FamilyConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("positions", "easy_ops", "hard_ops", "hard_operands"):
+        for k in ("positions", "easy_ops", "hard_ops", "hard_operands", "easy_operands"):
             d[k] = list(d[k])
         return d
 
 
-#: the warm start: a 2-layer model of width 96 with 3 heads of 32 dims (the default 4 heads of
-#: 16 dims miscopied the operands of two positions of 10-step chains, even after 4500 steps)
-DEFAULT_FAMILY = FamilyConfig(warmstart={"n_layer": 3, "d_model": 96, "n_head": 3, "steps": 3000})
+DEFAULT_FAMILY = FamilyConfig(warmstart={"steps": 2000})
 #: the --quick family: short chains, a tiny model trained briefly, the two extreme settings.
 #: Its numbers only show that the pipeline runs end to end.
 QUICK_FAMILY = FamilyConfig(n_steps=4, positions=(1, 4), warmstart={

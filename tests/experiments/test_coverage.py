@@ -89,7 +89,7 @@ def test_step_probabilities_against_token_logprobs(tiny):
     from srpo.tasks import ModularArithmeticTask
 
     model, tok = tiny
-    task = ModularArithmeticTask(n_steps=4, ops=("+",), hard_steps=(2,), distinct_steps=True)
+    task = ModularArithmeticTask(n_steps=4, ops=("+",), hard_steps=(2,), easy_operands=(1, 2))
     problems = task.sample(5, np.random.default_rng(0))
     q = step_probabilities(model, tok, task, problems, temperature=0.7, top_p=1.0)
     for i, p in enumerate(problems):

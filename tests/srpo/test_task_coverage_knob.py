@@ -32,37 +32,38 @@ def test_plain_task_bit_identical():
     assert got == expected
     # the knob's fields at their defaults change nothing
     same = ModularArithmeticTask(n_steps=6, hard_steps=(), hard_ops=("*",), hard_operands=(),
-                                 distinct_steps=False)
+                                 easy_operands=())
     assert _digest(same.sample(50, np.random.default_rng(123))) == _digest(got)
 
 
 @pytest.mark.parametrize("position", [1, 4, 10])
 def test_hard_step_position_and_operators(position):
     task = ModularArithmeticTask(n_steps=10, ops=("+",), hard_steps=(position,), hard_ops=("*",),
-                                 hard_operands=(3, 7, 9), distinct_steps=True)
+                                 hard_operands=(3, 7, 9), easy_operands=(1,))
     for p in task.sample(200, np.random.default_rng(position)):
         assert p.n_steps == 10
         assert task.hard_step_of(p) == position
         op, x = p.ops[position - 1]
         assert op == "*" and x in (3, 7, 9)
         easy = [pair for i, pair in enumerate(p.ops, start=1) if i != position]
-        assert all(op == "+" for op, _ in easy)
-        assert len(set(easy)) == len(easy)  # distinct (operator, operand) pairs
+        assert easy == [("+", 1)] * 9
 
 
-def test_same_stream_same_easy_steps_at_every_position():
-    """Settings differ only in where the hard step sits: same seed, same easy steps."""
-    def easy(position):
-        t = ModularArithmeticTask(n_steps=8, ops=("+",), hard_steps=(position,),
-                                  distinct_steps=True, hard_operands=(3,))
-        return [[pair for i, pair in enumerate(p.ops, 1) if i != position]
+def test_same_stream_same_problems_at_every_position():
+    """Settings differ only in where the hard step sits: same seed, same starts and easy steps."""
+    def draw(position):
+        t = ModularArithmeticTask(n_steps=8, ops=("+", "-"), hard_steps=(position,),
+                                  hard_operands=(3,))
+        return [(p.start, [pair for i, pair in enumerate(p.ops, 1) if i != position])
                 for p in t.sample(20, np.random.default_rng(5))]
-    assert easy(1) == easy(5) == easy(8)
+    a, b = draw(1), draw(5)
+    assert [x[0] for x in a] == [x[0] for x in b]              # same starts
+    assert all(len(x[1]) == 7 for x in a)
 
 
 def test_mixture_of_positions_is_uniform():
     task = ModularArithmeticTask(n_steps=5, ops=("+",), hard_steps=(1, 2, 3, 4, 5),
-                                 distinct_steps=True)
+                                 easy_operands=(1,))
     counts = np.bincount([task.hard_step_of(p) for p in task.sample(5000, np.random.default_rng(0))],
                          minlength=6)[1:]
     assert counts.min() > 900 and counts.max() < 1100
@@ -71,7 +72,7 @@ def test_mixture_of_positions_is_uniform():
 def test_bijective_steps_never_recover():
     """Mod 10 with additions and multiplications by units: one wrong step loses the answer."""
     task = ModularArithmeticTask(n_steps=6, ops=("+",), hard_steps=(3,), hard_operands=(3, 7, 9),
-                                 distinct_steps=True)
+                                 easy_operands=(1, 2, 5))
     rng = np.random.default_rng(0)
     for p in task.sample(300, rng):
         thoughts = task.reference_solution(p, 0.0, rng)
@@ -97,22 +98,21 @@ def test_bad_knob_values():
         ModularArithmeticTask(hard_ops=("/",))
     with pytest.raises(ValueError, match="hard_operands"):
         ModularArithmeticTask(modulus=10, hard_steps=(1,), hard_operands=(10,))
-    with pytest.raises(ValueError, match="distinct_steps"):
-        ModularArithmeticTask(n_steps=12, modulus=5, ops=("+",), hard_steps=(1,),
-                              distinct_steps=True)
+    with pytest.raises(ValueError, match="easy_operands"):
+        ModularArithmeticTask(modulus=5, hard_steps=(1,), easy_operands=(0,))
 
 
 def test_warmstart_key_and_misconceptions():
     # the plain warm start's key (hence its cache and model) is what it was before the knob
     plain = WarmStartConfig()
     fields = {k: v for k, v in plain.__dict__.items() if k not in (
-        "eval_size", "hard_steps", "hard_ops", "hard_operands", "distinct_steps",
-        "confused_ops")}
+        "eval_size", "hard_steps", "hard_ops", "hard_operands", "easy_operands",
+        "confused_ops", "init")}
     payload = json.dumps({"v": 1, **fields}, sort_keys=True)
     assert plain.key == hashlib.sha256(payload.encode()).hexdigest()[:16]
     # family: confusions only on the hard operator's facts that the task asks
     fam = WarmStartConfig(n_steps=6, ops=("+",), hard_steps=(1, 2, 3, 4, 5, 6), hard_ops=("*",),
-                          hard_operands=[3, 7, 9], distinct_steps=True, confused_ops=["*"],
+                          hard_operands=[3, 7, 9], easy_operands=[1], confused_ops=["*"],
                           confused_fraction=0.5)
     assert fam.key != plain.key and fam.hard_operands == (3, 7, 9)
     writer = MisconceptionWriter(fam)
@@ -120,12 +120,12 @@ def test_warmstart_key_and_misconceptions():
                                       for (_l, op, x) in writer.wrong_value)
     assert 0.3 < len(writer.wrong_value) / 30 < 0.7
     task = fam.task()
-    assert task.hard_steps == (1, 2, 3, 4, 5, 6) and task.distinct_steps
+    assert task.hard_steps == (1, 2, 3, 4, 5, 6) and task.easy_operands == (1,)
 
 
 def test_trainer_task_options():
     cfg = TrainConfig(task_steps=5, task_ops=("+",), task_options={
-        "hard_steps": [2], "hard_ops": ["*"], "hard_operands": [3], "distinct_steps": True},
+        "hard_steps": [2], "hard_ops": ["*"], "hard_operands": [3], "easy_operands": [1]},
         eval_size=4)
     task, problems = build_task(cfg)
     assert task.hard_steps == (2,) and all(task.hard_step_of(p) == 2 for p in problems)
