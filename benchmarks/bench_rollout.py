@@ -1,7 +1,7 @@
-"""Rollout benchmark: chain-generation throughput, cached-prefix suffix sampling, peak memory.
+"""Rollout benchmark: chain generation, cached-prefix suffixes, suffix groups across parents, memory.
 
 Usage:
-    python benchmarks/bench_rollout.py                 # CPU, 4 layers, d_model 256 (about 2 minutes or less)
+    python benchmarks/bench_rollout.py --threads 1     # CPU, 4 layers, d_model 256
     python benchmarks/bench_rollout.py --device cuda   # GPU, 12 layers, d_model 768, prints the card
 
 The model is a randomly initialised Llama-architecture model (the same family as the tiny test
@@ -16,6 +16,11 @@ Suffix sampling compares, for k = 4 suffixes of one prompt + prefix of L tokens:
 - recompute, batched: `sample_suffixes_recompute(batched=True)` (k copies encoded in one batch).
 All three produce identical chains for the same seed (checked below), so they do the same
 decoding work and differ only in how the prefix is encoded and batched.
+
+Suffix groups compare, for P reset parents with prefixes of different lengths and k suffixes each:
+- grouped: `sample_suffix_groups` (every parent's suffixes in one batch, what a training step does);
+- per parent: one `sample_suffixes` call per parent, one after the other (the earlier code path).
+Both draw the same seeds parent by parent and give identical chains (checked).
 """
 
 from __future__ import annotations
@@ -65,16 +70,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=4, help="suffixes per prefix")
     parser.add_argument("--suffix-tokens", type=int, default=32, help="max sampled tokens per suffix")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's; use 1 on a shared, loaded machine)")
+    parser.add_argument("--parents", type=int, default=8, help="reset parents in the group benchmark")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: comparable on a shared machine)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
     layers = args.layers or (12 if gpu else 4)
     d_model = args.d_model or (768 if gpu else 256)
@@ -148,7 +153,35 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{length:>7} {t_cached:>9.4f} {t_seq:>16.4f} {t_seq / t_cached:>8.2f}x "
               f"{t_batch:>18.4f} {t_batch / t_cached:>8.2f}x {suffix_tokens:>10} {identical!s:>9}")
 
-    # 3. Peak memory.
+    # 3. Suffix groups across parents: one batched call vs one call per parent.
+    parent_lens = [prefix_lens[i % len(prefix_lens)] // (1 + i % 3) for i in range(args.parents)]
+    groups = []
+    for i, length in enumerate(parent_lens):
+        generator = torch.Generator().manual_seed(1000 + i)
+        body = torch.randint(0, len(plain_ids), (length,), generator=generator).tolist()
+        prefix = [plain_ids[j] for j in body]
+        for position in range(15, length, 16):
+            prefix[position] = delimiter
+        prefix_prompt = tokenizer(f"start {i}; +4; *2; -1 (mod 10)\n").input_ids
+        groups.append((prefix_prompt, prefix, None, args.k))
+
+    def grouped():
+        return suffix_engine.sample_suffix_groups(groups, torch.Generator().manual_seed(7))
+
+    def per_parent():
+        generator = torch.Generator().manual_seed(7)
+        return [suffix_engine.sample_suffixes(p, pre, k, generator) for p, pre, _, k in groups]
+
+    t_grouped, chains_grouped = _timed(grouped, device, args.repeats)
+    t_parent, chains_parent = _timed(per_parent, device, args.repeats)
+    identical = ([[c.response_ids for c in g] for g in chains_grouped]
+                 == [[c.response_ids for c in g] for g in chains_parent])
+    suffix_tokens = sum(c.n_generated for g in chains_grouped for c in g)
+    print(f"\nsuffix groups: {args.parents} parents (prefixes of {min(parent_lens)}-{max(parent_lens)} "
+          f"tokens) x k = {args.k}, {suffix_tokens} sampled tokens: grouped {t_grouped:.4f} s, "
+          f"per parent {t_parent:.4f} s -> {t_parent / t_grouped:.2f}x; identical {identical}")
+
+    # 4. Peak memory.
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
     print(f"\npeak memory: process max RSS {rss_mib:,.0f} MiB")
     if gpu:

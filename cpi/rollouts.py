@@ -5,10 +5,15 @@ States are addressed by a *flat index* ``x`` shared with :mod:`cpi.selectors` an
 pair, ``X = H * S``); for a :class:`~cpi.mdp.TreeMDP` ``x`` is the node (``X = N``, the step is
 the depth). A policy seen through this index is the (X, A) matrix ``policy.reshape(-1, A)``.
 
-Actions and start states are sampled by inverse CDF (``a = first index with u < cdf[a]`` for
-``u ~ U[0, 1)``); next states of a tabular ``P`` by the alias method over each row's successor
-list (one uniform and one comparison per step, sparse or dense rows alike). All randomness comes from
-``numpy.random.Generator`` objects passed into the compiled kernels; nothing touches global state.
+Actions are sampled by the alias method from a table built once per policy
+(:func:`policy_table`), next states of a tabular ``P`` by the alias method over each row's
+successor list (built once per MDP): one uniform and one comparison each, so a tabular step costs
+two uniforms and O(1) work however dense the rows are, and a tree step one uniform. Start states
+use inverse CDF. The tabular episode kernels advance ``LANES`` independent episodes in lockstep
+so that their table look-ups (cache misses on large MDPs) overlap instead of waiting one after
+another; tree kernels run one episode at a time (lanes measured no faster there).
+All randomness comes from ``numpy.random.Generator`` objects passed into the compiled kernels;
+nothing touches global state.
 
 Cost accounting (units: environment steps = transitions simulated):
 
@@ -108,6 +113,49 @@ def _alias_tables(ptr, succ, probs):  # pragma: no cover - compiled
     return keep, alias
 
 
+#: Episodes advanced in lockstep by the kernels (memory-level parallelism).
+LANES = 8
+
+
+def alias_pack(probs: np.ndarray) -> np.ndarray:
+    """Alias tables of the rows of ``probs`` (m, k), packed one uint64 per slot.
+
+    Slot ``j`` of row ``r`` is ``packed[r * k + j] = (threshold << 32) | alias`` with
+    ``threshold = floor(keep * 2**32)``: a draw ``u ~ U[0, 1)`` takes ``i = floor(u k)`` and returns
+    ``i`` if ``(u k - i) 2**32 < threshold`` else ``alias`` (Walker/Vose; one load, one compare).
+    Rows need not be normalised (a zero row returns column 0). Needs k < 2**32.
+    """
+    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    m, k = probs.shape
+    ptr = np.arange(m + 1, dtype=np.int64) * k
+    cols = np.tile(np.arange(k, dtype=np.int64), m)
+    flat = probs.ravel()
+    zero = probs.sum(axis=1) <= 0
+    if zero.any():
+        flat = flat.copy().reshape(m, k)
+        flat[zero, 0] = 1.0
+        flat = flat.ravel()
+    keep, alias = _alias_tables(ptr, cols, flat)
+    thresh = np.minimum(np.floor(keep * 2.0**32), 2.0**32 - 1).astype(np.uint64)
+    thresh[keep >= 1.0] = np.uint64(2**32 - 1)  # and alias == itself there, so always kept
+    return (thresh << np.uint64(32)) | alias.astype(np.uint64)
+
+
+def policy_table(mdp: MDP, policy) -> np.ndarray:
+    """(X * A,) packed alias table of ``policy`` in the flat state index (see :func:`alias_pack`);
+    built once per policy, O(X A)."""
+    pol = check_policy(mdp, policy)
+    return alias_pack(pol.reshape(-1, mdp.n_actions))
+
+
+def state_table(weights: np.ndarray) -> np.ndarray:
+    """(X,) packed alias table drawing a flat state with probability proportional to ``weights``."""
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+        raise ValueError("weights: expected finite non-negative numbers with a positive sum")
+    return alias_pack(w[None, :])
+
+
 @dataclass(frozen=True)
 class TreeTables:
     """Kernel view of a :class:`TreeMDP`: children (N, A), reward (N,), depth (N,), start CDF."""
@@ -153,22 +201,20 @@ def tables(mdp: MDP) -> TabularTables | TreeTables:
     return out
 
 
-def flat_policy_cdf(mdp: MDP, policy) -> np.ndarray:
-    """(X, A) row CDFs of ``policy`` in the flat state index (see module doc)."""
-    pol = check_policy(mdp, policy)
-    return _cdf_rows(pol.reshape(-1, mdp.n_actions))
-
-
 # ---------------------------------------------------------------------------------------------
 # Kernels: primitives
 # ---------------------------------------------------------------------------------------------
 @nb.njit(cache=True, inline="always")
-def _draw_row(cdf_row, u):  # pragma: no cover - compiled
-    """Inverse CDF on one row: first index i with u < cdf_row[i]."""
-    i = 0
-    while u >= cdf_row[i]:
-        i += 1
-    return i
+def _draw_alias(tab, base, k, u):  # pragma: no cover - compiled
+    """Index in [0, k) from the packed alias row starting at ``tab[base]`` (see alias_pack)."""
+    v = u * k
+    i = int(v)
+    if i >= k:  # u k can round up to k when u is within an ulp of 1
+        i = k - 1
+    w = tab[base + i]
+    if (v - i) * 4294967296.0 < np.float64(w >> np.uint64(32)):
+        return np.int64(i)
+    return np.int64(w & np.uint64(0xFFFFFFFF))
 
 
 @nb.njit(cache=True, inline="always")
@@ -192,19 +238,29 @@ def _next_state(ptr, slots, row, u):  # pragma: no cover - compiled
 # ---------------------------------------------------------------------------------------------
 # Kernels: tabular
 # ---------------------------------------------------------------------------------------------
-@nb.njit(cache=True)
-def _tab_returns(ptr, slots, R, mu_cdf, pcdf, H, n, rng):  # pragma: no cover - compiled
-    """Returns of n episodes of H steps; pcdf is the (H*S, A) policy CDF."""
+# Lane scheduling: LANES episodes are in flight at once; a lane that finishes takes the next
+# pending episode, so lanes of different lengths stay busy. The draws are consumed in a fixed
+# order (lane by lane, step by step), so a generator state still fixes every output.
+@nb.njit(cache=True, nogil=True)
+def _tab_returns(ptr, slots, R, mu_cdf, ptab, H, n, rng):  # pragma: no cover - compiled
+    """Returns of n episodes of H steps; ptab is the packed (H*S*A,) policy alias table."""
     S, A = R.shape
     out = np.empty(n)
-    for i in range(n):
-        s = _draw_start(mu_cdf, rng.random())
-        g = 0.0
+    s = np.zeros(LANES, dtype=np.int64)
+    g = np.zeros(LANES)
+    for i0 in range(0, n, LANES):
+        m = min(LANES, n - i0)
+        for lane in range(m):
+            s[lane] = _draw_start(mu_cdf, rng.random())
+            g[lane] = 0.0
         for h in range(H):
-            a = _draw_row(pcdf[h * S + s], rng.random())
-            g += R[s, a]
-            s = _next_state(ptr, slots, s * A + a, rng.random())
-        out[i] = g
+            for lane in range(m):
+                x = s[lane]
+                a = _draw_alias(ptab, (h * S + x) * A, A, rng.random())
+                g[lane] += R[x, a]
+                s[lane] = _next_state(ptr, slots, x * A + a, rng.random())
+        for lane in range(m):
+            out[i0 + lane] = g[lane]
     return out
 
 
@@ -223,8 +279,8 @@ def _offer(x, sel, in_G, rng_sel, acc, counts):  # pragma: no cover - compiled
             counts[2] += 1
 
 
-@nb.njit(cache=True)
-def _tab_resets(ptr, slots, R, mu_cdf, pcdf, H, n_accept, sel, in_G, max_candidates,
+@nb.njit(cache=True, nogil=True)
+def _tab_resets(ptr, slots, R, mu_cdf, ptab, H, n_accept, sel, in_G, max_candidates,
                 rng, rng_sel):  # pragma: no cover - compiled
     """Reset candidates x = h*S + s ~ d (h uniform in 0..H-1, then h on-policy steps), each
     accepted with probability sel[x] (no draw when sel[x] is 0 or 1), until n_accept are accepted.
@@ -240,7 +296,7 @@ def _tab_resets(ptr, slots, R, mu_cdf, pcdf, H, n_accept, sel, in_G, max_candida
         h = min(int(rng.random() * H), H - 1)
         s = _draw_start(mu_cdf, rng.random())
         for t in range(h):
-            a = _draw_row(pcdf[t * S + s], rng.random())
+            a = _draw_alias(ptab, (t * S + s) * A, A, rng.random())
             s = _next_state(ptr, slots, s * A + a, rng.random())
         steps += h
         n_cand += 1
@@ -249,74 +305,192 @@ def _tab_resets(ptr, slots, R, mu_cdf, pcdf, H, n_accept, sel, in_G, max_candida
     return acc[:n_acc], n_cand, steps, cand_G, acc_G
 
 
-@nb.njit(cache=True)
-def _tab_q_rollouts(ptr, slots, R, pcdf, H, starts, group, rng):  # pragma: no cover
+@nb.njit(cache=True, inline="always")
+def _tab_start_q(ln, r, group, starts, ptr, slots, R, S, A, rng, acts, lane_r, lane_s, lane_h,
+                 lane_g):  # pragma: no cover - compiled
+    """Start Q-rollout r (start starts[r // group]) in lane ln: the uniform first action and its
+    transition. Returns the rollout's env steps (H - h0)."""
+    i = r // group
+    h0 = starts[i] // S
+    s0 = starts[i] - h0 * S
+    a = min(int(rng.random() * A), A - 1)
+    acts[i, r - i * group] = a
+    lane_g[ln] = R[s0, a]
+    lane_s[ln] = _next_state(ptr, slots, s0 * A + a, rng.random())
+    lane_h[ln] = h0 + 1
+    lane_r[ln] = r
+    return h0
+
+
+@nb.njit(cache=True, nogil=True)
+def _tab_q_rollouts(ptr, slots, R, ptab, H, starts, group, rng):  # pragma: no cover
     """``group`` Q-rollouts per start x = h*S + s: a uniform action, then the policy to step H.
 
     Returns actions (n, group) int64, Q samples (n, group) (return-to-go from x), env steps.
     """
     S, A = R.shape
     n = starts.shape[0]
+    total = n * group
     acts = np.empty((n, group), dtype=np.int64)
     qs = np.empty((n, group))
+    lane_r = np.full(LANES, -1, dtype=np.int64)
+    lane_s = np.zeros(LANES, dtype=np.int64)
+    lane_h = np.zeros(LANES, dtype=np.int64)
+    lane_g = np.zeros(LANES)
     steps = 0
-    for i in range(n):
-        h0 = starts[i] // S
-        s0 = starts[i] - h0 * S
-        for j in range(group):
-            a = min(int(rng.random() * A), A - 1)
-            acts[i, j] = a
-            g = R[s0, a]
-            s = _next_state(ptr, slots, s0 * A + a, rng.random())
-            for h in range(h0 + 1, H):
-                b = _draw_row(pcdf[h * S + s], rng.random())
-                g += R[s, b]
-                s = _next_state(ptr, slots, s * A + b, rng.random())
-            qs[i, j] = g
+    nxt = 0
+    active = 0
+    for ln in range(LANES):
+        if nxt < total:
+            h0 = _tab_start_q(ln, nxt, group, starts, ptr, slots, R, S, A, rng, acts, lane_r,
+                              lane_s, lane_h, lane_g)
             steps += H - h0
+            nxt += 1
+            active += 1
+    while active > 0:
+        for ln in range(LANES):
+            r = lane_r[ln]
+            if r < 0:
+                continue
+            h = lane_h[ln]
+            if h < H:
+                x = lane_s[ln]
+                b = _draw_alias(ptab, (h * S + x) * A, A, rng.random())
+                lane_g[ln] += R[x, b]
+                lane_s[ln] = _next_state(ptr, slots, x * A + b, rng.random())
+                lane_h[ln] = h + 1
+                continue
+            i = r // group
+            qs[i, r - i * group] = lane_g[ln]
+            if nxt < total:
+                h0 = _tab_start_q(ln, nxt, group, starts, ptr, slots, R, S, A, rng, acts,
+                                  lane_r, lane_s, lane_h, lane_g)
+                steps += H - h0
+                nxt += 1
+            else:
+                lane_r[ln] = -1
+                active -= 1
     return acts, qs, steps
 
 
-@nb.njit(cache=True)
-def _tab_episodes(ptr, slots, R, mu_cdf, pcdf, H, n, rng):  # pragma: no cover - compiled
+@nb.njit(cache=True, nogil=True)
+def _tab_episodes(ptr, slots, R, mu_cdf, ptab, H, n, rng):  # pragma: no cover - compiled
     """n on-policy episodes: visited flat states (n, H), actions (n, H), return-to-go (n, H)."""
     S, A = R.shape
     xs = np.empty((n, H), dtype=np.int64)
     acts = np.empty((n, H), dtype=np.int64)
     rtg = np.empty((n, H))
-    for i in range(n):
-        s = _draw_start(mu_cdf, rng.random())
+    s = np.zeros(LANES, dtype=np.int64)
+    for i0 in range(0, n, LANES):
+        m = min(LANES, n - i0)
+        for lane in range(m):
+            s[lane] = _draw_start(mu_cdf, rng.random())
         for h in range(H):
-            a = _draw_row(pcdf[h * S + s], rng.random())
-            xs[i, h] = h * S + s
-            acts[i, h] = a
-            rtg[i, h] = R[s, a]
-            s = _next_state(ptr, slots, s * A + a, rng.random())
-        for h in range(H - 2, -1, -1):
-            rtg[i, h] += rtg[i, h + 1]
+            for lane in range(m):
+                i = i0 + lane
+                x = s[lane]
+                a = _draw_alias(ptab, (h * S + x) * A, A, rng.random())
+                xs[i, h] = h * S + x
+                acts[i, h] = a
+                rtg[i, h] = R[x, a]
+                s[lane] = _next_state(ptr, slots, x * A + a, rng.random())
+        for lane in range(m):
+            i = i0 + lane
+            for h in range(H - 2, -1, -1):
+                rtg[i, h] += rtg[i, h + 1]
     return xs, acts, rtg
+
+
+@nb.njit(cache=True, inline="always")
+def _tab_start_kl(ln, xtab, X, coef, ptr, slots, R, S, A, rng, lane_s, lane_h, lane_g,
+                  lane_c):  # pragma: no cover - compiled
+    """Start one K&L term in lane ln: x ~ xtab, uniform a, first transition. Returns h0."""
+    x = _draw_alias(xtab, 0, X, rng.random())
+    h0 = x // S
+    s0 = x - h0 * S
+    a = min(int(rng.random() * A), A - 1)
+    lane_c[ln] = coef[x * A + a]
+    lane_g[ln] = R[s0, a]
+    lane_s[ln] = _next_state(ptr, slots, s0 * A + a, rng.random())
+    lane_h[ln] = h0 + 1
+    return h0
+
+
+@nb.njit(cache=True, nogil=True)
+def _tab_kl_means(ptr, slots, R, ptab, H, xtab, coef, n, reps, rng):  # pragma: no cover
+    """``reps`` independent Kakade-Langford estimates, each the mean of ``n`` terms
+    ``coef[x, a] * Q_hat(x, a)`` with x ~ xtab (packed alias over the H*S flat states), a uniform
+    and Q_hat one Q-rollout under ptab. Returns (means (reps,), Q-rollout env steps)."""
+    S, A = R.shape
+    X = H * S
+    total = n * reps
+    sums = np.zeros(reps)
+    lane_r = np.full(LANES, -1, dtype=np.int64)
+    lane_s = np.zeros(LANES, dtype=np.int64)
+    lane_h = np.zeros(LANES, dtype=np.int64)
+    lane_g = np.zeros(LANES)
+    lane_c = np.zeros(LANES)
+    steps = 0
+    nxt = 0
+    active = 0
+    for ln in range(LANES):
+        if nxt < total:
+            h0 = _tab_start_kl(ln, xtab, X, coef, ptr, slots, R, S, A, rng, lane_s, lane_h,
+                               lane_g, lane_c)
+            lane_r[ln] = nxt
+            steps += H - h0
+            nxt += 1
+            active += 1
+    while active > 0:
+        for ln in range(LANES):
+            r = lane_r[ln]
+            if r < 0:
+                continue
+            h = lane_h[ln]
+            if h < H:
+                x = lane_s[ln]
+                b = _draw_alias(ptab, (h * S + x) * A, A, rng.random())
+                lane_g[ln] += R[x, b]
+                lane_s[ln] = _next_state(ptr, slots, x * A + b, rng.random())
+                lane_h[ln] = h + 1
+                continue
+            sums[r // n] += lane_c[ln] * lane_g[ln]
+            if nxt < total:
+                h0 = _tab_start_kl(ln, xtab, X, coef, ptr, slots, R, S, A, rng, lane_s, lane_h,
+                                   lane_g, lane_c)
+                lane_r[ln] = nxt
+                steps += H - h0
+                nxt += 1
+            else:
+                lane_r[ln] = -1
+                active -= 1
+    return sums / n, steps
 
 
 # ---------------------------------------------------------------------------------------------
 # Kernels: tree
 # ---------------------------------------------------------------------------------------------
-@nb.njit(cache=True)
-def _tree_returns(children, reward, mu_cdf, pcdf, n, rng):  # pragma: no cover - compiled
+# Trees: one episode at a time. Interleaving lanes measured no faster here (a tree step is one
+# dependent load chain: node -> its alias slot -> child), while it does help tabular kernels.
+@nb.njit(cache=True, nogil=True)
+def _tree_returns(children, reward, mu_cdf, ptab, n, rng):  # pragma: no cover - compiled
+    A = children.shape[1]
     out = np.empty(n)
     for i in range(n):
         x = _draw_start(mu_cdf, rng.random())
         g = 0.0
         while children[x, 0] >= 0:
-            x = children[x, _draw_row(pcdf[x], rng.random())]
+            x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
             g += reward[x]
         out[i] = g
     return out
 
 
-@nb.njit(cache=True)
-def _tree_resets(children, depth, mu_cdf, pcdf, H, full_depth, n_accept, sel, in_G,
+@nb.njit(cache=True, nogil=True)
+def _tree_resets(children, depth, mu_cdf, ptab, H, full_depth, n_accept, sel, in_G,
                  max_candidates, rng, rng_sel):  # pragma: no cover - compiled
     """Tree reset candidates: uniform step among the episode's non-leaf steps (see module doc)."""
+    A = children.shape[1]
     acc = np.empty(n_accept, dtype=np.int64)
     path = np.empty(H + 1, dtype=np.int64)
     counts = np.zeros(3, dtype=np.int64)  # accepted, candidates in G, accepted in G
@@ -328,13 +502,13 @@ def _tree_resets(children, depth, mu_cdf, pcdf, H, full_depth, n_accept, sel, in
         if full_depth:
             h = min(int(rng.random() * H), H - 1)
             for _ in range(h):
-                x = children[x, _draw_row(pcdf[x], rng.random())]
+                x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
             steps += h
         else:
             L = 0
             path[0] = x
             while children[x, 0] >= 0:
-                x = children[x, _draw_row(pcdf[x], rng.random())]
+                x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
                 L += 1
                 path[L] = x
             steps += L
@@ -347,8 +521,8 @@ def _tree_resets(children, depth, mu_cdf, pcdf, H, full_depth, n_accept, sel, in
     return acc[:n_acc], n_cand, steps, cand_G, acc_G
 
 
-@nb.njit(cache=True)
-def _tree_q_rollouts(children, reward, pcdf, starts, group, rng):  # pragma: no cover
+@nb.njit(cache=True, nogil=True)
+def _tree_q_rollouts(children, reward, ptab, starts, group, rng):  # pragma: no cover
     N, A = children.shape
     n = starts.shape[0]
     acts = np.empty((n, group), dtype=np.int64)
@@ -362,16 +536,17 @@ def _tree_q_rollouts(children, reward, pcdf, starts, group, rng):  # pragma: no 
             g = reward[x]
             steps += 1
             while children[x, 0] >= 0:
-                x = children[x, _draw_row(pcdf[x], rng.random())]
+                x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
                 g += reward[x]
                 steps += 1
             qs[i, j] = g
     return acts, qs, steps
 
 
-@nb.njit(cache=True)
-def _tree_episodes(children, reward, mu_cdf, pcdf, H, n, rng):  # pragma: no cover - compiled
+@nb.njit(cache=True, nogil=True)
+def _tree_episodes(children, reward, mu_cdf, ptab, H, n, rng):  # pragma: no cover - compiled
     """Like _tab_episodes; an episode shorter than H is padded with x = -1, action -1, rtg 0."""
+    A = children.shape[1]
     xs = np.full((n, H), -1, dtype=np.int64)
     acts = np.full((n, H), -1, dtype=np.int64)
     rtg = np.zeros((n, H))
@@ -379,7 +554,7 @@ def _tree_episodes(children, reward, mu_cdf, pcdf, H, n, rng):  # pragma: no cov
         x = _draw_start(mu_cdf, rng.random())
         t = 0
         while children[x, 0] >= 0:
-            a = _draw_row(pcdf[x], rng.random())
+            a = _draw_alias(ptab, x * A, A, rng.random())
             xs[i, t] = x
             acts[i, t] = a
             x = children[x, a]
@@ -388,6 +563,30 @@ def _tree_episodes(children, reward, mu_cdf, pcdf, H, n, rng):  # pragma: no cov
         for h in range(t - 2, -1, -1):
             rtg[i, h] += rtg[i, h + 1]
     return xs, acts, rtg
+
+
+@nb.njit(cache=True, nogil=True)
+def _tree_kl_means(children, reward, ptab, xtab, coef, n, reps, rng):  # pragma: no cover
+    """Tree version of :func:`_tab_kl_means` (x ~ xtab over the N nodes, which must put no mass
+    on leaves)."""
+    N, A = children.shape
+    sums = np.zeros(reps)
+    steps = 0
+    for r in range(reps):
+        acc = 0.0
+        for _ in range(n):
+            x0 = _draw_alias(xtab, 0, N, rng.random())
+            a = min(int(rng.random() * A), A - 1)
+            x = children[x0, a]
+            g = reward[x]
+            steps += 1
+            while children[x, 0] >= 0:
+                x = children[x, _draw_alias(ptab, x * A, A, rng.random())]
+                g += reward[x]
+                steps += 1
+            acc += coef[x0 * A + a] * g
+        sums[r] = acc
+    return sums / n, steps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,10 +602,10 @@ def simulate_returns(mdp: MDP, policy, n_episodes: int, rng: np.random.Generator
     if n < 0:
         raise ValueError(f"n_episodes: expected an int >= 0, got {n_episodes!r}")
     tb = tables(mdp)
-    pcdf = flat_policy_cdf(mdp, policy)
+    ptab = policy_table(mdp, policy)
     if isinstance(mdp, TabularMDP):
-        return _tab_returns(tb.ptr, tb.slots, tb.R, tb.mu_cdf, pcdf, mdp.horizon, n, rng)
-    return _tree_returns(tb.children, tb.reward, tb.mu_cdf, pcdf, n, rng)
+        return _tab_returns(tb.ptr, tb.slots, tb.R, tb.mu_cdf, ptab, mdp.horizon, n, rng)
+    return _tree_returns(tb.children, tb.reward, tb.mu_cdf, ptab, n, rng)
 
 
 @dataclass(frozen=True)
@@ -437,14 +636,14 @@ def sample_resets(mdp: MDP, policy, n_accept: int, select: np.ndarray, in_G: np.
     used only to count. ``rng_select`` is consumed only where ``0 < select[x] < 1``.
     """
     tb = tables(mdp)
-    pcdf = flat_policy_cdf(mdp, policy)
+    ptab = policy_table(mdp, policy)
     sel = np.ascontiguousarray(select, dtype=np.float64).ravel()
     G = np.ascontiguousarray(in_G, dtype=np.bool_).ravel()
     if isinstance(mdp, TabularMDP):
-        res = _tab_resets(tb.ptr, tb.slots, tb.R, tb.mu_cdf, pcdf, mdp.horizon,
+        res = _tab_resets(tb.ptr, tb.slots, tb.R, tb.mu_cdf, ptab, mdp.horizon,
                           int(n_accept), sel, G, int(max_candidates), rng, rng_select)
     else:
-        res = _tree_resets(tb.children, tb.depth, tb.mu_cdf, pcdf, mdp.horizon, tb.full_depth,
+        res = _tree_resets(tb.children, tb.depth, tb.mu_cdf, ptab, mdp.horizon, tb.full_depth,
                            int(n_accept), sel, G, int(max_candidates), rng, rng_select)
     states, n_cand, steps, cand_G, acc_G = res
     return ResetBatch(states, int(n_cand), int(steps), int(cand_G), int(acc_G))
@@ -458,13 +657,13 @@ def q_rollouts(mdp: MDP, policy, starts: np.ndarray, group_size: int,
     to go in reward units (unbiased for Q^policy(x, a)), env_steps the transitions simulated.
     """
     tb = tables(mdp)
-    pcdf = flat_policy_cdf(mdp, policy)
+    ptab = policy_table(mdp, policy)
     starts = np.ascontiguousarray(starts, dtype=np.int64)
     if isinstance(mdp, TabularMDP):
-        a, q, steps = _tab_q_rollouts(tb.ptr, tb.slots, tb.R, pcdf, mdp.horizon, starts,
+        a, q, steps = _tab_q_rollouts(tb.ptr, tb.slots, tb.R, ptab, mdp.horizon, starts,
                                       int(group_size), rng)
     else:
-        a, q, steps = _tree_q_rollouts(tb.children, tb.reward, pcdf, starts, int(group_size), rng)
+        a, q, steps = _tree_q_rollouts(tb.children, tb.reward, ptab, starts, int(group_size), rng)
     return a, q, int(steps)
 
 
@@ -475,15 +674,59 @@ def on_policy_episodes(mdp: MDP, policy, n_episodes: int, rng: np.random.Generat
     that end early are padded with state -1 and action -1.
     """
     tb = tables(mdp)
-    pcdf = flat_policy_cdf(mdp, policy)
+    ptab = policy_table(mdp, policy)
     n = int(n_episodes)
     if isinstance(mdp, TabularMDP):
-        xs, acts, rtg = _tab_episodes(tb.ptr, tb.slots, tb.R, tb.mu_cdf, pcdf,
+        xs, acts, rtg = _tab_episodes(tb.ptr, tb.slots, tb.R, tb.mu_cdf, ptab,
                                       mdp.horizon, n, rng)
     else:
-        xs, acts, rtg = _tree_episodes(tb.children, tb.reward, tb.mu_cdf, pcdf, mdp.horizon, n,
+        xs, acts, rtg = _tree_episodes(tb.children, tb.reward, tb.mu_cdf, ptab, mdp.horizon, n,
                                        rng)
     return xs, acts, rtg, int((xs >= 0).sum())
+
+
+def kl_estimates(mdp: MDP, policy, coef: np.ndarray, reset_weights: np.ndarray, n: int,
+                 reps: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """``reps`` independent Kakade-Langford estimates of size ``n``, in one compiled call.
+
+    Each estimate is the mean of n i.i.d. terms ``coef[x, a] * Q_hat(x, a)``: ``x`` drawn from
+    the reset weights (normalised; e.g. d for random resets, d restricted to G for the oracle,
+    ``d s`` for a selector), ``a`` uniform over the A actions, ``Q_hat`` one Q-rollout of
+    ``policy`` after a (its return to go). With ``coef = A (pi' - pi)`` the expectation is the
+    policy advantage ``E_x[A^pi(x, pi'(x))]`` (see :mod:`cpi.estimators`).
+
+    The reset state is drawn from its exact distribution by an alias table rather than by rolling
+    in from mu and rejecting (the two have the same law: ``tests/cpi/test_rollouts.py`` checks
+    the roll-in sampler against d); the cost of a roll-in is accounted by the caller.
+
+    Args:
+        coef: (X, A) or (X * A,) per (flat state, action) coefficient.
+        reset_weights: (X,) non-negative, positive sum (no mass on tree leaves).
+        n, reps: terms per estimate (>= 1) and estimates (>= 1).
+    Returns:
+        ``(estimates (reps,), env_steps)``; env_steps counts the Q-rollouts' transitions.
+    """
+    n, reps = int(n), int(reps)
+    if n < 1 or reps < 1:
+        raise ValueError(f"n, reps: expected ints >= 1, got n={n}, reps={reps}")
+    tb = tables(mdp)
+    ptab = policy_table(mdp, policy)
+    X = flat_state_count(mdp)
+    coef = np.ascontiguousarray(coef, dtype=np.float64).ravel()
+    if coef.shape != (X * mdp.n_actions,):
+        raise ValueError(f"coef: expected {X * mdp.n_actions} entries (X * A), got {coef.size}")
+    w = np.asarray(reset_weights, dtype=np.float64).ravel()
+    if w.shape != (X,):
+        raise ValueError(f"reset_weights: expected shape ({X},), got {w.shape}")
+    if isinstance(mdp, TreeMDP) and np.any(w[mdp.is_leaf] > 0):
+        raise ValueError("reset_weights: expected no mass on tree leaves (nothing to act on)")
+    xtab = state_table(w)
+    if isinstance(mdp, TabularMDP):
+        est, steps = _tab_kl_means(tb.ptr, tb.slots, tb.R, ptab, mdp.horizon, xtab, coef, n,
+                                   reps, rng)
+    else:
+        est, steps = _tree_kl_means(tb.children, tb.reward, ptab, xtab, coef, n, reps, rng)
+    return est, int(steps)
 
 
 def flat_state_count(mdp: MDP) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from cpi.mdp import MDP, TabularMDP
 
-STEP_RULES = ("theory", "constant", "line_search")
+STEP_RULES = ("theory", "constant", "line_search")  # run_cpi's rules (paper_step: sweep only)
 
 
 def reward_span(mdp: MDP) -> float:
@@ -51,6 +51,19 @@ def theory_step(adv_hat: float, horizon: int, adv_bound: float, eps: float = 0.0
     if horizon <= 1:
         return 1.0
     return float(min(signal / (4.0 * (horizon - 1) * adv_bound), 1.0))
+
+
+def paper_step(adv: float, horizon: int, r_max: float) -> float:
+    """Kakade-Langford's step with THEORY.md section 2's finite-horizon translation
+    (1 - gamma -> 1/H, R -> H R_max): ``alpha = clip(adv / (4 H^2 R_max), 0, 1)``.
+
+    Not used by :func:`cpi.run_cpi`: docs/cpi.md section 4 derives the step we can prove safe,
+    ``adv / (4 (H-1) H span)``; this form is what the paper's constants suggest, and the sweep's
+    bound experiment checks whether it achieves Theorem 1's improvement with the K&L constant.
+    """
+    if not np.isfinite(adv) or adv <= 0.0:
+        return 0.0
+    return float(min(adv / (4.0 * horizon**2 * r_max), 1.0))
 
 
 def guaranteed_improvement(adv: float, alpha: float, horizon: int, adv_bound: float,

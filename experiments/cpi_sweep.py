@@ -2,11 +2,17 @@
 
 Usage::
 
-    python experiments/cpi_sweep.py                      # default: ~10 min on 2 cores
-    python experiments/cpi_sweep.py --quick --out runs/q # ~3 min smoke run
+    python experiments/cpi_sweep.py                      # default size (run time: README.md)
+    python experiments/cpi_sweep.py --quick --out runs/q # smoke run
     python experiments/cpi_sweep.py --full --jobs 16     # paper scale
     python experiments/cpi_sweep.py --only estimation tau --seeds 8
     python experiments/cpi_sweep.py --backend ray --ray-address auto
+
+Run times measured on a quiet 2-core machine are in README.md and docs/sweep.md (one place
+each, the same numbers); on a shared machine expect several times longer. ``--jobs`` worker
+processes each use ``--threads`` numerical threads (default 1): their product may not exceed the
+machine's cores. Progress: a bar on a terminal, one plain line per experiment (and per 5% of the
+cells) in logs. Ctrl-C stops cleanly; rerunning the same command resumes from the saved cells.
 
 Outputs in ``--out`` (default ``runs/cpi_sweep``): ``results.parquet``, ``summary.json``,
 ``sweep.json``, ``figures/`` (PNG + PDF); the default run also copies the figures to the
@@ -20,8 +26,28 @@ without installation (``cpi`` comes from the installed package or the same root)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+
+def _early_threads(argv: list[str]) -> None:
+    """Apply --threads to BLAS/OpenMP/numba before numpy and numba are imported (they read these
+    variables at import); the validated value is applied again in every worker."""
+    value = "1"
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+    if value.isdigit() and int(value) >= 1:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+            os.environ[var] = value
+
+
+if __name__ == "__main__":
+    _early_threads(sys.argv[1:])
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -30,11 +56,12 @@ if str(REPO_ROOT) not in sys.path:
 from experiments.sweep.registry import EXPERIMENT_NAMES  # noqa: E402
 from experiments.sweep.runner import (  # noqa: E402
     SweepArgumentError,
+    SweepInterrupted,
     SweepOptions,
     run_sweep,
     validate,
 )
-from experiments.sweep.stats import format_fit  # noqa: E402
+from experiments.sweep.stats import format_fit, iter_records, verdict  # noqa: E402
 
 DEFAULT_OUT = Path("runs/cpi_sweep")
 
@@ -47,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick",
-                      help="smoke size, about 3 minutes on 2 cores")
+                      help="smoke size (run time: README.md)")
     size.add_argument("--full", dest="size", action="store_const", const="full",
                       help="paper-scale sweep (hours on 2 cores)")
     size.add_argument("--tiny", dest="size", action="store_const", const="tiny",
@@ -61,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="root of every cell's random stream (default 0)")
     ap.add_argument("--p", type=float, nargs="+", default=None, metavar="P",
                     help="override the coverage grid of the p sweeps (each in (0, 1])")
-    ap.add_argument("--jobs", type=int, default=2, metavar="N",
-                    help="worker processes / local Ray CPUs (default 2)")
+    cores = os.cpu_count() or 1
+    ap.add_argument("--jobs", type=int, default=min(2, cores), metavar="N",
+                    help=f"worker processes / local Ray CPUs (default {min(2, cores)})")
+    ap.add_argument("--threads", type=int, default=1, metavar="N",
+                    help="numerical threads per worker (numba, BLAS; default 1); "
+                         "--threads x --jobs may not exceed the cores")
     ap.add_argument("--backend", choices=("joblib", "ray"), default="joblib")
     ap.add_argument("--ray-address", default=None, metavar="ADDR",
                     help="connect to this Ray cluster (default: start a local instance)")
@@ -70,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"output directory (default {DEFAULT_OUT})")
     ap.add_argument("--no-copy-figures", action="store_true",
                     help="do not copy figures to figures/ (the default run copies them)")
-    ap.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress output (default: a bar on a terminal, plain lines in logs)")
     return ap
 
 
@@ -88,7 +120,7 @@ def options_from_args(argv: list[str] | None = None) -> SweepOptions:
         only=tuple(args.only) if args.only is not None else EXPERIMENT_NAMES,
         seeds=args.seeds, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
         base_seed=args.base_seed, p_values=tuple(args.p) if args.p is not None else None,
-        figures_copy=copy, progress=False if args.no_progress else None,
+        figures_copy=copy, progress=False if args.no_progress else None, threads=args.threads,
     )
     try:
         return validate(opts)
@@ -97,16 +129,45 @@ def options_from_args(argv: list[str] | None = None) -> SweepOptions:
         raise  # unreachable; keeps type checkers happy
 
 
+def print_summary(summary: dict, stream=None) -> None:
+    """One line per fitted law: value [95% CI], the theory or the paper's number (labelled as
+    such), and the verdict (holds / does not hold; tested / identity / measurement)."""
+    stream = stream or sys.stdout
+    for key, name, rec in iter_records(summary):
+        label = key if name is None else f"{key}[{name}]"
+        ref = []
+        if rec.get("theory") is not None:
+            ref.append(f"theory {rec['theory']:.3g}")
+        if rec.get("prediction") is not None:
+            ref.append(f"prediction {rec['prediction']:g}")
+        if rec.get("paper") is not None:
+            ref.append(f"paper {rec['paper']:g}")
+        ref_txt = f" ({'; '.join(ref)})" if ref else ""
+        print(f"  {label:58s} {format_fit(rec)}{ref_txt} -> {verdict(rec)}", file=stream)
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = options_from_args(argv)
-    result = run_sweep(opts)
+    try:
+        result = run_sweep(opts)
+    except SweepInterrupted as stop:
+        print(f"\ninterrupted: {stop.saved} of {stop.total} cells are saved in {stop.out}; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 130
+    if not result.complete:
+        print(f"{result.cells_run} cells run; {result.cells_total} planned, not all done "
+              f"(rerun to finish); outputs in {result.out}")
+        return 0
     print(f"{result.cells_run} cells run, {result.cells_total} planned, "
           f"{result.seconds:.1f} s; outputs in {result.out}")
-    for key, rec in result.summary.items():
-        theory = "" if rec.get("theory") is None else f"  (theory {rec['theory']:g})"
-        print(f"  {key:40s} {format_fit(rec)}{theory}")
+    print_summary(result.summary)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C outside the cells (startup, fitting): nothing half-written
+        print("\ninterrupted; finished cells are saved, rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)

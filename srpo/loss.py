@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from srpo.config import AGG_MODES  # one list of modes for the config and the loss
+
 __all__ = [
     "AGG_MODES",
     "aggregate",
@@ -32,8 +34,6 @@ __all__ = [
     "gradient_signal",
     "kl_k3",
 ]
-
-AGG_MODES = ("seq-mean-token-mean", "token-mean")
 
 
 def _check_2d(name: str, x: torch.Tensor, shape: torch.Size) -> None:

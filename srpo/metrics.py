@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["METRIC_COLUMNS", "RESET_COLUMNS", "reset_metrics", "nanmean"]
+__all__ = ["METRIC_COLUMNS", "RESET_COLUMNS", "reset_metrics", "nanmean", "pass_at_k"]
 
 #: Required columns of ``metrics.parquet``, in order (extra diagnostic columns follow them).
 METRIC_COLUMNS = (
@@ -47,7 +47,9 @@ RESET_COLUMNS = (
     "prompt_index",
     "n",
     "k",
-    "source",
+    "source",  # how k was chosen (srpo.localize.SOURCES)
+    "fallback",  # k came from a fallback of the localizer (counted in localization_fallbacks)
+    "raw_k",  # the integer the localizer stated (None if none)
     "first_error",
     "deviation",
     "clean",
@@ -84,3 +86,22 @@ def reset_metrics(events) -> dict[str, float]:
         "suffix_pass_at_k_erroneous": nanmean([e.suffix_pass_at_k for e in dirty]),
         "reset_events": len(events),
     }
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+    The probability that k samples drawn without replacement from the n contain a correct one
+    (Chen et al. 2021); computed as a running product, stable for large n.
+
+    Raises:
+        ValueError: unless 0 <= c <= n and 1 <= k <= n.
+    """
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    miss = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss

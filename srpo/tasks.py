@@ -30,17 +30,17 @@ end (large p). `experiments/llm_coverage.py` uses it; the default task is unchan
 
 Real datasets (`DatasetTask`, `load_dataset_file`)
 ---------------------------------------------------
-Local JSONL or parquet files with `question` and `answer` fields, graded by equivalence of the last
-`\\boxed{...}` with the reference answer using the `math_verify` library (`parse` / `verify`).
-There is no per-step verifier: `first_error` returns None and `has_step_verifier` is False, so the
-oracle localizer is unavailable on these tasks.
+Local JSONL or parquet files (plain question/answer fields or the release's parquet layout; see
+`srpo.data`), prompted with the release's rollout prompt (paraphrased) and graded per row by
+`srpo.graders` (math: equivalence of the last `\\boxed{...}` with the reference by `math_verify`;
+multiple-choice letter; yes/no; normalized exact match). There is no per-step verifier:
+`first_error` returns None and `has_step_verifier` is False, so the oracle localizer is
+unavailable on these tasks.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +48,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from srpo.thoughts import extract_boxed
-from srpo.tokenizer import THOUGHT_DELIMITER
+from srpo.thoughts import THOUGHT_DELIMITER, extract_boxed
 
 
 @dataclass(frozen=True)
@@ -327,44 +326,31 @@ class ModularArithmeticTask:
 # Real datasets
 # ------------------------------------------------------------------------------------------------
 
+from srpo.graders import math_equivalent  # noqa: E402, F401  (kept importable from here)
 
-def _math_verify_timeout() -> int | None:
-    # math_verify's timeout uses signal.alarm, which only works in the main thread.
-    return 5 if threading.current_thread() is threading.main_thread() else None
-
-
-def math_equivalent(reference: str, candidate: str) -> bool:
-    """Whether two answer strings are mathematically equivalent according to `math_verify`.
-
-    The reference is parsed as given and, if that finds nothing, wrapped in `$...$`; the candidate
-    (the content of a boxed answer) is parsed wrapped in `\\boxed{...}`.
-    """
-    from math_verify import parse, verify
-
-    timeout = _math_verify_timeout()
-    gold = parse(reference, parsing_timeout=timeout)
-    if not gold:
-        gold = parse(f"${reference}$", parsing_timeout=timeout)
-    pred = parse(f"\\boxed{{{candidate}}}", parsing_timeout=timeout)
-    if not gold or not pred:
-        return False
-    return bool(verify(gold, pred, timeout_seconds=timeout))
+#: Our paraphrase of the release's rollout prompt (no chat template is applied to rollouts).
+RELEASE_ROLLOUT_PROMPT = (
+    "Solve the problem below one step at a time. Make each step a self-contained observation, "
+    "calculation or deduction that moves the solution forward, has real substance and follows "
+    "from the steps before it. End every step with </thought>. When a step reaches the final "
+    "answer, put the answer in \\boxed{{}} and close that step with </thought> as well.\n"
+    "Q: {question}\n"
+)
 
 
 @dataclass
 class DatasetTask:
-    """Question/answer problems from a file, graded by `math_verify` equivalence.
+    """Question/answer problems from a file, each graded by its grader (``srpo.graders``).
 
     Attributes:
-        problems: the problems (see `load_dataset_file`).
-        prompt_template: format string with `{question}`.
+        problems: the problems (see ``srpo.data.read_problems``); a problem without a ``grader``
+            attribute is graded as math.
+        prompt_template: format string with ``{question}`` (default: the release's rollout
+            prompt, paraphrased).
     """
 
     problems: list[Problem]
-    prompt_template: str = (
-        "{question}\nReason step by step. End every step with </thought>. "
-        "Put the final answer in \\boxed{{}}.\n"
-    )
+    prompt_template: str = RELEASE_ROLLOUT_PROMPT
     has_step_verifier: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -373,11 +359,14 @@ class DatasetTask:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> DatasetTask:
-        """`DatasetTask(load_dataset_file(path), **kwargs)`."""
+        """``DatasetTask(load_dataset_file(path), **kwargs)``."""
         return cls(load_dataset_file(path), **kwargs)
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        """n problems, without replacement when n <= len(problems), with replacement otherwise."""
+        """n problems, without replacement when n <= len(problems), with replacement otherwise.
+
+        (Training on a file goes through it by epochs instead: ``srpo.data.EpochSampler``.)
+        """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         replace = n > len(self.problems)
@@ -388,78 +377,23 @@ class DatasetTask:
         return self.prompt_template.format(question=problem.question)
 
     def grade(self, problem: Problem, response_text: str) -> float:
-        """1.0 iff the last `\\boxed{...}` is equivalent to the reference answer (math_verify)."""
-        boxed = extract_boxed(response_text)
-        if boxed is None or not boxed:
-            return 0.0
-        return 1.0 if math_equivalent(problem.answer, boxed) else 0.0
+        """1.0 iff the response answers the problem under its grader (math: the last
+        ``\\boxed{...}`` is equivalent to the reference by ``math_verify``)."""
+        from srpo.graders import grade
+
+        return grade(getattr(problem, "grader", "math"), problem.answer, response_text)
 
     def first_error(self, problem: Problem, thoughts_text: Sequence[str]) -> int | None:
         """Not available: real datasets have no per-step verifier. Always None."""
         return None
 
 
-def _answer_text(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
+def load_dataset_file(path: str | Path, question_field: str | None = None,
+                      answer_field: str | None = None, grader: str | None = None) -> list[Problem]:
+    """Read problems from a local ``.jsonl`` / ``.json`` / ``.parquet`` file.
 
-
-def load_dataset_file(path: str | Path, question_field: str = "question", answer_field: str = "answer") -> list[Problem]:
-    """Read problems from a local `.jsonl` / `.json` (one object per line) or `.parquet` file.
-
-    Args:
-        path: the file.
-        question_field, answer_field: column names.
-
-    Returns:
-        Problems with `uid` = the row's "id" field if present, else `"<file stem>:<row>"`.
-
-    Raises:
-        ValueError: if the file does not exist, has an unknown suffix, a line is not JSON, or a row
-            lacks a non-empty question or answer (the message names the 0-based row and the field).
+    See ``srpo.data.read_problems`` (field names, the release's parquet layout, graders, errors).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"dataset path {str(path)!r} does not exist or is not a file")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        records = []
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}: line {line_number + 1} is not valid JSON ({error})") from error
-    elif suffix == ".parquet":
-        import pandas as pd
+    from srpo.data import read_problems
 
-        records = pd.read_parquet(path).to_dict(orient="records")
-    else:
-        raise ValueError(f"dataset file must end in .jsonl, .json or .parquet, got {path.name!r}")
-    problems = []
-    for row, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: row {row} must be an object, got {type(record).__name__}")
-        question = _answer_text(record.get(question_field))
-        if question is None:
-            raise ValueError(f"{path}: row {row} has no {question_field!r} field (or it is empty)")
-        answer = _answer_text(record.get(answer_field))
-        if answer is None:
-            raise ValueError(
-                f"{path}: row {row} has no {answer_field!r} field (or it is empty); "
-                "every problem needs a reference answer"
-            )
-        uid = record.get("id")
-        uid = str(uid) if uid is not None else f"{path.stem}:{row}"
-        problems.append(Problem(uid=uid, question=question, answer=answer))
-    if not problems:
-        raise ValueError(f"{path}: no rows found")
-    return problems
+    return list(read_problems(path, question_field, answer_field, grader))

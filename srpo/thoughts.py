@@ -4,11 +4,19 @@ A response is a sequence of thoughts; each thought ends with the step delimiter 
 Boundaries are kept as half-open token-index spans `[start, end)` over the response ids, and a reset
 prefix is cut on those ids. Nothing here decodes and re-encodes text to cut a prefix: re-tokenizing
 a decoded prefix can change ids (a known bug class in GRPO trainers).
+
+The rollout engine records spans while sampling, by decoded text
+(`srpo.tokenizer.StopStringMatcher`). `thought_spans` below splits on the delimiter's *ids*: exact
+when the delimiter is a single token (the tiny tokenizer), but blind to a BPE tokenizer's merges
+(`.</thought>` -> `.</` `thought` `>`), so it is not used to segment real models' chains.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+#: The step delimiter that closes every thought (the paper's release uses this literal).
+THOUGHT_DELIMITER = "</thought>"
 
 
 def _ends_with(ids: Sequence[int], end: int, pattern: Sequence[int]) -> bool:

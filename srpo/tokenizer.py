@@ -6,24 +6,32 @@ any English prompt encodes without unknown tokens, and a few frequent strings of
 and of the localization prompt are single tokens so that sequences stay short. The step delimiter
 `</thought>` is always exactly one token.
 
+`build_bpe_tokenizer` trains a byte-level BPE tokenizer (the kind real models use: GPT-2, Llama-3,
+Qwen2) on a corpus in code. On it `</thought>` is *not* one token and merges with the punctuation
+before it (`.</` `thought` `>`), which is what the thought-boundary logic must survive.
+
 Helpers that work for any Hugging Face tokenizer (the tiny one or a real model's):
 
-- `delimiter_ids(tokenizer)`: the token-id sequence of the step delimiter (one id for the tiny
-  tokenizer; possibly several for a real BPE tokenizer).
+- `StopStringMatcher`: finds the end of a thought by the decoded text (the release's stop-string
+  rule), whatever the tokenizer's merges.
+- `eos_token_ids(tokenizer, model)`: every id that ends a chain (the tokenizer's eos and the
+  model's generation-config eos list).
+- `delimiter_ids(tokenizer)`: the token-id sequence of the delimiter encoded on its own (one id for
+  the tiny tokenizer; informative only for a BPE tokenizer, where merges change it in context).
 - `BoxedDetector`: tells whether a sequence of token ids contains a complete `\\boxed{...}`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from srpo.thoughts import extract_boxed
+from srpo.thoughts import THOUGHT_DELIMITER, extract_boxed
 
-#: The step delimiter that closes every thought (the paper's release uses this literal).
-THOUGHT_DELIMITER = "</thought>"
+__all__ = ["THOUGHT_DELIMITER", "build_tokenizer", "build_bpe_tokenizer", "eos_token_ids",
+           "StopStringMatcher", "delimiter_ids", "BoxedDetector", "CHATML_TEMPLATE"]
 
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<bos>"
@@ -140,3 +148,158 @@ class BoxedDetector:
         """The content of the last complete `\\boxed{...}` in the decoded ids, or None."""
         text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
         return extract_boxed(text)
+
+
+#: A ChatML-style template (the layout of Qwen2 instruction models), used by `build_bpe_tokenizer`.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_bpe_tokenizer(
+    corpus: Iterable[str],
+    vocab_size: int = 1024,
+    chat_template: str | None = CHATML_TEMPLATE,
+    min_frequency: int = 2,
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `corpus` (GPT-2 / Llama-3 / Qwen2 style).
+
+    Special tokens: `<|endoftext|>` (eos and pad), `<|im_start|>`, `<|im_end|>` (chat turns). The
+    thought delimiter is deliberately *not* added as a token: it is learned like any text, so
+    frequent contexts such as `.</thought>` merge across its first character.
+
+    Args:
+        corpus: training texts.
+        vocab_size: target vocabulary size (bytes and specials included).
+        chat_template: Jinja chat template stored on the tokenizer (None: no template).
+        min_frequency: minimum pair count for a merge.
+
+    Returns:
+        A `PreTrainedTokenizerFast` (no bos token, as Qwen2; left padding).
+    """
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    core.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        padding_side="left",
+    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def eos_token_ids(tokenizer, model=None) -> frozenset[int]:
+    """Every id that ends a chain: the tokenizer's eos plus the eos list of the model's generation
+    config and model config (instruction models often end a turn with a second id, e.g. Qwen2's
+    `<|im_end|>` next to `<|endoftext|>`).
+
+    Raises:
+        ValueError: if no eos id is found at all.
+    """
+    ids: set[int] = set()
+
+    def add(value) -> None:
+        if value is None:
+            return
+        if isinstance(value, (list, tuple, set, frozenset)):
+            for v in value:
+                add(v)
+        else:
+            ids.add(int(value))
+
+    add(getattr(tokenizer, "eos_token_id", None))
+    if model is not None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        add(getattr(getattr(base, "generation_config", None), "eos_token_id", None))
+        add(getattr(getattr(base, "config", None), "eos_token_id", None))
+    if not ids:
+        raise ValueError("no end-of-sequence id: set tokenizer.eos_token or the model's "
+                         "generation_config.eos_token_id")
+    return frozenset(ids)
+
+
+class StopStringMatcher:
+    """Ends a thought when its decoded text contains the stop string (the release's rule).
+
+    Matching on decoded text rather than on the stop string's standalone token ids makes the rule
+    independent of merges: with a byte-level BPE `.</thought>` may be `.</` `thought` `>`, which
+    never contains the ids of `</thought>` encoded alone.
+
+    Cost: only tokens whose own text contains the stop string's last character can complete it
+    (`candidates`, computed once over the vocabulary); for those, the last `len(stop) + 1` tokens
+    of the current thought are decoded. Every token that contributes to the stop string contributes
+    at least one of its characters, so that window always holds a completed stop string. Assumes
+    the stop string does not begin with whitespace (some decoders strip a leading space).
+
+    Args:
+        tokenizer: the policy's tokenizer.
+        stop: the stop string (default `</thought>`).
+    """
+
+    def __init__(self, tokenizer, stop: str = THOUGHT_DELIMITER) -> None:
+        if not stop:
+            raise ValueError("stop string must be non-empty, got ''")
+        self.tokenizer = tokenizer
+        self.stop = stop
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))],
+                                       skip_special_tokens=False,
+                                       clean_up_tokenization_spaces=False)
+        self.candidates = frozenset(i for i, text in enumerate(texts) if stop[-1] in text)
+        self.window = len(stop) + 1
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False,
+                                     clean_up_tokenization_spaces=False)
+
+    def closes(self, ids: Sequence[int], start: int, end: int | None = None) -> bool:
+        """Whether the thought `ids[start:end]` (end: `len(ids)`), whose last token was just
+        appended, now holds the stop string (it did not before, or it would have been closed
+        then)."""
+        end = len(ids) if end is None else end
+        if end <= start or ids[end - 1] not in self.candidates:
+            return False
+        return self.stop in self._decode(ids[max(start, end - self.window):end])
+
+    def spans(
+        self,
+        ids: Sequence[int],
+        max_thought_tokens: int | None = None,
+        eos_ids: Iterable[int] = (),
+    ) -> list[tuple[int, int]]:
+        """Thought spans of a response segmented after the fact with the generation rule.
+
+        A thought ends after the token that completes the stop string, or after
+        `max_thought_tokens` tokens (a capped thought is a span of its own, as during
+        generation); an eos token ends the response and belongs to the thought it ends (a lone
+        eos right after a closed thought is attached to that thought). Returns half-open spans
+        tiling `[0, len(ids))` (see `srpo.thoughts.check_spans`).
+        """
+        eos = frozenset(int(i) for i in eos_ids)
+        ids = [int(i) for i in ids]
+        spans: list[tuple[int, int]] = []
+        start = 0
+        for end in range(1, len(ids) + 1):
+            token = ids[end - 1]
+            if token in eos:
+                if end - 1 == start and spans:
+                    spans[-1] = (spans[-1][0], end)
+                else:
+                    spans.append((start, end))
+                start = end
+                break
+            if self.closes(ids, start, end) or (
+                max_thought_tokens is not None and end - start >= max_thought_tokens
+            ):
+                spans.append((start, end))
+                start = end
+        if start < len(ids):
+            spans.append((start, len(ids)))
+        return spans

@@ -28,7 +28,9 @@ on every position, one warm start serves all positions of the family. At their d
 fields leave the data, the model and the cache key exactly as before.
 
 The result is cached on disk under a hash of the configuration (``WarmStartConfig.key``): a rerun
-loads it. Everything is seeded; the run is deterministic on CPU for a fixed thread count.
+loads it. The cache lives in ``$CREDIT_RESETS_CACHE`` or, without it, ``~/.cache/credit-resets``
+(``default_cache_dir``); ``experiments/llm_srpo.py --cache-dir DIR`` moves it. Everything is seeded;
+the run is deterministic on CPU for a fixed thread count (the thread count is part of the key).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from srpo.model import build_tiny_model, load_model, save_model
 from srpo.tasks import ModArithProblem, ModularArithmeticTask, apply_op, format_step
 from srpo.tokenizer import build_tokenizer
 
-__all__ = ["WarmStartConfig", "warm_start", "MisconceptionWriter", "default_cache_dir"]
+__all__ = ["WarmStartConfig", "warm_start", "warm_start_path", "is_cached", "MisconceptionWriter",
+           "default_cache_dir"]
 
 #: bump when the data or training recipe changes, so old caches are not reused
 RECIPE_VERSION = 1
@@ -83,7 +86,8 @@ class WarmStartConfig:
         lr: peak AdamW learning rate (linear warm-up for 5% of steps, cosine decay to 10%).
         weight_decay: AdamW weight decay.
         seed: seeds the model initialisation, the misconception table and the data stream.
-        num_threads: torch CPU threads during the warm start.
+        num_threads: torch CPU threads during the warm start (1: a second job on a 2-core
+            machine does not oversubscribe it).
         eval_size: held-out problems for the evaluation stored in ``warmstart.json``.
         hard_steps, hard_ops, hard_operands, easy_operands: the task's coverage knob
             (``srpo.tasks.ModularArithmeticTask``); empty ``hard_steps``: the plain task.
@@ -109,7 +113,7 @@ class WarmStartConfig:
     lr: float = 3e-3
     weight_decay: float = 0.01
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = 1
     eval_size: int = 128
     hard_steps: tuple[int, ...] = ()
     hard_ops: tuple[str, ...] = ("*",)
@@ -296,8 +300,21 @@ def _evaluate(model, tokenizer, config):
     }
 
 
+def warm_start_path(config: WarmStartConfig | None = None,
+                    cache_dir: str | Path | None = None) -> Path:
+    """Where ``warm_start`` keeps (or will keep) the model of ``config``."""
+    config = config or WarmStartConfig()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "warmstart" / config.key
+
+
+def is_cached(config: WarmStartConfig | None = None, cache_dir: str | Path | None = None) -> bool:
+    """Whether the warm-started model of ``config`` is in the cache."""
+    return (warm_start_path(config, cache_dir) / "warmstart.json").is_file()
+
+
 def warm_start(config: WarmStartConfig | None = None, cache_dir: str | Path | None = None,
-               force: bool = False, verbose: bool = False) -> Path:
+               force: bool = False, verbose: bool = False, progress=None) -> Path:
     """Train (or load from the cache) the warm-started tiny policy.
 
     Args:
@@ -306,22 +323,24 @@ def warm_start(config: WarmStartConfig | None = None, cache_dir: str | Path | No
             ``cache_dir / "warmstart" / config.key``.
         force: retrain even if the cache holds the model.
         verbose: print progress.
+        progress: called as ``progress(phase, done, total)`` while training: phase ``"train"``
+            (optimizer steps), then ``"evaluate"`` (0 of 1, then 1 of 1) and ``"save"``.
 
     Returns:
         The model directory, loadable with ``srpo.model.load_model``; it also holds
         ``warmstart.json`` (the configuration, training time and held-out evaluation).
     """
     config = config or WarmStartConfig()
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = root / "warmstart" / config.key
+    out = warm_start_path(config, cache_dir)
     if (out / "warmstart.json").is_file() and not force:
         return out
+    report = progress if progress is not None else (lambda phase, done, total: None)
     threads = torch.get_num_threads()
     torch.set_num_threads(config.num_threads)
     try:
         t0 = time.time()
         if config.init is not None:  # continue a previous stage (trained or loaded first)
-            prev = warm_start(WarmStartConfig(**config.init), cache_dir=root, verbose=verbose)
+            prev = warm_start(WarmStartConfig(**config.init), cache_dir=cache_dir, verbose=verbose)
             model, tokenizer = load_model(prev)
             model.train()
         else:
@@ -361,11 +380,15 @@ def warm_start(config: WarmStartConfig | None = None, cache_dir: str | Path | No
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 sched.step()
+                report("train", step + 1, config.steps)
                 if verbose and (step % 100 == 0 or step == config.steps - 1):
                     print(f"warm start step {step}: loss {loss:.4f}", flush=True)
         model.eval()
         train_seconds = time.time() - t0
+        report("evaluate", 0, 1)
         evaluation = _evaluate(model, tokenizer, config)
+        report("evaluate", 1, 1)
+        report("save", 0, 1)
         tmp = out.with_name(out.name + ".tmp")
         save_model(model, tokenizer, tmp)
         info = {"config": dataclasses.asdict(config), "key": config.key,
@@ -377,6 +400,7 @@ def warm_start(config: WarmStartConfig | None = None, cache_dir: str | Path | No
 
             shutil.rmtree(out)
         tmp.rename(out)
+        report("save", 1, 1)
         if verbose:
             print(f"warm start done in {train_seconds:.0f}s: {evaluation}", flush=True)
         return out

@@ -11,7 +11,10 @@ for:
   gaps (the instrument for Theorem 1 and predictions P1-P5);
 * :func:`first_error_tree` -- a reasoning tree in which the first wrong step decides the outcome,
   mirroring the ``srpo`` synthetic task (P7);
-* :func:`deep_sea` -- the deep-sea hard-exploration MDP.
+* :func:`deep_sea` -- the deep-sea hard-exploration MDP;
+* :func:`shifted_coverage`, :func:`planted_garnet`, :func:`combination_lock` -- families where
+  Theorem 1's claims are *not* built in (distribution shift, off-G advantages, a planted
+  improvable set in a random MDP, coverage falling geometrically with depth); see docs/envs.md.
 
 :class:`MDPEnv` wraps any of them as a ``gymnasium.Env``; importing this package registers the
 gymnasium ids in :data:`GYM_IDS` (``gymnasium.make("credit-resets/Coverage-v0", p=0.05)``).
@@ -27,10 +30,14 @@ from cpi.envs.deep_sea import deep_sea
 from cpi.envs.first_error import first_error_step, first_error_tree, path_actions
 from cpi.envs.garnet import garnet
 from cpi.envs.gym_env import MDPEnv
+from cpi.envs.lock import combination_lock
+from cpi.envs.planted import planted_garnet
+from cpi.envs.shifted import shifted_coverage
 
 __all__ = [
     "GYM_IDS",
     "MDPEnv",
+    "combination_lock",
     "coverage_at",
     "coverage_curve",
     "coverage_family",
@@ -40,7 +47,9 @@ __all__ = [
     "garnet",
     "initial_policy",
     "path_actions",
+    "planted_garnet",
     "register_envs",
+    "shifted_coverage",
 ]
 
 #: gymnasium id -> (entry point, default keyword arguments); override any with make(id, **kw).

@@ -23,8 +23,11 @@ from experiments.comparison.schema import SIDES, ComparisonInputs
 SWEEP_LAWS = {
     "sample_complexity_ratio_slope": "P2: log-log slope of RR/CARO Q-rollouts vs p",
     "improvement_ratio_slope": "P3: log-log slope of CARO/RR improvement vs p (theory steps)",
-    "rr_samples_tau_slope": "P2: log-log slope of RR Q-rollouts vs tau",
-    "caro_samples_tau_slope": "P2: log-log slope of CARO Q-rollouts vs tau",
+    "rr_samples_tau_slope": "P2: log-log slope of RR Q-rollouts vs tau (theory: Theorem 1's "
+                            "R_max^2 / tau^2 on these instances; tau^-2 at fixed R_max not tested)",
+    "caro_samples_tau_slope": "P2: log-log slope of CARO Q-rollouts vs tau (theory: Theorem 1's "
+                              "R_max^2 / tau^2 on these instances; tau^-2 at fixed R_max not "
+                              "tested)",
     "approx_oracle_rate_slope": "P6: slope of improvement ratio vs (1-beta) gamma",
     "approx_phase_boundary_agreement": "P6: share of grid points where 'beats random' = "
                                        "((1-beta) gamma > p)",

@@ -106,6 +106,27 @@ class CellStore:
     def is_done(self, cell: Cell) -> bool:
         return self.path(cell).exists()
 
+    def problem(self, cell: Cell) -> str | None:
+        """Why the file of a finished cell cannot be used (empty, unreadable, another cell's
+        rows), or ``None`` when it is fine or absent. Reads only the parquet footer (and the
+        ``cell_id`` column when there are rows)."""
+        path = self.path(cell)
+        if not path.exists():
+            return None
+        if path.stat().st_size == 0:
+            return "empty file"
+        try:
+            import pyarrow.parquet as pq
+
+            meta = pq.read_metadata(path)
+            if meta.num_rows:
+                ids = pq.read_table(path, columns=["cell_id"]).column(0).unique().to_pylist()
+                if ids != [cell.cell_id]:
+                    return f"rows of another cell ({ids[:2]})"
+        except Exception as err:  # noqa: BLE001 - any reader error means "recompute"
+            return f"unreadable ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+        return None
+
     def write(self, cell: Cell, frame: pd.DataFrame) -> Path:
         """Write the tagged rows of ``cell`` atomically (temp file + ``os.replace``)."""
         dest = self.path(cell)

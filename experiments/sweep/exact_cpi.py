@@ -5,7 +5,8 @@
 ``s`` the reset rule's per-visit selection (:func:`cpi.selectors.selection`: 1 for random, the
 indicator of G for the oracle, gamma / q for the approximate selector) and ``alpha`` either the
 theory step of each method (:func:`cpi.step_rules.theory_step` on the exact policy advantage over
-the selected states) or the exact line search. Everything is exact (no sampling), so it measures
+the selected states), the paper-form step (:func:`cpi.step_rules.paper_step`, K&L's constants
+translated to the finite horizon as THEORY.md section 2 does) or the exact line search. Everything is exact (no sampling), so it measures
 what the theorem's improvement column predicts without estimation noise.
 """
 
@@ -18,7 +19,13 @@ import numpy as np
 from cpi.evaluation import advantage, evaluate, greedy_policy, improvable_set, occupancy, value
 from cpi.mdp import TabularMDP
 from cpi.selectors import reset_distribution, selection
-from cpi.step_rules import advantage_bound, line_search, theory_step
+from cpi.step_rules import (
+    advantage_bound,
+    guaranteed_improvement,
+    line_search,
+    paper_step,
+    theory_step,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class IterationResult:
     p_mass: float
     precision: float
     recall: float
+    guaranteed: float = float("nan")
 
     @property
     def improvement(self) -> float:
@@ -49,7 +57,8 @@ def _mix(mdp, policy, target, s_flat, alpha):
 
 def exact_iteration(mdp, policy, rule: str, tau: float, step: str = "theory",
                     beta: float = 0.0, gamma: float = 1.0) -> IterationResult:
-    """One CPI iteration with exact advantages (``step``: ``"theory"`` or ``"line_search"``)."""
+    """One CPI iteration with exact advantages (``step``: ``"theory"``, ``"paper"`` or
+    ``"line_search"``)."""
     policy = np.asarray(policy, dtype=np.float64)
     if isinstance(mdp, TabularMDP) and policy.ndim == 2:
         policy = np.broadcast_to(policy, mdp.policy_shape()).copy()
@@ -66,10 +75,13 @@ def exact_iteration(mdp, policy, rule: str, tau: float, step: str = "theory",
     J0 = value(mdp, policy)
     if step == "theory":
         alpha = theory_step(adv_u, mdp.horizon, advantage_bound(mdp))
+    elif step == "paper":
+        alpha = paper_step(adv_u, mdp.horizon, mdp.r_max)
     elif step == "line_search":
         alpha, _ = line_search(lambda a: value(mdp, _mix(mdp, policy, target, sel.s, a)))
     else:
-        raise ValueError(f"step: expected 'theory' or 'line_search', got {step!r}")
+        raise ValueError(f"step: expected 'theory', 'paper' or 'line_search', got {step!r}")
     new = _mix(mdp, policy, target, sel.s, alpha)
+    guaranteed = guaranteed_improvement(adv_u, alpha, mdp.horizon, advantage_bound(mdp), sel.mass)
     return IterationResult(new, J0, value(mdp, new), float(alpha), adv_u, sel.mass,
-                           float(d[G].sum()), sel.precision, sel.recall)
+                           float(d[G].sum()), sel.precision, sel.recall, float(guaranteed))

@@ -253,6 +253,12 @@ def analyze(rows: pd.DataFrame) -> dict:
                                      & (rep["batch"] == SHARED["batch"])],
                                  "_shared", "shared step 0.5, batch 400",
                                  {m: dict(SHARED) for m in METHODS}))
+    paper = {"approx_vs_random": 2.3, "approx_vs_none": 2.7}
+    for key, rec in fits.items():
+        rec["kind"] = "measurement"
+        for pair, value in paper.items():
+            if key.startswith(f"speedup_{pair}"):
+                rec["paper"] = value  # the paper's LLM number (SRPO vs RRPO / GRPO), not theory
     return fits
 
 

@@ -118,12 +118,38 @@ def analyze(rows: pd.DataFrame) -> dict:
         est, lo, hi = bootstrap_mean(per[dev].to_numpy())
         fits[f"first_error_pass_at_{K}_{name}"] = fit_record(
             est, (lo, hi), None, len(per),
+            kind="measurement", paper=PAPER[name],
             description=f"suffix-group pass@{K} (exact), reset {'at the first error (clean prefix)' if dev == 0 else 'one step after it'}, "
-                        f"recover={base['recover'].max():g}; paper (LLM): {PAPER[name]}")
+                        f"recover={base['recover'].max():g} trees only; paper (LLM): {PAPER[name]}")
     est, lo, hi = bootstrap_mean((per[0] - per[1]).to_numpy())
     fits["first_error_pass_gap"] = fit_record(
-        est, (lo, hi), PAPER["before"] - PAPER["after"], len(per),
-        description="pass@4(reset at first error) - pass@4(one step after); 'theory' = paper's LLM gap")
+        est, (lo, hi), None, len(per), kind="measurement",
+        paper=round(PAPER["before"] - PAPER["after"], 3),
+        description="pass@4(reset at first error) - pass@4(one step after), recover = "
+                    f"{base['recover'].max():g} trees; paper: the LLM gap (not a theory value)")
+    # P7 per recover setting (issue 8: pooling recover = 0 and 0.1 trees hides that the
+    # erroneous-prefix level is set by the recover knob): exact at deviation 0 / +1, and the
+    # sampled pass@4 pooled over clean (deviation <= 0) and erroneous (> 0) resets.
+    for kind_name, col, dev_sel in (
+            ("before", "pass_at_k_exact", lambda d: d == 0),
+            ("after", "pass_at_k_exact", lambda d: d == 1),
+            ("clean_prefix_sampled", "pass_at_k_sampled", lambda d: d <= 0),
+            ("erroneous_prefix_sampled", "pass_at_k_sampled", lambda d: d > 0)):
+        group = {}
+        for r, sub in rows.groupby("recover"):
+            sub = sub[dev_sel(sub["deviation"])]
+            w = sub["n_resets"].to_numpy(float)
+            per_seed = sub.groupby("seed").apply(
+                lambda g, c=col: float(np.average(g[c], weights=g["n_resets"])),
+                include_groups=False)
+            est, lo, hi = bootstrap_mean(per_seed.to_numpy())
+            paper = PAPER["before"] if kind_name.startswith(("before", "clean")) else PAPER["after"]
+            group[f"recover={r:g}"] = fit_record(
+                est, (lo, hi), None, len(per_seed), kind="measurement", paper=paper,
+                n_resets=int(w.sum()),
+                description=f"suffix-group pass@{K} ({kind_name.replace('_', ' ')}), trees with "
+                            f"recover={r:g} only; paper (LLM): {paper}")
+        fits[f"first_error_pass_at_{K}_{kind_name}_by_recover"] = group
     corr = base.groupby(["seed", "horizon", "p_correct", "deviation"])["correction_exact"].mean()
     corr = corr.unstack("deviation")
     late = [d for d in corr.columns if d > 0]
@@ -132,15 +158,18 @@ def analyze(rows: pd.DataFrame) -> dict:
     est, lo, hi = bootstrap_mean(mono)
     fits["first_error_correction_falls_after_error"] = fit_record(
         est, (lo, hi), 1.0, len(mono),
-        description="fraction of (seed, tree) cells where every clean-prefix reset corrects more often than every late reset")
+        kind="identity", fraction=True,
+        description="fraction of (seed, tree) cells where every clean-prefix reset corrects more "
+                    "often than every late reset (off-track nodes have value = recover and "
+                    "on-track ones more, by construction of the tree: checks the code)")
     return fits
 
 
 def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
-    fig, (a1, a2) = plots.new_figure(2, width=5.2)
+    fig, (a1, a2) = plots.new_figure(2, width=5.6, height=5.6)
     for (h, q, r), sub in rows.groupby(["horizon", "p_correct", "recover"]):
         g = sub.groupby("deviation")
-        lab = f"H={h}, p_correct={q:g}, recover={r:g}"
+        lab = f"H={int(h)}, p_correct={q:g}, recover={r:g}"
         for ax, col in ((a1, "pass_at_k"), (a2, "correction")):
             m = g[f"{col}_exact"].mean()
             lo, hi = g[f"{col}_exact"].min(), g[f"{col}_exact"].max()
@@ -156,6 +185,8 @@ def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
         ax.set_xlabel("reset step - first-error step (0 = clean prefix just before the error)")
     a1.set(ylabel=f"suffix-group pass@{K} (probability)", title=f"pass@{K} from the reset prefix")
     a2.set(ylabel="correction rate = P(one continuation succeeds)", title="Correction rate by deviation")
+    for ax in (a1, a2):
+        plots.legend_below(ax, ncol=2)
     return plots.finish(fig, [a1, a2], outdir / "first_error",
                         "P7 first-error tree: resets before / at / after the true first error "
                         "(bars: min-max over seeds)")

@@ -28,6 +28,12 @@ def new_figure(ncols: int = 1, width: float = 5.2, height: float = 4.0):
     return fig, axes[0]
 
 
+def new_grid(nrows: int, ncols: int, width: float = 4.4, height: float = 3.6):
+    """A (nrows, ncols) array of axes."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, axes
+
+
 def band(ax, curve: pd.DataFrame, label: str, color=None, marker="o", ls="-") -> None:
     """Plot a :func:`stats.curve_with_ci` frame: mean line with markers and a 95% band."""
     c = curve.dropna(subset=["y"])
@@ -47,11 +53,31 @@ def theory_line(ax, curve: pd.DataFrame, slope: float, label: str, color="0.3") 
     ax.plot(x, y, ls="--", color=color, lw=1.2, label=label)
 
 
+def legend_below(ax, ncol: int = 1) -> None:
+    """Legend under the axes, so it never covers data."""
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
+              frameon=False)
+
+
 def slope_label(name: str, rec: dict | None) -> str:
     if rec is None:
         return name
-    theory = "" if rec.get("theory") is None else f"; theory {rec['theory']:g}"
+    theory = "" if rec.get("theory") is None else f"; theory {rec['theory']:.3g}"
     return f"{name}: slope {format_fit(rec)}{theory}"
+
+
+def log_ticks(axis, lim) -> None:
+    """Readable ticks on a log axis: over less than ~2 decades, ticks at 1, 2, 5 x 10^k labelled
+    in plain numbers (matplotlib would otherwise show one or no major tick); always without
+    crowded minor labels."""
+    lo, hi = (min(lim), max(lim))
+    if isinstance(axis.get_major_locator(), mticker.FixedLocator):  # ticks set by the caller
+        axis.set_minor_formatter(mticker.NullFormatter())
+        return
+    if lo > 0 and hi / lo < 100:
+        axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(mticker.NullFormatter())
 
 
 def finish(fig, ax_list, path_stem: Path, title: str | None = None) -> list[Path]:
@@ -61,10 +87,9 @@ def finish(fig, ax_list, path_stem: Path, title: str | None = None) -> list[Path
         if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
         ax.grid(True, which="both", alpha=0.25)
-        # Log axes spanning less than a decade get crowded minor labels: keep only major ones.
-        for axis in (ax.xaxis, ax.yaxis):
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             if axis.get_scale() == "log":
-                axis.set_minor_formatter(mticker.NullFormatter())
+                log_ticks(axis, lim)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -49,10 +49,14 @@ class Experiment:
 _MODULES = (
     "exp_dilution",
     "exp_estimation",
+    "exp_direct",
     "exp_improvement",
     "exp_end_to_end",
+    "exp_theorem",
     "exp_tau",
     "exp_approx_oracle",
+    "exp_bounds",
+    "exp_scaling",
     "exp_first_error",
     "exp_budget_curves",
 )
@@ -61,10 +65,14 @@ _MODULES = (
 EXPERIMENT_NAMES = (
     "dilution",
     "estimation",
+    "direct",
     "improvement",
     "end_to_end",
+    "theorem_algorithms",
     "tau",
     "approx_oracle",
+    "bounds",
+    "scaling",
     "first_error",
     "budget_curves",
 )

@@ -33,13 +33,21 @@ class SweepArgumentError(ValueError):
     """An invalid sweep option, raised before any cell runs."""
 
 
+class SweepInterrupted(Exception):
+    """Ctrl-C during the cells: ``saved`` of ``total`` planned cells are on disk in ``out``."""
+
+    def __init__(self, saved: int, total: int, out: Path):
+        super().__init__(f"{saved} of {total} cells saved in {out}")
+        self.saved, self.total, self.out = saved, total, out
+
+
 @dataclass
 class SweepOptions:
     """Everything that defines a sweep (the CLI flags, one field each).
 
     Attributes:
         out: output directory (created; must be writable).
-        size: ``"tiny"`` (tests), ``"quick"`` (~3 min on 2 cores), ``"default"`` (~10 min),
+        size: ``"tiny"`` (tests), ``"quick"`` (smoke run), ``"default"`` (run times: README.md),
             ``"full"`` (paper scale).
         only: experiment names to run (default: all, in registry order).
         seeds: replicates per config (default: :data:`~experiments.sweep.registry.DEFAULT_SEEDS`).
@@ -50,8 +58,11 @@ class SweepOptions:
         p_values: override of the coverage grid of experiments that sweep p (each in (0, 1]).
         figures_copy: also copy the figures into this directory (the default CLI run uses
             ``figures/``).
-        progress: tqdm bar (``None``: only on a TTY).
+        progress: ``None``: a tqdm bar on a terminal, one plain-text line per experiment (and
+            per 5% of the cells) otherwise; ``True``: the bar; ``False``: silent.
         max_cells: stop after this many new cells (simulates a killed run in tests).
+        threads: numerical threads (numba, BLAS) per worker; ``threads * jobs`` must not exceed
+            the machine's cores (checked for local runs).
     """
 
     out: Path
@@ -66,6 +77,7 @@ class SweepOptions:
     figures_copy: Path | None = None
     progress: bool | None = None
     max_cells: int | None = None
+    threads: int = 1
 
     @property
     def n_seeds(self) -> int:
@@ -88,6 +100,13 @@ def validate(opts: SweepOptions) -> SweepOptions:
         raise SweepArgumentError(f"--base-seed: expected an integer >= 0, got {opts.base_seed!r}")
     if not isinstance(opts.jobs, int) or opts.jobs < 1:
         raise SweepArgumentError(f"--jobs: expected an integer >= 1, got {opts.jobs!r}")
+    if not isinstance(opts.threads, int) or isinstance(opts.threads, bool) or opts.threads < 1:
+        raise SweepArgumentError(f"--threads: expected an integer >= 1, got {opts.threads!r}")
+    cores = os.cpu_count() or 1
+    if opts.ray_address is None and opts.threads * opts.jobs > cores:
+        raise SweepArgumentError(
+            f"--threads x --jobs: {opts.threads} x {opts.jobs} = {opts.threads * opts.jobs} "
+            f"threads exceed the {cores} cores of this machine; lower --jobs or --threads")
     if opts.backend not in BACKENDS:
         raise SweepArgumentError(f"--backend: expected one of {BACKENDS}, got {opts.backend!r}")
     if opts.backend == "ray" and not ray_available():
@@ -141,13 +160,27 @@ class SweepResult:
     seconds: float = 0.0
 
 
+def _say(opts: SweepOptions, msg: str) -> None:
+    if opts.progress is not False:
+        print(msg, flush=True)
+
+
 def run_sweep(opts: SweepOptions) -> SweepResult:
-    """Validate, run the missing cells, then (if all are done) assemble, fit and plot."""
+    """Validate, run the missing cells, then (if all are done) assemble, fit and plot.
+
+    A corrupt or empty cell file is reported in one line and recomputed. Ctrl-C while cells run
+    raises :class:`SweepInterrupted` (the finished cells stay on disk; a rerun resumes).
+    """
     t0 = time.perf_counter()
     opts = validate(opts)
     out = Path(opts.out)
     store = CellStore(out)
     cells = plan(opts)
+    for c in cells:
+        why = store.problem(c)
+        if why is not None:
+            print(f"cell file {store.path(c)}: {why}; recomputing it", flush=True)
+            store.path(c).unlink()
     todo = [c for c in cells if not store.is_done(c)]
     if opts.max_cells is not None:
         todo = todo[: opts.max_cells]
@@ -157,16 +190,25 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         store.write(cell, rows)
         cell_seconds[cell.experiment] = cell_seconds.get(cell.experiment, 0.0) + seconds
 
-    run_cells(todo, backend=opts.backend, jobs=opts.jobs, ray_address=opts.ray_address,
-              on_done=on_done, progress=opts.progress, total=len(cells),
-              initial=len(cells) - len(todo) if opts.max_cells is None else 0)
+    if todo:
+        _say(opts, f"[cpi sweep] {len(todo)} of {len(cells)} cells to run "
+                   f"({len(cells) - len(todo)} already saved), {opts.jobs} job(s) x "
+                   f"{opts.threads} thread(s); outputs in {out}")
+    try:
+        run_cells(todo, backend=opts.backend, jobs=opts.jobs, ray_address=opts.ray_address,
+                  on_done=on_done, progress=opts.progress, total=len(cells),
+                  initial=len(cells) - len(todo) if opts.max_cells is None else 0,
+                  threads=opts.threads)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(sum(store.is_done(c) for c in cells), len(cells), out) from None
     complete = all(store.is_done(c) for c in cells)
     result = SweepResult(out=out, results=None, summary={}, cells_total=len(cells),
                          cells_run=len(todo), complete=complete)
     if complete:
         results = store.assemble(cells)
         write_parquet_atomic(results, out / "results.parquet")
-        summary, figures = analyze_and_plot(results, opts.only, out / "figures")
+        summary, figures = analyze_and_plot(results, opts.only, out / "figures",
+                                            say=lambda m: _say(opts, m))
         atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
         if opts.figures_copy is not None:
             dest = Path(opts.figures_copy)
@@ -177,16 +219,24 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             shutil.copy2(out / "summary.json", dest / "cpi_sweep_summary.json")
         result.results, result.summary, result.figures = results, summary, figures
     result.seconds = time.perf_counter() - t0
+    import resource
+
+    cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF,
+                                                           resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     meta.update(cells_total=len(cells), cells_run_now=len(todo), complete=complete,
+                cpu_seconds=round(cpu, 1),
                 seconds=round(result.seconds, 2), cell_seconds_by_experiment=cell_seconds,
                 n_seeds=opts.n_seeds, pid=os.getpid())
     atomic_write_bytes(out / "sweep.json", json.dumps(meta, indent=2, default=str).encode())
     return result
 
 
-def analyze_and_plot(results: pd.DataFrame, names, fig_dir: Path) -> tuple[dict, list[Path]]:
-    """Fit every experiment's laws and draw its figures from the assembled rows."""
+def analyze_and_plot(results: pd.DataFrame, names, fig_dir: Path, say=None
+                     ) -> tuple[dict, list[Path]]:
+    """Fit every experiment's laws and draw its figures from the assembled rows (``say``: a
+    function given one progress line per experiment)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,6 +248,8 @@ def analyze_and_plot(results: pd.DataFrame, names, fig_dir: Path) -> tuple[dict,
         if rows.empty:
             continue
         exp = get_experiment(name)
+        if say is not None:
+            say(f"[cpi sweep] fitting and plotting {name} ({len(rows)} rows)")
         fits = exp.analyze(rows)
         summary.update(fits)
         figures.extend(exp.plot(rows, fits, fig_dir))

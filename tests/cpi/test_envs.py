@@ -70,8 +70,9 @@ def test_coverage_family_reach_equals_mass_equals_p(
         np.testing.assert_allclose(maxA[:, chain == k + 1], level, rtol=1e-9)
 
 
-def test_dilution_bound_is_tight_with_unit_headroom():
-    """P1: E_d[max_a A] = tau * p exactly (d the normalised occupancy), and = tau on G."""
+def test_coverage_family_builds_in_the_dilution_equality():
+    """The family's construction (an identity, not a test of P1): with unit headroom
+    E_d[max_a A] = tau * p exactly (d the normalised occupancy), and = tau on G."""
     p, tau, H = 0.05, 0.2, 6
     mdp = coverage_family(p, tau=tau, horizon=H)
     pol = mdp.meta["initial_policy"]
@@ -411,3 +412,167 @@ def test_mdp_env_rejects_bad_input():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action"):
         env.step(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Families where Theorem 1's claims are not built in (shifted, planted Garnet, lock)
+# ---------------------------------------------------------------------------------------------
+from cpi.envs import combination_lock, planted_garnet, shifted_coverage  # noqa: E402
+
+
+def _cpi_direction_J(mdp, tau, alphas, where: str):
+    """J(pi_0 + alpha mask (pi' - pi_0)) with pi' greedy in the exact Q of pi_0 and the mask all
+    states ("rr") or G_tau(pi_0) ("caro")."""
+    pol = initial_policy(mdp)
+    V, Q = cpi.evaluate(mdp, pol)
+    tgt = cpi.greedy_policy(mdp, Q)
+    mask = np.ones(pol.shape[:-1], bool) if where == "rr" else cpi.improvable_set(mdp, pol, tau)
+    return np.array([cpi.value(mdp, pol + a * mask[..., None] * (tgt - pol)) for a in alphas])
+
+
+def _second_difference(mdp, tau, where):
+    """Second difference of J over alpha = 0, 1/2, 1, relative to the change J(1) - J(0)
+    (round-off gives ~1e-15; the threshold below is 1e-3)."""
+    J = _cpi_direction_J(mdp, tau, (0.0, 0.5, 1.0), where)
+    return (J[2] - 2 * J[1] + J[0]) / abs(J[2] - J[0])
+
+
+NEW_FAMILIES = {
+    "shifted": lambda seed: shifted_coverage(0.1, tau=0.1, seed=seed),
+    "planted": lambda seed: planted_garnet(0.1, tau=0.1, seed=seed),
+    "lock": lambda seed: combination_lock(3, tau=0.1, horizon=6, seed=seed),
+}
+
+
+@pytest.mark.parametrize("family", sorted(NEW_FAMILIES))
+def test_new_families_have_curved_J_along_the_rr_direction(family):
+    """Distribution shift: J along the random-reset CPI direction is not linear in alpha (the
+    coverage family's J is, which is what made P3/P6 identities there)."""
+    for seed in range(3):
+        assert abs(_second_difference(NEW_FAMILIES[family](seed), 0.1, "rr")) > 1e-3
+
+
+@pytest.mark.parametrize("family", ["shifted", "planted"])
+def test_new_families_have_curved_J_along_the_oracle_direction(family):
+    """Where G spans several steps of a trajectory, the oracle's update alone curves J too."""
+    for seed in range(3):
+        assert abs(_second_difference(NEW_FAMILIES[family](seed), 0.1, "caro")) > 1e-3
+
+
+def test_coverage_family_is_linear_in_alpha_for_contrast():
+    mdp = coverage_family(0.1, tau=0.1, headroom=3.0, seed=0)
+    for where in ("rr", "caro"):
+        assert abs(_second_difference(mdp, 0.1, where)) < 1e-9
+
+
+def _reachable(mdp):
+    return cpi.occupancy(mdp, initial_policy(mdp)) > 0
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(p=st.floats(0.005, 0.3), A=st.integers(3, 5), H=st.integers(2, 7),
+       leak=st.floats(0.1, 1.0), seed=st.integers(0, 100))
+def test_shifted_coverage_mass_is_p_and_G_is_the_track(p, A, H, leak, seed):
+    tau, headroom = 0.1, 2.0
+    mdp = shifted_coverage(min(p, 0.9 * shifted_coverage(0.001, n_actions=A, horizon=H,
+                                                         leak=leak).meta["p_max"]),
+                           tau=tau, n_actions=A, horizon=H, leak=leak, seed=seed,
+                           headroom=headroom)
+    pol = initial_policy(mdp)
+    cov = cpi.coverage(mdp, pol, tau)
+    assert cov.mass == pytest.approx(mdp.meta["p"], abs=1e-9)
+    assert cov.reach == pytest.approx(mdp.meta["p_reach"], abs=1e-9)
+    assert cov.reach > cov.mass  # the readings differ here
+    live = _reachable(mdp)
+    G = cpi.improvable_set(mdp, pol, tau)
+    np.testing.assert_array_equal(G & live, mdp.meta["improvable_states"] & live)
+    adv = cpi.advantage(mdp, pol)
+    maxA = adv.max(axis=-1)
+    np.testing.assert_allclose(maxA[G & live], headroom * tau, rtol=1e-9)
+    off = ~G & live
+    np.testing.assert_allclose(maxA[off], mdp.meta["side_level"] * tau, rtol=1e-9)  # in (0, tau)
+    np.testing.assert_allclose(adv[off].min(axis=-1), -(A - 1) * maxA[off], rtol=1e-9)  # harmful
+
+
+def test_shifted_coverage_rejects_p_above_its_maximum():
+    p_max = shifted_coverage(0.01).meta["p_max"]
+    with pytest.raises(ValueError, match="^p:"):
+        shifted_coverage(p_max * 1.01)
+
+
+@pytest.mark.parametrize("p", [0.02, 0.1, 0.3])
+def test_planted_garnet_G_is_exactly_the_planted_states(p):
+    tau, headroom = 0.1, 2.0
+    for seed in range(3):
+        mdp = planted_garnet(p, tau=tau, seed=seed, headroom=headroom)
+        pol = initial_policy(mdp)
+        live = _reachable(mdp)
+        G = cpi.improvable_set(mdp, pol, tau)
+        np.testing.assert_array_equal(G & live, mdp.meta["improvable_states"] & live)
+        maxA = cpi.max_advantage(mdp, pol)
+        np.testing.assert_allclose(maxA[G & live], headroom * tau, rtol=1e-9)
+        assert maxA[~G & live].max() <= mdp.meta["off_level"] * tau + 1e-12
+        assert maxA[~G & live].min() > 0  # off-G advantages in (0, tau), not zero
+        assert cpi.advantage(mdp, pol)[live].min() < 0  # harmful actions exist
+        cov = cpi.coverage(mdp, pol, tau)
+        assert cov.mass == pytest.approx(mdp.meta["p_mass"], abs=1e-12)
+        d = cpi.occupancy(mdp, pol) / mdp.horizon
+        assert abs(cov.mass - p) <= d[live].max() + 1e-12  # within one state's mass
+
+
+def test_planting_leaves_the_initial_values_unchanged():
+    """The bonus is paid back at the planted state, so V^{pi_0} equals the unplanted MDP's."""
+    mdp = planted_garnet(0.2, tau=0.1, seed=4)
+    planted = mdp.meta["planted"]
+    assert planted.any()
+    # Rebuild the unplanted MDP from the same seed: planting only changes rewards at planted
+    # states, keeping their uniform mean, so V^{pi_0} must be identical.
+    R0 = mdp.R.copy()
+    R0[planted] = R0[planted].mean(axis=1, keepdims=True)  # spread removed, mean kept
+    other = cpi.TabularMDP(mdp.P, R0, mdp.mu, mdp.horizon)
+    pol = initial_policy(mdp)
+    np.testing.assert_allclose(cpi.evaluate(mdp, pol)[0], cpi.evaluate(other, pol)[0], atol=1e-12)
+    # ... while the planted states' advantages changed (by construction to the level)
+    assert not np.allclose(cpi.evaluate(mdp, pol)[1], cpi.evaluate(other, pol)[1])
+
+
+@pytest.mark.parametrize("D,A", [(0, 2), (2, 2), (4, 2), (2, 3)])
+def test_combination_lock_coverage_is_geometric_in_depth(D, A):
+    tau, headroom, H = 0.1, 1.5, 6
+    mdp = combination_lock(D, tau=tau, n_actions=A, horizon=H, headroom=headroom, seed=D)
+    pol = initial_policy(mdp)
+    cov = cpi.coverage(mdp, pol, tau)
+    assert cov.reach == pytest.approx(A ** -D, rel=1e-12)
+    assert cov.mass == pytest.approx(A ** -D / H, rel=1e-12)
+    live = _reachable(mdp)
+    G = cpi.improvable_set(mdp, pol, tau)
+    np.testing.assert_array_equal(G & live, mdp.meta["improvable_states"] & live)
+    # ancestors: max A = level A^-(D-d) on the lock at depth d < D; the diluted signal is
+    # (D + 1) level p_mass, not level p_mass
+    maxA = cpi.max_advantage(mdp, pol)
+    for d in range(D):
+        lock_d = np.flatnonzero((mdp.meta["state_step"] == d) & (mdp.meta["state_chain"] == 1))
+        np.testing.assert_allclose(maxA[d, lock_d], headroom * tau * float(A) ** -(D - d))
+    dflat = cpi.occupancy(mdp, pol) / H
+    assert float((dflat * maxA).sum()) == pytest.approx((D + 1) * headroom * tau * cov.mass)
+
+
+@pytest.mark.parametrize(
+    "factory,kwargs,field",
+    [
+        (shifted_coverage, {"p": 0.1, "n_actions": 1}, "n_actions"),
+        (shifted_coverage, {"p": 0.1, "leak": 0.0}, "leak"),
+        (shifted_coverage, {"p": 0.1, "side_level": 1.0}, "side_level"),
+        (shifted_coverage, {"p": 0.1, "horizon": 1}, "horizon"),
+        (shifted_coverage, {"p": 0.0}, "p"),
+        (planted_garnet, {"p": 1.0}, "p"),
+        (planted_garnet, {"p": 0.1, "off_level": 1.0}, "off_level"),
+        (planted_garnet, {"p": 0.1, "branching": 100}, "branching"),
+        (combination_lock, {"depth": -1}, "depth"),
+        (combination_lock, {"depth": 3, "horizon": 3}, "horizon"),
+        (combination_lock, {"depth": 2, "headroom": 2.0}, "headroom"),
+    ],
+)
+def test_new_family_bad_knobs_name_the_field(factory, kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        factory(**kwargs)

@@ -5,7 +5,10 @@
 * the reset sampler: the empirical distribution of candidates matches the exact reset
   distribution d (total variation below a bound a few times its sampling scale ~ sqrt(X / n));
 * the Q-rollout sampler: per-(state, action) means within 5 standard errors of exact Q;
-* cost accounting on hand cases (deterministic counts).
+* cost accounting on hand cases (deterministic counts);
+* the alias tables of policies and state weights reproduce their probabilities exactly, and the
+  batched Kakade-Langford kernel (``kl_estimates``) is unbiased for the exact policy advantage
+  with the variance of a mean of n i.i.d. terms.
 
 Failure probability of a correct kernel per check: < 1e-5 (5 sigma), TV bounds with similar slack.
 """
@@ -17,6 +20,8 @@ import pytest
 
 from cpi import TabularMDP, TreeMDP, evaluate, occupancy, value
 from cpi.rollouts import (
+    alias_pack,
+    kl_estimates,
     on_policy_episodes,
     q_rollouts,
     sample_resets,
@@ -274,3 +279,77 @@ def test_selector_flips_use_their_own_stream(case):
     it = iter(full.states)
     assert all(any(x == y for y in it) for x in half.states)  # ordered subsequence
     assert full.base_steps == half.base_steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Alias tables and the batched estimator kernel
+# ---------------------------------------------------------------------------------------------
+def _alias_probabilities(packed: np.ndarray, k: int) -> np.ndarray:
+    """Exact row probabilities encoded by a packed table: slot j gives j w.p. keep, else alias."""
+    m = packed.size // k
+    thresh = (packed >> np.uint64(32)).astype(np.float64) / 2.0**32
+    alias = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    out = np.zeros((m, k))
+    for r in range(m):
+        for j in range(k):
+            out[r, j] += thresh[r * k + j] / k
+            out[r, alias[r * k + j]] += (1 - thresh[r * k + j]) / k
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 64])
+def test_alias_pack_encodes_the_row_probabilities(k):
+    rng = np.random.default_rng(k)
+    probs = rng.dirichlet(np.full(k, 0.3), size=7)
+    probs[0] = 0.0
+    probs[0, k - 1] = 1.0  # a deterministic row
+    np.testing.assert_allclose(_alias_probabilities(alias_pack(probs), k), probs, atol=1e-9)
+
+
+def _kl_case(case):
+    mdp, pol = CASES[case]()
+    A = mdp.n_actions
+    V, Q = evaluate(mdp, pol)
+    adv = (Q - (V[:-1, :, None] if isinstance(mdp, TabularMDP) else V[:, None]))
+    adv = adv.reshape(-1, A)
+    rng = np.random.default_rng(3)
+    tgt = rng.dirichlet(np.ones(A), size=adv.shape[0])  # any target, not only greedy
+    coef = A * (tgt - pol.reshape(-1, A))
+    d = reset_distribution(mdp, pol)
+    w = d * (rng.random(d.size) < 0.5)  # a selector: d restricted to a random set
+    if isinstance(mdp, TreeMDP):
+        w[mdp.is_leaf] = 0.0
+        adv[mdp.is_leaf] = 0.0
+    exact = float(w @ np.einsum("xa,xa->x", tgt, adv)) / w.sum()
+    return mdp, pol, coef, w, exact
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kl_estimates_are_unbiased_with_the_iid_variance(case):
+    mdp, pol, coef, w, exact = _kl_case(case)
+    terms, _ = kl_estimates(mdp, pol, coef, w, 1, 100_000, np.random.default_rng(5))
+    se = terms.std() / np.sqrt(terms.size)
+    assert abs(terms.mean() - exact) < 5 * se
+    # 400 estimates of size 250: their variance is the term variance / 250 (chi-square slack)
+    est, _ = kl_estimates(mdp, pol, coef, w, 250, 400, np.random.default_rng(6))
+    ratio = est.var(ddof=1) / (terms.var(ddof=1) / 250)
+    assert 0.7 < ratio < 1.4
+    assert abs(est.mean() - exact) < 5 * np.sqrt(terms.var() / (250 * 400))
+
+
+def test_kl_estimates_are_deterministic_and_validate_input():
+    mdp, pol, coef, w, _ = _kl_case("tabular")
+    a = kl_estimates(mdp, pol, coef, w, 10, 20, np.random.default_rng(1))[0]
+    b = kl_estimates(mdp, pol, coef, w, 10, 20, np.random.default_rng(1))[0]
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="^coef:"):
+        kl_estimates(mdp, pol, coef[:-1], w, 10, 20, np.random.default_rng(1))
+    with pytest.raises(ValueError, match="^weights:"):
+        kl_estimates(mdp, pol, coef, np.zeros_like(w), 10, 20, np.random.default_rng(1))
+    with pytest.raises(ValueError, match="^n, reps:"):
+        kl_estimates(mdp, pol, coef, w, 0, 20, np.random.default_rng(1))
+    tree, tpol, tcoef, tw, _ = _kl_case("tree")
+    tw = tw.copy()
+    tw[np.flatnonzero(tree.is_leaf)[0]] = 1.0
+    with pytest.raises(ValueError, match="^reset_weights:"):
+        kl_estimates(tree, tpol, tcoef, tw, 10, 20, np.random.default_rng(1))

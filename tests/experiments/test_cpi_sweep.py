@@ -1,15 +1,20 @@
-"""Tests of experiments/cpi_sweep.py: schema, resume, backends, estimation slope, bad arguments.
+"""Tests of experiments/cpi_sweep.py: schema, resume, backends, bad arguments, and faults.
 
-They use the test-only ``tiny`` size (``--tiny``) and a subset of experiments, so the whole file
-runs in about a minute on 2 cores.
+They use the test-only ``tiny`` size (``--tiny``) and a subset of experiments. Faults (issue 12):
+SIGKILL of the driver leaves no worker behind; Ctrl-C (SIGINT to the driver) prints one line and
+a rerun resumes; a corrupt or empty cell file is reported in one line and recomputed; progress is
+plain text when stdout is not a terminal; --threads x --jobs may not exceed the cores.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from experiments.cpi_sweep import options_from_args  # noqa: E402
+from experiments.cpi_sweep import options_from_args, print_summary  # noqa: E402
 from experiments.sweep.backends import ray_available  # noqa: E402
 from experiments.sweep.cells import CellStore  # noqa: E402
 from experiments.sweep.registry import EXPERIMENT_NAMES, get_experiment  # noqa: E402
@@ -27,7 +32,15 @@ from experiments.sweep.runner import SweepOptions, plan, run_sweep  # noqa: E402
 
 FAST = ("dilution", "estimation", "improvement", "first_error")
 REQUIRED_KEYS = ("sample_complexity_ratio_slope", "improvement_ratio_slope",
-                 "rr_samples_tau_slope", "caro_samples_tau_slope", "approx_oracle_rate_slope")
+                 "rr_samples_tau_slope", "caro_samples_tau_slope", "approx_oracle_rate_slope",
+                 # issue 8's new keys
+                 "direct_sample_complexity_ratio_slope", "theorem_algorithms_ratio_slope",
+                 "bound_holds_fraction", "actions_slope")
+#: Grouped keys ({family or method: record}) and a member each must have at tiny size.
+GROUPED = {"direct_sample_complexity_ratio_slope": ("coverage", "shifted", "planted", "lock"),
+           "theorem_algorithms_ratio_slope": ("coverage",),
+           "bound_holds_fraction": ("rr", "caro", "approx"),
+           "actions_slope": ("rr_samples", "caro_samples")}
 
 
 def _opts(out, **kw) -> SweepOptions:
@@ -66,9 +79,19 @@ def test_output_schema(full_tiny):
     summary = json.loads((out / "summary.json").read_text())
     for key in REQUIRED_KEYS:
         assert key in summary, key
-    for key, rec in summary.items():
-        assert set(rec) >= {"estimate", "ci", "theory", "n_points"}, key
+    for key, members in GROUPED.items():
+        assert set(members) <= set(summary[key]), key
+    from experiments.sweep.stats import iter_records
+
+    n = 0
+    for key, name, rec in iter_records(summary):
+        assert set(rec) >= {"estimate", "ci", "theory", "n_points"}, (key, name)
         assert len(rec["ci"]) == 2
+        assert rec.get("kind", "tested") in ("tested", "identity", "measurement"), (key, name)
+        n += 1
+    assert n >= len(summary)
+    for rec in summary["bound_holds_fraction"].values():
+        assert "ratio_median" in rec and rec["n_cells"] > 0
     for name in EXPERIMENT_NAMES:
         pngs = list((out / "figures").glob(f"{name}*.png"))
         pdfs = list((out / "figures").glob(f"{name}*.pdf"))
@@ -76,8 +99,12 @@ def test_output_schema(full_tiny):
     assert res.groupby(["cell_id"]).ngroups == full_tiny.cells_total
 
 
-def test_estimation_slope_interval_finite_and_negative(full_tiny):
+def test_plug_in_slope_record_is_well_formed(full_tiny):
+    """Plumbing of a summary record (finite, ordered interval). Not a check of Theorem 1: the
+    plug-in slope on the coverage family is built in (the exact advantage is tau p and the noise
+    does not depend on p); the direct measurement is tested in test_theorem_checks.py."""
     rec = full_tiny.summary["sample_complexity_ratio_slope"]
+    assert rec["kind"] == "identity"
     lo, hi = rec["ci"]
     assert math.isfinite(lo) and math.isfinite(hi)
     assert lo <= rec["estimate"] <= hi
@@ -156,3 +183,165 @@ def test_cli_tiny_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (out / "results.parquet").exists() and (out / "summary.json").exists()
     assert "dilution_slope" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads, progress, summary (issue 12 items 4 and 7)
+# ---------------------------------------------------------------------------------------------
+def test_threads_must_be_positive_and_fit_the_cores(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        options_from_args(["--threads", "0", "--out", str(tmp_path / "a")])
+    assert "--threads" in capsys.readouterr().err
+    cores = os.cpu_count() or 1
+    with pytest.raises(SystemExit):
+        options_from_args(["--threads", str(cores), "--jobs", "2", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert "--threads x --jobs" in err and "cores" in err
+    assert options_from_args(["--out", str(tmp_path / "c")]).threads == 1
+
+
+def test_plain_text_progress_when_stdout_is_not_a_terminal(tmp_path, capsys):
+    run_sweep(SweepOptions(out=tmp_path / "p", size="tiny", only=("dilution",), seeds=2, jobs=1,
+                           progress=None))
+    out = capsys.readouterr().out
+    assert "[cpi sweep] 16/16 cells (100%)" in out
+    assert "dilution done" in out
+    assert "fitting and plotting dilution" in out
+    assert "\r" not in out  # no bar redraws in a log
+
+
+def test_summary_says_not_reached_and_labels_the_paper():
+    import io
+
+    buf = io.StringIO()
+    print_summary({
+        "a": {"estimate": None, "ci": [None, None], "theory": -2.0, "n_points": 0},
+        "b": {"estimate": 0.5, "ci": [0.4, 0.6], "theory": None, "paper": 0.163, "n_points": 3,
+              "kind": "measurement"},
+        "c": {"fam": {"estimate": -1.9, "ci": [-2.1, -1.7], "theory": -2.0, "n_points": 4}},
+    }, stream=buf)
+    text = buf.getvalue()
+    assert "nan" not in text
+    assert "not reached" in text
+    assert "paper 0.163" in text and "theory 0.163" not in text
+    assert "c[fam]" in text and "holds; tested (could have failed)" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults (issue 12 items 6 and 9)
+# ---------------------------------------------------------------------------------------------
+def test_corrupt_or_empty_cell_files_are_reported_and_recomputed(tmp_path, capsys, full_tiny):
+    opts = _opts(tmp_path / "c", only=("dilution",))
+    run_sweep(opts)
+    store = CellStore(opts.out)
+    cells = plan(opts)
+    store.path(cells[0]).write_bytes(b"not a parquet file")
+    store.path(cells[1]).write_bytes(b"")
+    capsys.readouterr()
+    again = run_sweep(opts)
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("cell file")]
+    assert len(lines) == 2 and all("recomputing it" in ln for ln in lines)
+    assert any("empty file" in ln for ln in lines) and any("unreadable" in ln for ln in lines)
+    assert again.complete and again.cells_run == 2
+    ref = full_tiny.results[full_tiny.results["experiment"] == "dilution"].dropna(axis=1, how="all")
+    got = again.results.dropna(axis=1, how="all")
+    pd.testing.assert_frame_equal(_sorted(got), _sorted(ref[got.columns]), check_dtype=False)
+
+
+def _children(pid: int) -> set[int]:
+    """Pids whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.add(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; only its parent has not reaped it
+
+
+def _start_long_sweep(out: Path, log: Path) -> subprocess.Popen:
+    """A tiny sweep slow enough to be caught mid-run (budget curves, 2 worker processes)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "experiments" / "cpi_sweep.py"), "--tiny", "--only",
+         "budget_curves", "--seeds", "3", "--jobs", "2", "--out", str(out)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=out.parent, env=env,
+        start_new_session=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and Python
+        # then installs no KeyboardInterrupt handler: give the child the default disposition,
+        # as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _wait_for(pred, timeout: float) -> bool:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores for 2 worker processes")
+def test_sigkill_of_the_driver_leaves_no_worker_behind(tmp_path):
+    out = tmp_path / "killed"
+    proc = _start_long_sweep(out, tmp_path / "log")
+    try:
+        assert _wait_for(lambda: len(_children(proc.pid)) >= 2, 120), "workers never started"
+        assert _wait_for(lambda: (out / "cells").exists(), 120)
+        time.sleep(1.0)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        gone = _wait_for(lambda: not any(_alive(w) for w in workers), 10)
+        assert gone, f"still running after SIGKILL of the driver: {[w for w in workers if _alive(w)]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores for 2 worker processes")
+def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tmp_path):
+    out = tmp_path / "interrupted"
+    log = tmp_path / "log"
+    proc = _start_long_sweep(out, log)
+    try:
+        cells = out / "cells" / "budget_curves"
+        assert _wait_for(lambda: cells.exists() and len(list(cells.glob("*.parquet"))) >= 2, 180)
+        os.kill(proc.pid, signal.SIGINT)  # the driver only, as a terminal would not guarantee
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert rc == 130, text
+    assert "Traceback" not in text, text
+    last = [ln for ln in text.splitlines() if ln.startswith("interrupted")]
+    assert len(last) == 1 and "rerun the same command to resume" in last[0]
+    saved = len(list((out / "cells" / "budget_curves").glob("*.parquet")))
+    total = len(plan(SweepOptions(out=out, size="tiny", only=("budget_curves",), seeds=3)))
+    assert f"interrupted: {saved} of {total} cells are saved in {out}" in last[0]
+    assert 0 < saved < total
+    rerun = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "cpi_sweep.py"), "--tiny", "--only",
+         "budget_curves", "--seeds", "3", "--jobs", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{total - saved} of {total} cells to run ({saved} already saved)" in rerun.stdout
+    assert (out / "results.parquet").exists()

@@ -29,6 +29,11 @@ class RecordingEngine:
         self.tokens += sum(c.n_generated for c in out)
         return out
 
+    def sample_suffix_groups(self, groups, generator, temperature=None):
+        out = self.engine.sample_suffix_groups(groups, generator, temperature)
+        self.tokens += sum(c.n_generated for g in out for c in g)
+        return out
+
     def complete(self, prompt_ids_batch, **kw):
         out = self.engine.complete(prompt_ids_batch, **kw)
         self.tokens += sum(len(r) for r in out)
@@ -179,8 +184,9 @@ def test_reset_prefix_is_cut_from_the_parent_and_suffixes_graded_on_the_full_res
         def generate(self, prompts, n_per_prompt=1, generator=None, temperature=None):
             return [[chain(p, [], 3) for _ in range(n_per_prompt)] for p in prompts]
 
-        def sample_suffixes(self, prompt_ids, prefix_ids, k, generator, temperature=None):
-            return [chain(prompt_ids, prefix_ids, 1 + i) for i in range(k)]
+        def sample_suffix_groups(self, groups, generator, temperature=None):
+            return [[chain(prompt_ids, prefix_ids, 1 + i) for i in range(k)]
+                    for prompt_ids, prefix_ids, _spans, k in groups]
 
     graded = []
 

@@ -17,7 +17,7 @@ from srpo.rollout import (
     sample_from_logits,
     token_logprobs,
 )
-from srpo.thoughts import cut_prefix, thought_spans
+from srpo.thoughts import check_spans, cut_prefix, thought_spans
 from srpo.tokenizer import build_tokenizer
 
 ATOL = 1e-5
@@ -76,7 +76,10 @@ def test_left_padded_batch_matches_single(engine, tokenizer):
 
 def _check_chain(chain: Chain, engine: RolloutEngine):
     cfg = engine.config
-    assert chain.spans == thought_spans(chain.response_ids, engine.delimiter_ids, eos_id=engine.eos_id)
+    # spans recorded while sampling equal the same rule applied after the fact
+    assert chain.spans == engine.stop_matcher.spans(chain.response_ids, cfg.max_thought_tokens,
+                                                    engine.eos_ids)
+    check_spans(chain.spans, len(chain.response_ids))
     assert len(chain.spans) <= cfg.max_thoughts
     for start, end in chain.spans:
         length = end - start

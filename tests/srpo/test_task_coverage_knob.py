@@ -9,6 +9,7 @@ import pytest
 
 from srpo.tasks import ModularArithmeticTask, apply_op, format_step
 from srpo.trainer import TRAINER_VERSION, TrainConfig, build_task
+from srpo.config import _NOT_IN_KEY
 from srpo.warmstart import MisconceptionWriter, WarmStartConfig
 
 
@@ -127,18 +128,17 @@ def test_trainer_task_options():
     cfg = TrainConfig(task_steps=5, task_ops=("+",), task_options={
         "hard_steps": [2], "hard_ops": ["*"], "hard_operands": [3], "easy_operands": [1]},
         eval_size=4)
-    task, problems = build_task(cfg)
+    task, problems, _kind = build_task(cfg)
     assert task.hard_steps == (2,) and all(task.hard_step_of(p) == 2 for p in problems)
     # plain runs keep their run keys: task_options enters the key only when set
     d = TrainConfig().to_dict()
-    for k in ("steps", "out_dir", "resume", "checkpoint_every", "device", "cache_dir",
-              "task_options"):
+    for k in (*_NOT_IN_KEY, "engine", "task_options"):
         d.pop(k)
     d["trainer_version"] = TRAINER_VERSION
     old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert TrainConfig().run_key() == old
     assert cfg.run_key() != TrainConfig(task_steps=5, task_ops=("+",), eval_size=4).run_key()
-    with pytest.raises(ValueError, match="task_options keys"):
+    with pytest.raises(ValueError, match="task_options keys must be among"):
         TrainConfig(task_options={"n_steps": 3})
 
 

@@ -147,11 +147,11 @@ def test_load_jsonl_and_parquet(tmp_path):
 def test_missing_answer_errors(tmp_path):
     jsonl = tmp_path / "bad.jsonl"
     jsonl.write_text(json.dumps({"question": "a", "answer": "1"}) + "\n" + json.dumps({"question": "b"}) + "\n")
-    with pytest.raises(ValueError, match=r"row 1 has no 'answer' field"):
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 2 has no answer field"):
         load_dataset_file(jsonl)
     parquet = tmp_path / "bad.parquet"
     pd.DataFrame({"question": ["a", "b"], "answer": ["1", None]}).to_parquet(parquet)
-    with pytest.raises(ValueError, match=r"row 1 has no 'answer' field"):
+    with pytest.raises(ValueError, match=r"bad.parquet: row 1: field 'answer' \(answer\) is empty"):
         load_dataset_file(parquet)
     with pytest.raises(ValueError, match="does not exist"):
         load_dataset_file(tmp_path / "nope.jsonl")

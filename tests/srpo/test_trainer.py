@@ -61,7 +61,10 @@ def test_srpo_steps_change_every_parameter_and_log_every_column(model_dir, tmp_p
 
 
 def _comparable(df):
-    return df.drop(columns=["wall_time"]).reset_index(drop=True)
+    """Drop what measures the machine, not the run: times and memory."""
+    drop = [c for c in df.columns if c == "wall_time" or c.startswith("time_")
+            or c == "step_time_s" or c.endswith("_gib")]
+    return df.drop(columns=drop).reset_index(drop=True)
 
 
 @pytest.mark.parametrize("method", ["srpo", "grpo"])
@@ -112,20 +115,6 @@ def test_cli_rejects_unknown_method(capsys):
     assert "magic" in capsys.readouterr().err
 
 
-def test_cli_clear_errors(tmp_path, capsys):
-    from experiments.llm_srpo import main
-
-    with pytest.raises(SystemExit):
-        main(["--model", str(tmp_path / "missing")])
-    assert "does not exist" in capsys.readouterr().err
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
-    with pytest.raises(SystemExit):
-        main(["--task", str(bad), "--model", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert "row 1" in err and "answer" in err
-
-
 def test_policy_update_uses_logprobs_at_the_sampling_temperature(model_dir):
     """REINFORCE needs log pi of the policy that sampled: logits / the rollout temperature."""
     from srpo.buffers import TrainingSample
@@ -140,6 +129,7 @@ def test_policy_update_uses_logprobs_at_the_sampling_temperature(model_dir):
     ]
     adv = np.array([1.0, -1.0])
     cfg = TrainConfig(model=model_dir, temperature=0.5, grad_clip=None, lr=1e-6)
+    assert cfg.mini_batches == 1 and cfg.micro_batch_tokens is None
     with torch.no_grad():
         lps = token_logprobs(model, [s.prompt_ids for s in samples],
                              [s.response_ids for s in samples], temperature=0.5)
@@ -162,13 +152,15 @@ def test_lora_initialisation_is_seeded(model_dir, tmp_path):
 
 
 def test_checkpoint_of_an_older_trainer_is_not_resumed(model_dir, tmp_path, monkeypatch):
-    import srpo.trainer as trainer
+    import srpo.config as config_module
 
     cfg = _config(model_dir, tmp_path, method="grpo", steps=1)
-    monkeypatch.setattr(trainer, "TRAINER_VERSION", trainer.TRAINER_VERSION - 1)
+    monkeypatch.setattr(config_module, "TRAINER_VERSION", config_module.TRAINER_VERSION - 1)
     old_key = cfg.run_key()
     train(cfg)
     monkeypatch.undo()
     assert cfg.run_key() != old_key
     with pytest.raises(ValueError, match="different configuration"):
         train(cfg)
+    assert list(tmp_path.iterdir())  # the refused run changed nothing: the old files are intact
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["run_key"] == old_key
