@@ -578,53 +578,6 @@ def plot_curves(metrics, out: Path, footer: str) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Progress
-# ------------------------------------------------------------------------------------------------
-
-
-def _warm_start_progress():
-    """A progress callback for the warm start: one bar (or plain lines) per phase."""
-    from srpo.progress import Progress
-
-    state = {"bar": None, "phase": None}
-
-    def callback(phase: str, done: int, total: int) -> None:
-        if state["phase"] != phase:
-            if state["bar"] is not None:
-                state["bar"].close()
-            state["phase"] = phase
-            state["bar"] = Progress(total, f"warm start: {phase}", every_s=15.0)
-            state["done"] = 0
-        if done > state["done"]:
-            state["bar"].update(done - state["done"])
-            state["done"] = done
-        if done >= total and state["bar"] is not None:
-            state["bar"].close()
-            state["bar"], state["phase"] = None, None
-
-    return callback
-
-
-def announce_warm_start(configs: list[TrainConfig]) -> None:
-    """Say where the tiny model is cached, whether it must be trained first, and how to move it."""
-    from srpo.warmstart import WarmStartConfig, is_cached, warm_start_path
-
-    cfg = configs[0]
-    if cfg.model is not None:
-        return
-    ws = WarmStartConfig(**{"num_threads": cfg.num_threads, **cfg.warmstart,
-                            "n_steps": cfg.task_steps, "modulus": cfg.task_modulus,
-                            "ops": cfg.task_ops})
-    path = warm_start_path(ws, cfg.cache_dir)
-    if is_cached(ws, cfg.cache_dir):
-        print(f"warm start: using the cached tiny model in {path}", flush=True)
-    else:
-        print(f"warm start: training the tiny model once ({ws.steps} steps, then an evaluation); "
-              f"it is cached in {path} (move the cache with --cache-dir DIR or "
-              "CREDIT_RESETS_CACHE=DIR)", flush=True)
-
-
-# ------------------------------------------------------------------------------------------------
 # Main
 # ------------------------------------------------------------------------------------------------
 
@@ -634,7 +587,7 @@ def main(argv=None) -> dict:
     import pandas as pd
     import torch
 
-    from srpo.progress import Progress
+    from srpo.progress import Progress, announce_warm_start, warm_start_progress
     from srpo.trainer import train
 
     torch.set_num_threads(args.threads)
@@ -650,7 +603,7 @@ def main(argv=None) -> dict:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars; ours is the one that matters
-    announce_warm_start(configs)
+    announce_warm_start(configs[0])
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
@@ -667,7 +620,7 @@ def main(argv=None) -> dict:
 
         try:
             frame = train(cfg, progress=progress, log=lambda m: print(f"note: {m}", flush=True),
-                          warmstart_progress=_warm_start_progress())
+                          warmstart_progress=warm_start_progress())
         except CheckpointMismatch as err:  # checked in parse_args; kept for a race
             raise SystemExit(f"llm_srpo.py: error: {err}; rerun with --fresh") from None
         except KeyboardInterrupt:

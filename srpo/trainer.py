@@ -119,6 +119,18 @@ def build_task(config: TrainConfig):
     return DatasetTask(problems), eval_problems, source
 
 
+def warm_start_config(config: TrainConfig):
+    """The ``srpo.warmstart.WarmStartConfig`` of the tiny model ``config`` trains (its task
+    fields from ``config``, the rest from ``config.warmstart``), or None for a ``model`` run."""
+    if config.model is not None:
+        return None
+    from srpo.warmstart import WarmStartConfig
+
+    return WarmStartConfig(**{"num_threads": config.num_threads, **config.warmstart,
+                              "n_steps": config.task_steps, "modulus": config.task_modulus,
+                              "ops": config.task_ops})
+
+
 def load_policy(config: TrainConfig, progress: Callable | None = None):
     """``(model, tokenizer, model_path)``: the configured model, or the warm-started tiny model.
 
@@ -131,12 +143,10 @@ def load_policy(config: TrainConfig, progress: Callable | None = None):
             raise ConfigError("model", "model: the tiny warm-started model only knows the "
                                        "synthetic task; pass a local Hugging Face model for a "
                                        "task file")
-        from srpo.warmstart import WarmStartConfig, warm_start
+        from srpo.warmstart import warm_start
 
-        ws = WarmStartConfig(**{"num_threads": config.num_threads, **config.warmstart,
-                                "n_steps": config.task_steps, "modulus": config.task_modulus,
-                                "ops": config.task_ops})
-        path = warm_start(ws, cache_dir=config.cache_dir, progress=progress)
+        path = warm_start(warm_start_config(config), cache_dir=config.cache_dir,
+                          progress=progress)
     else:
         path = Path(config.model)
     model, tokenizer = load_model(
