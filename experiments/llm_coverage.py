@@ -36,7 +36,8 @@ prediction to the tracked ``figures/`` (``coverage_pre_rl.json``, ``coverage_pre
 its figure may replace the published one.
 
 Threads: ``--threads`` torch threads per run (default 1; the warm start always uses 1 so its
-cache key, and therefore the model, is the same on every machine); ``--jobs N`` trains N runs at
+cache key, and therefore the model, is the same on every machine); ``--jobs N`` (default 2 where two
+one-thread runs fit the cores) trains N runs at
 once in worker processes (the numbers do not depend on it). A run's checkpoints belong to its
 thread count: rerun with the same ``--threads`` to resume, or ``--fresh``.
 """
@@ -48,6 +49,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -174,7 +176,10 @@ def run_measure(args) -> dict:
         _say(f"measure: training the family's warm start ({ws_config.steps} steps, 1 thread); "
              f"cached in {where} (set CREDIT_RESETS_CACHE or --cache-dir to move it)")
     t0 = time.time()
-    model_dir = warm_start(ws_config, cache_dir=cache, verbose=args.verbose)
+    from srpo.progress import warm_start_progress
+
+    model_dir = warm_start(ws_config, cache_dir=cache, verbose=args.verbose,
+                           progress=warm_start_progress())
     model, tokenizer, info = load_warm_start(model_dir)
     _say(f"measure: warm start ready ({time.time() - t0:.0f}s): {info['eval']}")
     records, chains = [], []
@@ -293,8 +298,11 @@ def _finished(cfg) -> bool:
 
 def _train_one(cfg) -> str:
     """One RL run (in this process or a worker); returns its progress line."""
+    from transformers.utils import logging as hf_logging
+
     from srpo.trainer import train
 
+    hf_logging.disable_progress_bar()  # workers start clean (spawn): say it again here
     t1 = time.time()
     df = train(cfg)
     j = cfg.task_options["hard_steps"][0]
@@ -323,9 +331,11 @@ def run_train(args, pre: dict, prediction: dict | None) -> dict:
         _say(f"train: reusing {len(configs) - len(todo)} finished runs")
     # the warm start is trained (or loaded) once here, not by several workers at once
     if todo:
+        from srpo.progress import announce_warm_start, warm_start_progress
         from srpo.trainer import load_policy
 
-        load_policy(todo[0])
+        announce_warm_start(todo[0])
+        load_policy(todo[0], progress=warm_start_progress())
     if args.jobs > 1 and len(todo) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -394,9 +404,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     choices=METHODS, help="methods to train (default: all four)")
     ap.add_argument("--threads", type=int, default=1, metavar="N",
                     help="torch CPU threads per run (default 1)")
-    ap.add_argument("--jobs", type=int, default=1, metavar="N",
-                    help="RL runs in parallel worker processes (default 1; each run's numbers "
-                         "do not depend on it; use --jobs 2 on a quiet 2-core machine)")
+    ap.add_argument("--jobs", type=int, default=None, metavar="N",
+                    help="RL runs in parallel worker processes (default: 2 when --threads x 2 "
+                         "fits the cores, else 1; each run's numbers do not depend on it)")
     ap.add_argument("--cache-dir", default=None, metavar="DIR",
                     help="warm-start cache root (default $CREDIT_RESETS_CACHE or "
                          "~/.cache/credit-resets)")
@@ -407,6 +417,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--verbose", action="store_true", help="print warm-start progress")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.jobs is None:
+        args.jobs = max(1, min(2, (os.cpu_count() or 1) // max(1, args.threads)))
     for name in ("seeds", "steps", "threads", "jobs", "prompts_per_step"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -433,6 +445,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-save weight-writing bars; the runs' lines matter
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pre = prediction = None

@@ -412,6 +412,34 @@ def _fmt_x(e: st.Estimate) -> str:
     return e.fmt(digits=2, suffix="x")
 
 
+def cell_verdict(predicted: st.Estimate, measured: st.Estimate) -> str:
+    """Where the LM's speed-up lies against the predicted interval at one setting: ``below``,
+    ``inside``, ``above`` or ``n/a``. "Not reached" (the method's seed-mean curve never reaches
+    the comparator's final score within the shared budget) means a speed-up below 1, since the
+    comparator reaches it within the budget: it counts as ``below`` a prediction above 1."""
+    if not predicted.finite or not np.isfinite(predicted.lo):
+        return "n/a"
+    if not measured.finite:
+        return "below" if predicted.lo > 1 else "n/a"
+    lo = measured.lo if np.isfinite(measured.lo) else measured.value
+    hi = measured.hi if np.isfinite(measured.hi) else measured.value
+    if hi < predicted.lo:
+        return "below"
+    if lo > predicted.hi:
+        return "above"
+    return "inside"
+
+
+def cell_counts(result: dict) -> dict:
+    """``{axis: {pair: {verdict: count}}}`` of :func:`cell_verdict` over the settings."""
+    out: dict = {}
+    for r in result["table"].itertuples():
+        v = cell_verdict(r.predicted, r.measured)
+        d = out.setdefault(r.axis, {}).setdefault(r.pair, {})
+        d[v] = d.get(v, 0) + 1
+    return out
+
+
 def overall_verdict(result: dict) -> str:
     """One paragraph: the slope verdict of every pair on both axes, and the interval overlap."""
     v = result["verdicts"]
@@ -421,6 +449,16 @@ def overall_verdict(result: dict) -> str:
     for axis, name in (("samples", "per rollout"), ("compute", "per generated token")):
         pairs = "; ".join(f"{m} vs {c}: {v.get((axis, f'{m}_vs_{c}'), 'n/a')}" for m, c in PAIRS)
         parts.append(f"Slope of speed-up vs p, LM against the simulation, {name}: {pairs}.")
+    counts = cell_counts(result)
+    for axis, name in (("samples", "per rollout"), ("compute", "per generated token")):
+        tot = {}
+        for d in counts.get(axis, {}).values():
+            for k, c in d.items():
+                tot[k] = tot.get(k, 0) + c
+        parts.append(f"Settings x pairs, {name}: the LM's speed-up is below the predicted "
+                     f"interval in {tot.get('below', 0)}, inside it in {tot.get('inside', 0)}, "
+                     f"above it in {tot.get('above', 0)} (n/a {tot.get('n/a', 0)}; a speed-up "
+                     "not reached counts as below a prediction above 1).")
     share, n = result["overlap_share"]
     if n:
         parts.append(f"The LM's interval overlaps the predicted one in {share:.0%} of the {n} "
@@ -459,14 +497,17 @@ def write_table(cov: CoverageInputs, result: dict, out: Path,
                 r = sub[sub["pair"] == f"{m}_vs_{c}"].iloc[0]
                 cells.append(f"{_fmt_x(r.predicted)} / {_fmt_x(r.measured)}")
             lines.append(f"| {j} | {sub['p'].iloc[0]:.3f} | " + " | ".join(cells) + " |")
-        lines += ["", "| pair | slope vs p, simulation | slope vs p, LM | verdict |",
-                  "|---|---|---|---|"]
+        counts = cell_counts(result).get(axis, {})
+        lines += ["", "| pair | slope vs p, simulation | slope vs p, LM | verdict | settings: "
+                  "LM below / inside / above the prediction |", "|---|---|---|---|---|"]
         for m, c in PAIRS:
             pair = f"{m}_vs_{c}"
             sim = result["sim_slopes"].get(axis, {}).get(pair, st.NAN_ESTIMATE)
             lm = result["lm_slopes"].get(axis, {}).get(pair, st.NAN_ESTIMATE)
+            k = counts.get(pair, {})
             lines.append(f"| {m} vs {c} | {sim.fmt(digits=2)} | {lm.fmt(digits=2)} | "
-                         f"{result['verdicts'].get((axis, pair), '—')} |")
+                         f"{result['verdicts'].get((axis, pair), '—')} | {k.get('below', 0)} / "
+                         f"{k.get('inside', 0)} / {k.get('above', 0)} |")
     if result["quality"]:
         lines += ["", "## Localizers during training (failed parents of the reset methods)", "",
                   "| hard step | p (RRPO parents) | random: clean share | self 1−β | self γ | "
@@ -513,6 +554,7 @@ def write_table(cov: CoverageInputs, result: dict, out: Path,
     js.write_text(json.dumps(enc({
         "rows": rows, "lm_slopes": result["lm_slopes"], "sim_slopes": result["sim_slopes"],
         "verdicts": result["verdicts"], "verdict": overall_verdict(result),
+        "cell_counts": cell_counts(result),
         "quality": {str(j): {m: asdict(q) for m, q in d.items()}
                     for j, d in result["quality"].items()},
         "sources": sources or [],

@@ -151,6 +151,22 @@ def test_loglog_slope_recovers_a_power_law():
 
 
 # ------------------------------------------------------------------------ provenance
+def test_cell_verdict_against_the_predicted_interval():
+    from experiments.comparison.coverage import cell_verdict
+
+    pred = st.Estimate(5.0, 4.0, 6.0)
+    nan = float("nan")
+    assert cell_verdict(pred, st.Estimate(1.0, 0.9, 1.1)) == "below"
+    assert cell_verdict(pred, st.Estimate(4.5, 3.0, 7.0)) == "inside"
+    assert cell_verdict(pred, st.Estimate(9.0, 7.0, 12.0)) == "above"
+    # not reached: slower than the comparator (< 1): below a prediction above 1 only
+    assert cell_verdict(pred, st.Estimate(nan, nan, nan)) == "below"
+    assert cell_verdict(st.Estimate(1.2, 0.96, 1.6), st.Estimate(nan, nan, nan)) == "n/a"
+    # a point without an interval is compared as a point
+    assert cell_verdict(pred, st.Estimate(5.5, nan, nan)) == "inside"
+    assert cell_verdict(st.Estimate(nan, nan, nan), st.Estimate(1.0, 0.9, 1.1)) == "n/a"
+
+
 def test_sim_provenance(tmp_path):
     d = tmp_path / "s"
     d.mkdir()
