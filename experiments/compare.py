@@ -1,9 +1,10 @@
-"""Compare the CPI simulation with the language-model (SRPO) runs in one schema, four figures, one table.
+"""Compare the CPI simulation with the language-model (SRPO) runs in one schema, five figures, two tables.
 
 Usage::
 
     python experiments/compare.py                                   # runs/cpi_sweep + runs/llm
     python experiments/compare.py --cpi runs/cpi_sweep --llm runs/llm --out runs/compare
+    python experiments/compare.py --only coverage --coverage runs/llm_coverage_quick --out DIR
 
 Reads the tidy outputs of ``experiments/cpi_sweep.py`` (``results.parquet``, ``summary.json``) and
 of ``experiments/llm_srpo.py`` (``metrics.parquet``, ``resets.parquet``), maps both into the common
@@ -14,10 +15,18 @@ reset-event and learning-curve tables (docs/compare.md), and writes into ``--out
 * ``compare_gradient_signal.{png,pdf}`` -- per-token gradient signal, reset vs base groups;
 * ``compare_phase_map.{png,pdf}`` -- the LM's localizer on the simulation's (beta, gamma) map;
 * ``comparison.md`` / ``comparison.json`` -- quantity, paper, simulation, language model;
-* ``resets_common.parquet`` / ``curves_common.parquet`` -- the two sides in the common schema.
+* ``resets_common.parquet`` / ``curves_common.parquet`` -- the two sides in the common schema;
+* ``compare_coverage.{png,pdf}``, ``compare_coverage.md`` / ``.json`` -- speed-up vs coverage p,
+  the simulation's prediction and the language model's points, and the phase map, when the
+  coverage experiment (``experiments/llm_coverage.py``, ``--coverage DIR``) has run.
 
-Figures are also copied to ``figures/`` unless ``--no-copy-figures``. Every input problem (missing
-directory, file, experiment or column) is reported, naming it, before anything is drawn.
+Published results are never replaced by a smoke run: the figures and tables are copied to the
+repository's ``figures/`` only when every input they are drawn from is the full default run
+(decided from what each run recorded: ``sweep.json``, the LLM runs' ``summary.json``; see
+``experiments/comparison/provenance.py``); otherwise they are written under ``--out`` only and
+the command says why. Every figure's footer and each table names the runs (configuration, seeds,
+steps) it was drawn from. Every input problem (missing directory, file, experiment or column) is
+reported, naming it, before anything is drawn.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,68 +42,144 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from experiments.comparison import figures as fg  # noqa: E402
+from experiments.comparison import provenance as pv  # noqa: E402
 from experiments.comparison import stats as st  # noqa: E402
 from experiments.comparison.report import write_report  # noqa: E402
-from experiments.comparison.schema import InputError, load_inputs  # noqa: E402
+from experiments.comparison.schema import InputError, load_cpi, load_inputs  # noqa: E402
 
 DEFAULT_CPI = Path("runs/cpi_sweep")
 DEFAULT_LLM = Path("runs/llm")
+DEFAULT_COVERAGE = Path("runs/llm_coverage")
 DEFAULT_OUT = Path("runs/compare")
 DEFAULT_FIGURES = REPO_ROOT / "figures"
+ONLY = ("all", "main", "coverage")
 
 
 @dataclass
 class ComparisonResult:
-    """What :func:`run_comparison` wrote: the figure files, the report files, the verdict."""
+    """What :func:`run_comparison` wrote.
+
+    Attributes:
+        figures: every figure file written under ``out_dir``.
+        report, report_json: ``comparison.md`` / ``.json`` (None with ``only="coverage"``).
+        quality: the LM localizers' place on the phase map (main comparison).
+        speedups: the main comparison's speed-up table.
+        provenance: one :class:`~experiments.comparison.provenance.RunProvenance` per input.
+        copied: files copied to ``figures_copy``.
+        not_copied: why nothing was copied there (empty when copied or not asked).
+        coverage: the coverage analysis, when drawn.
+    """
 
     figures: list[Path]
-    report: Path
-    report_json: Path
+    report: Path | None
+    report_json: Path | None
     quality: dict
     speedups: object
+    provenance: list = field(default_factory=list)
+    copied: list = field(default_factory=list)
+    not_copied: str = ""
+    coverage: dict | None = None
+
+
+def _is_published_dir(path: Path) -> bool:
+    return Path(path).resolve() == Path(DEFAULT_FIGURES).resolve()
 
 
 def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFAULT_LLM,
                    out_dir: str | Path = DEFAULT_OUT, figures_copy: str | Path | None = None,
-                   n_boot: int = 400) -> ComparisonResult:
-    """Read both sides, draw the four figures and write the comparison table.
+                   n_boot: int = 400, coverage_dir: str | Path | None = None,
+                   only: str = "all") -> ComparisonResult:
+    """Read the inputs, draw the figures and write the tables.
 
     Args:
         cpi_dir: output directory of ``experiments/cpi_sweep.py``.
         llm_dir: output directory of ``experiments/llm_srpo.py``.
         out_dir: where figures, ``comparison.md`` and the common-schema tables go.
-        figures_copy: also copy the figures here (``None``: do not copy).
+        figures_copy: also copy the figures and tables here (``None``: do not copy). The
+            repository's ``figures/`` receives them only if every input is the full default run.
         n_boot: bootstrap resamples for speed-up intervals.
+        coverage_dir: output directory of ``experiments/llm_coverage.py`` (None: skip the
+            coverage figure).
+        only: ``all``, ``main`` (the four simulation-vs-LM figures) or ``coverage``.
 
     Raises:
         InputError: a missing or malformed input, before any file is written.
     """
-    inputs = load_inputs(cpi_dir, llm_dir)
+    if only not in ONLY:
+        raise ValueError(f"only must be one of {ONLY}; got {only!r}")
+    from experiments.comparison import coverage as cv
+
+    inputs = cov = None
+    main_provs: list[pv.RunProvenance] = []
+    cov_provs: list[pv.RunProvenance] = []
+    if only in ("all", "main"):
+        inputs = load_inputs(cpi_dir, llm_dir)
+        main_provs = [pv.sim_provenance(cpi_dir), pv.llm_provenance(llm_dir)]
+    sim_phase = inputs.phase if inputs is not None else None
+    if only in ("all", "coverage") and coverage_dir is not None:
+        cov = cv.load_coverage(coverage_dir)
+        if sim_phase is None and Path(cpi_dir).is_dir():
+            try:  # the simulation's phase grid is optional background for the coverage figure
+                sim_phase = load_cpi(cpi_dir)["phase"]
+            except InputError:
+                sim_phase = None
+        cov_provs = [pv.coverage_provenance(coverage_dir)]
+        if sim_phase is not None:
+            cov_provs.append(pv.sim_provenance(cpi_dir))
+    if inputs is None and cov is None:
+        raise InputError(f"coverage input directory {coverage_dir} not given or missing "
+                         "(produce it with `python experiments/llm_coverage.py`)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    inputs.resets.to_parquet(out / "resets_common.parquet", index=False)
-    inputs.curves.to_parquet(out / "curves_common.parquet", index=False)
 
-    llm_resets = inputs.resets[inputs.resets["side"] == "language model"]
-    quality = {m: st.selector_quality(llm_resets, m)
-               for m in ("self", "random", "oracle") if m in set(llm_resets["method"])}
-    speedups = fg.speedup_table(inputs.curves, n_boot=n_boot)
-
-    figures: list[Path] = []
-    figures += fg.localization_figure(inputs.resets, out)
-    figures += fg.learning_curves_figure(inputs.curves, speedups, out)
-    figures += fg.gradient_signal_figure(inputs.signal, out)
-    figures += fg.phase_map_figure(inputs.phase, quality, out, inputs.sim_selectors)
-    report, report_json = write_report(inputs, speedups, quality, figures, out)
+    # (files, provenance) per group: each group reaches the published figures/ only when
+    # every run it is drawn from is the full default run
+    groups: list[tuple[list[Path], list[pv.RunProvenance]]] = []
+    result = ComparisonResult([], None, None, {}, None, main_provs + cov_provs)
+    if inputs is not None:
+        footer = pv.footer_text(main_provs)
+        inputs.resets.to_parquet(out / "resets_common.parquet", index=False)
+        inputs.curves.to_parquet(out / "curves_common.parquet", index=False)
+        llm_resets = inputs.resets[inputs.resets["side"] == "language model"]
+        quality = {m: st.selector_quality(llm_resets, m)
+                   for m in ("self", "random", "oracle") if m in set(llm_resets["method"])}
+        speedups = fg.speedup_table(inputs.curves, n_boot=n_boot)
+        figures: list[Path] = []
+        figures += fg.localization_figure(inputs.resets, out, footer=footer)
+        figures += fg.learning_curves_figure(inputs.curves, speedups, out, footer=footer)
+        figures += fg.gradient_signal_figure(inputs.signal, out, footer=footer)
+        figures += fg.phase_map_figure(inputs.phase, quality, out, inputs.sim_selectors,
+                                       footer=footer)
+        report, report_json = write_report(inputs, speedups, quality, figures, out,
+                                           provenance=main_provs)
+        result.figures += figures
+        result.report, result.report_json = report, report_json
+        result.quality, result.speedups = quality, speedups
+        # the table travels with the figures so the tracked folder holds the numbers too
+        groups.append((figures + [report], main_provs))
+    if cov is not None:
+        figs, md, _js, cres = cv.coverage_outputs(cov, out, provenance=cov_provs,
+                                                  sim_phase=sim_phase, n_boot=max(n_boot, 200))
+        result.figures += figs
+        result.coverage = cres
+        groups.append((figs + [md], cov_provs))
 
     if figures_copy is not None:
         dest = Path(figures_copy)
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in figures:
-            shutil.copy2(f, dest / f.name)
-        # The table travels with the figures so the tracked folder holds the numbers too.
-        shutil.copy2(report, dest / "comparison.md")
-    return ComparisonResult(figures, report, report_json, quality, speedups)
+        reasons = []
+        for files, provs in groups:
+            if _is_published_dir(dest) and not pv.all_default(provs):
+                reasons += [f"{p.side} {p.directory}: {', '.join(p.reasons)}"
+                            for p in provs if not p.is_default]
+                continue
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copy2(f, dest / f.name)
+                result.copied.append(dest / f.name)
+        if reasons:
+            result.not_copied = (f"not copied to {dest} (the published figures change only with "
+                                 f"full default runs): " + "; ".join(dict.fromkeys(reasons)))
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not copy the figures anywhere besides --out")
     ap.add_argument("--n-boot", type=int, default=400, metavar="N",
                     help="bootstrap resamples for speed-up intervals (default 400)")
+    ap.add_argument("--coverage", type=Path, default=None, metavar="DIR",
+                    help=f"llm_coverage output directory (default {DEFAULT_COVERAGE} when it "
+                         "exists; the coverage figure is skipped otherwise)")
+    ap.add_argument("--only", choices=ONLY, default="all",
+                    help="draw only the main comparison or only the coverage figure")
     return ap
 
 
@@ -122,15 +212,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_boot < 10:
         print("compare: error: --n-boot must be at least 10", file=sys.stderr)
         return 2
+    coverage = args.coverage
+    if coverage is None and args.only != "main" and DEFAULT_COVERAGE.is_dir():
+        coverage = DEFAULT_COVERAGE
+    if args.only == "coverage" and coverage is None:
+        print(f"compare: input error: --only coverage needs --coverage DIR ({DEFAULT_COVERAGE} "
+              "does not exist; produce it with `python experiments/llm_coverage.py`)",
+              file=sys.stderr)
+        return 2
     try:
         result = run_comparison(args.cpi, args.llm, args.out,
-                                None if args.no_copy_figures else args.figures_dir, args.n_boot)
+                                None if args.no_copy_figures else args.figures_dir, args.n_boot,
+                                coverage_dir=coverage, only=args.only)
     except InputError as exc:
         print(f"compare: input error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {result.report}")
-    for f in result.figures:
-        print(f"wrote {f}")
+    for p in result.provenance:
+        print(p.line())
+    for f in [result.report, *result.figures]:
+        if f is not None:
+            print(f"wrote {f}")
+    if result.coverage is not None:
+        from experiments.comparison.coverage import overall_verdict
+
+        print(f"coverage: {overall_verdict(result.coverage)}")
+    if result.copied:
+        print(f"copied {len(result.copied)} files to {result.copied[0].parent}")
+    if result.not_copied:
+        print(result.not_copied)
     return 0
 
 

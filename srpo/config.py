@@ -100,6 +100,10 @@ _NOT_IN_KEY = ("steps", "epochs", "out_dir", "resume", "checkpoint_every", "devi
                "vllm_enforce_eager")
 
 
+#: keyword arguments of ``srpo.tasks.ModularArithmeticTask`` that ``TrainConfig.task_options`` accepts
+TASK_OPTIONS = ("hard_steps", "hard_ops", "hard_operands", "easy_operands")
+
+
 class ConfigError(ValueError):
     """A bad TrainConfig value; ``field`` names the field."""
 
@@ -189,6 +193,9 @@ class TrainConfig:
         task: ``synthetic`` (chained modular arithmetic with a step verifier) or a path to a
             ``.jsonl`` / ``.parquet`` file (``srpo.data``), trained on in full, epoch by epoch.
         task_steps, task_modulus, task_ops: the synthetic task's H, modulus and operators.
+        task_options: further keyword arguments of ``srpo.tasks.ModularArithmeticTask`` (the
+            coverage knob ``hard_steps``, ``hard_ops``, ``hard_operands``, ``easy_operands``);
+            empty: the plain task. Enters the run key only when set.
         question_field, answer_field: field names in the task and eval files (None: detected).
         eval_task: a held-out file of problems for ``J`` (task files).
         eval_split: fraction of the task file held out for ``J`` instead (0: none).
@@ -266,6 +273,7 @@ class TrainConfig:
     task_steps: int = 6
     task_modulus: int = 10
     task_ops: tuple[str, ...] = ("+", "-", "*")
+    task_options: dict = field(default_factory=dict)
     question_field: str | None = None
     answer_field: str | None = None
     eval_task: str | None = None
@@ -379,6 +387,12 @@ class TrainConfig:
         except ValueError as err:
             name = str(err).split()[1]
             raise ConfigError(f"vllm_{name}", str(err).replace("vllm ", "vllm_", 1)) from None
+        if self.task_options:
+            if not self.is_synthetic:
+                fail("task_options", f"apply to task='synthetic' only; got task {self.task!r}")
+            unknown = sorted(set(self.task_options) - set(TASK_OPTIONS))
+            if unknown:
+                fail("task_options", f"keys must be among {TASK_OPTIONS}; got {unknown}")
         if self.is_synthetic and (self.eval_task is not None or self.eval_split):
             fail("eval_task", "and eval_split apply to task files only (the synthetic task draws "
                               "its evaluation set with eval_seed)")
@@ -401,6 +415,8 @@ class TrainConfig:
             d.pop(k)
         if d["engine"] == "hf":  # the default engine leaves the keys of earlier runs unchanged
             d.pop("engine")
+        if not d["task_options"]:  # runs of the plain task keep their keys (and checkpoints)
+            d.pop("task_options")
         d["trainer_version"] = TRAINER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

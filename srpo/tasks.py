@@ -17,6 +17,17 @@ later steps computed correctly from the wrong value cannot (except by a lucky mo
 recover the right answer. `reference_solution(problem, error_rate, rng)` samples such solutions with
 independent per-step errors, giving supervised data with a controllable error rate.
 
+Coverage knob (`hard_steps`, `hard_ops`, `hard_operands`, `easy_operands`). By default every
+step's operator is drawn from `ops`. With `hard_steps` set, one step per problem -- at a position
+drawn uniformly from `hard_steps` (1-based; a single position fixes it) -- takes its operator from
+`hard_ops` (and its operand from `hard_operands`, if given) and all other steps take theirs from
+`ops` (and their operands from `easy_operands`, if given: e.g. `(1,)` makes every other step
+"+1", which a small model never has to look up in the question). Paired with a warm start whose misconceptions sit only on the hard operators
+(`srpo.warmstart.WarmStartConfig.confused_ops`), the position of the step the model tends to get
+wrong moves while its difficulty stays the same: an early hard step in a long chain puts the first
+error of failed chains near the start (small coverage p of docs/compare.md), a late one near the
+end (large p). `experiments/llm_coverage.py` uses it; the default task is unchanged.
+
 Real datasets (`DatasetTask`, `load_dataset_file`)
 ---------------------------------------------------
 Local JSONL or parquet files (plain question/answer fields or the release's parquet layout; see
@@ -139,14 +150,25 @@ class ModularArithmeticTask:
     Attributes:
         n_steps: H, operations per problem (>= 1).
         modulus: values live in `0..modulus-1` (>= 2); |Y| = modulus candidates per step.
-        ops: operator set (difficulty: "+" only is easiest, "*" hardest).
+        ops: operator set (difficulty: "+" only is easiest, "*" hardest); with `hard_steps`,
+            the operators of every step but the hard one.
         prompt_template: format string with `{question}`.
+        hard_steps: 1-based positions the hard step may take, one drawn uniformly per problem
+            (`(3,)` fixes it at step 3); empty (default): no hard step, every operator from `ops`.
+        hard_ops: operators of the hard step (used only with `hard_steps`).
+        hard_operands: operands of the hard step (empty: `1..modulus-1`; only with `hard_steps`).
+        easy_operands: operands of the other steps (empty: `1..modulus-1`; only with
+            `hard_steps`).
     """
 
     n_steps: int = 4
     modulus: int = 10
     ops: tuple[str, ...] = ("+", "-", "*")
     prompt_template: str = "{question}\n"
+    hard_steps: tuple[int, ...] = ()
+    hard_ops: tuple[str, ...] = ("*",)
+    hard_operands: tuple[int, ...] = ()
+    easy_operands: tuple[int, ...] = ()
     has_step_verifier: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +179,26 @@ class ModularArithmeticTask:
         if not self.ops or any(op not in ("+", "-", "*") for op in self.ops):
             raise ValueError(f"ops must be a non-empty subset of ('+', '-', '*'), got {self.ops!r}")
         self.ops = tuple(self.ops)
+        if not self.hard_ops or any(op not in ("+", "-", "*") for op in self.hard_ops):
+            raise ValueError(
+                f"hard_ops must be a non-empty subset of ('+', '-', '*'), got {self.hard_ops!r}")
+        self.hard_ops = tuple(self.hard_ops)
+        if isinstance(self.hard_steps, int):
+            self.hard_steps = (self.hard_steps,)
+        self.hard_steps = tuple(self.hard_steps)
+        for position in self.hard_steps:
+            if isinstance(position, bool) or not isinstance(position, int | np.integer) or not (
+                    1 <= position <= self.n_steps):
+                raise ValueError(
+                    f"hard_steps must hold positions in 1..n_steps={self.n_steps}, "
+                    f"got {self.hard_steps!r}")
+        self.hard_steps = tuple(int(x) for x in self.hard_steps)
+        for name in ("hard_operands", "easy_operands"):
+            values = tuple(int(x) for x in getattr(self, name))
+            if any(not 1 <= x < self.modulus for x in values):
+                raise ValueError(f"{name} must lie in 1..modulus-1={self.modulus - 1}, got "
+                                 f"{getattr(self, name)!r}")
+            setattr(self, name, values)
 
     def make_problem(self, start: int, ops: Sequence[tuple[str, int]], uid: str = "") -> ModArithProblem:
         """A problem from explicit values (question and answer derived)."""
@@ -173,17 +215,42 @@ class ModularArithmeticTask:
 
     def sample(self, n: int, rng: np.random.Generator) -> list[ModArithProblem]:
         """n random problems: start uniform in `0..m-1`, operators uniform over `ops`, operands
-        uniform in `1..m-1` (so no step is the identity "+0" or the collapse "*0")."""
+        uniform in `1..m-1` (so no step is the identity "+0" or the collapse "*0").
+
+        With `hard_steps`, the hard step's position is uniform over `hard_steps` and its operator
+        uniform over `hard_ops` (drawn after the other steps, so the rest of the problem does not
+        depend on where the hard step goes); without, the draws are exactly those of the plain
+        task."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         problems = []
         for _ in range(n):
             start = int(rng.integers(0, self.modulus))
             op_index = rng.integers(0, len(self.ops), size=self.n_steps)
-            operands = rng.integers(1, self.modulus, size=self.n_steps)
+            if self.hard_steps and self.easy_operands:
+                pick = rng.integers(0, len(self.easy_operands), size=self.n_steps)
+                operands = [self.easy_operands[int(i)] for i in pick]
+            else:
+                operands = rng.integers(1, self.modulus, size=self.n_steps)
             ops = [(self.ops[int(i)], int(x)) for i, x in zip(op_index, operands)]
+            if self.hard_steps:
+                position = self.hard_steps[int(rng.integers(0, len(self.hard_steps)))]
+                hard = self.hard_ops[int(rng.integers(0, len(self.hard_ops)))]
+                operand = ops[position - 1][1]
+                if self.hard_operands:
+                    operand = self.hard_operands[int(rng.integers(0, len(self.hard_operands)))]
+                ops[position - 1] = (hard, operand)
             problems.append(self.make_problem(start, ops))
         return problems
+
+    def hard_step_of(self, problem: ModArithProblem) -> int | None:
+        """1-based position of the problem's hard step: the only step whose operator is in
+        `hard_ops` but not in `ops` (None without `hard_steps`, or if that is ambiguous)."""
+        if not self.hard_steps:
+            return None
+        only_hard = [i for i, (op, _x) in enumerate(problem.ops, start=1)
+                     if op in self.hard_ops and op not in self.ops]
+        return only_hard[0] if len(only_hard) == 1 else None
 
     def prompt(self, problem: Problem) -> str:
         return self.prompt_template.format(question=problem.question)

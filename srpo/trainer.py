@@ -93,7 +93,7 @@ def build_task(config: TrainConfig):
 
     if config.is_synthetic:
         task = ModularArithmeticTask(n_steps=config.task_steps, modulus=config.task_modulus,
-                                     ops=config.task_ops)
+                                     ops=config.task_ops, **config.task_options)
         eval_problems = task.sample(config.eval_size, np.random.default_rng(config.eval_seed))
         return task, eval_problems, "synthetic"
     fields = {"question_field": config.question_field, "answer_field": config.answer_field}

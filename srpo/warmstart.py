@@ -20,6 +20,13 @@ solution drawn from the same distribution (plus extra i.i.d. errors so that firs
 every position); target = ``\\boxed{first_error}``. This is the CPU analogue of an instruction
 model's ability to answer the localization prompt about its own chains.
 
+Coverage family (``experiments/llm_coverage.py``). With ``hard_steps`` / ``hard_ops`` the data
+come from ``ModularArithmeticTask(hard_steps=..., hard_ops=...)`` (one hard step per problem at a
+position drawn from ``hard_steps``) and ``confused_ops`` restricts the misconceptions to the facts
+of those operators, so the policy's errors concentrate on the hard step wherever it sits. Trained
+on every position, one warm start serves all positions of the family. At their defaults these
+fields leave the data, the model and the cache key exactly as before.
+
 The result is cached on disk under a hash of the configuration (``WarmStartConfig.key``): a rerun
 loads it. The cache lives in ``$CREDIT_RESETS_CACHE`` or, without it, ``~/.cache/credit-resets``
 (``default_cache_dir``); ``experiments/llm_srpo.py --cache-dir DIR`` moves it. Everything is seeded;
@@ -82,6 +89,12 @@ class WarmStartConfig:
         num_threads: torch CPU threads during the warm start (1: a second job on a 2-core
             machine does not oversubscribe it).
         eval_size: held-out problems for the evaluation stored in ``warmstart.json``.
+        hard_steps, hard_ops, hard_operands, easy_operands: the task's coverage knob
+            (``srpo.tasks.ModularArithmeticTask``); empty ``hard_steps``: the plain task.
+        confused_ops: operators whose facts may be confused (None: every operator in ``ops``).
+        init: a previous stage: ``WarmStartConfig`` fields of the warm start whose model this one
+            continues training (it is trained or loaded from the cache first; same model size);
+            None (default): a freshly initialised model.
     """
 
     n_steps: int = 6
@@ -102,13 +115,37 @@ class WarmStartConfig:
     seed: int = 0
     num_threads: int = 1
     eval_size: int = 128
+    hard_steps: tuple[int, ...] = ()
+    hard_ops: tuple[str, ...] = ("*",)
+    hard_operands: tuple[int, ...] = ()
+    easy_operands: tuple[int, ...] = ()
+    confused_ops: tuple[str, ...] | None = None
+    init: dict | None = None
 
     def __post_init__(self) -> None:
+        # lists (e.g. from a JSON config) become tuples, so the config stays hashable
+        for name in ("ops", "hard_steps", "hard_ops", "hard_operands", "easy_operands",
+                     "confused_ops"):
+            v = getattr(self, name)
+            if isinstance(v, list):
+                object.__setattr__(self, name, tuple(v))
+        if self.confused_ops is not None and any(
+                op not in ("+", "-", "*") for op in self.confused_ops):
+            raise ValueError(f"confused_ops must be None or a subset of ('+', '-', '*'); got "
+                             f"{self.confused_ops!r}")
         for name in ("confused_fraction", "confusion_prob", "noise_error_rate",
                      "localization_fraction", "localization_extra_error"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]; got {v}")
+        if self.init is not None:
+            prev = WarmStartConfig(**self.init)
+            if (prev.n_layer, prev.d_model, prev.n_head) != (self.n_layer, self.d_model,
+                                                              self.n_head):
+                raise ValueError(
+                    f"init: the previous stage's model size (n_layer, d_model, n_head) = "
+                    f"{(prev.n_layer, prev.d_model, prev.n_head)} must equal this one's "
+                    f"{(self.n_layer, self.d_model, self.n_head)}")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1; got {self.steps}, "
                              f"{self.batch_size}")
@@ -119,11 +156,20 @@ class WarmStartConfig:
         cache directory name."""
         fields = dataclasses.asdict(self)
         fields.pop("eval_size")  # only sizes the report, not the model
+        # the coverage-family fields enter the key only when set, so that the keys (and caches)
+        # of plain-task warm starts stay what they were before these fields existed
+        for name, default in (("hard_steps", ()), ("hard_ops", ("*",)), ("hard_operands", ()),
+                              ("easy_operands", ()), ("confused_ops", None), ("init", None)):
+            if getattr(self, name) == default:
+                fields.pop(name)
         payload = json.dumps({"v": RECIPE_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def task(self) -> ModularArithmeticTask:
-        return ModularArithmeticTask(n_steps=self.n_steps, modulus=self.modulus, ops=self.ops)
+        return ModularArithmeticTask(n_steps=self.n_steps, modulus=self.modulus, ops=self.ops,
+                                     hard_steps=self.hard_steps, hard_ops=self.hard_ops,
+                                     hard_operands=self.hard_operands,
+                                     easy_operands=self.easy_operands)
 
 
 class MisconceptionWriter:
@@ -138,9 +184,17 @@ class MisconceptionWriter:
         m = config.modulus
         rng = np.random.default_rng([config.seed, 7919])
         self.wrong_value: dict[tuple[int, str, int], int] = {}
+        if config.confused_ops is None:
+            ops = config.ops
+        else:  # the coverage family: only the hard operators' facts may be confused
+            ops = tuple(op for op in dict.fromkeys((*config.ops, *config.hard_ops))
+                        if op in config.confused_ops)
         for left in range(m):
-            for op in config.ops:
+            for op in ops:
                 for operand in range(1, m):
+                    if (config.confused_ops is not None and op in config.hard_ops
+                            and config.hard_operands and operand not in config.hard_operands):
+                        continue  # a hard-step fact the task never asks
                     if rng.random() < config.confused_fraction:
                         right = apply_op(left, op, operand, m)
                         self.wrong_value[(left, op, operand)] = int(
@@ -285,9 +339,15 @@ def warm_start(config: WarmStartConfig | None = None, cache_dir: str | Path | No
     torch.set_num_threads(config.num_threads)
     try:
         t0 = time.time()
-        tokenizer = build_tokenizer()
-        model = build_tiny_model(tokenizer, n_layer=config.n_layer, d_model=config.d_model,
-                                 n_head=config.n_head, seed=config.seed)
+        if config.init is not None:  # continue a previous stage (trained or loaded first)
+            prev = warm_start(WarmStartConfig(**config.init), cache_dir=cache_dir, verbose=verbose)
+            model, tokenizer = load_model(prev)
+            model.train()
+        else:
+            tokenizer = build_tokenizer()
+            model = build_tiny_model(tokenizer, n_layer=config.n_layer,
+                                     d_model=config.d_model, n_head=config.n_head,
+                                     seed=config.seed)
         task = config.task()
         writer = MisconceptionWriter(config)
         rng = np.random.default_rng([config.seed, 31337])

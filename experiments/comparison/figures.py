@@ -41,7 +41,11 @@ plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10
                      "legend.fontsize": 8, "figure.dpi": 110})
 
 
-def _save(fig, out: Path, stem: str) -> list[Path]:
+def _save(fig, out: Path, stem: str, footer: str | None = None) -> list[Path]:
+    """Save PNG and PDF; ``footer`` (the runs the figure was drawn from) goes below the axes."""
+    if footer:
+        fig.text(0.01, 0.0, footer, fontsize=7, va="top", ha="left", color="0.25",
+                 family="monospace", transform=fig.transFigure)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
@@ -74,7 +78,7 @@ def _pass_label(resets: pd.DataFrame) -> str:
 
 
 # ------------------------------------------------------------------------ 1. localization figure
-def localization_figure(resets: pd.DataFrame, out: Path) -> list[Path]:
+def localization_figure(resets: pd.DataFrame, out: Path, footer: str | None = None) -> list[Path]:
     """The paper's 4-panel localization figure, one row per side.
 
     (a) relative reset position k/n, self vs random; (b) deviation from the true first error by
@@ -192,7 +196,7 @@ def localization_figure(resets: pd.DataFrame, out: Path) -> list[Path]:
     fig.suptitle("Localization: where resets land and what they correct "
                  "(top: CPI simulation, first-error tree; bottom: language model)", fontsize=12)
     fig.tight_layout()
-    return _save(fig, out, "compare_localization")
+    return _save(fig, out, "compare_localization", footer)
 
 
 # ------------------------------------------------------------------------- 2. learning curves
@@ -228,7 +232,8 @@ def _curve_band(sub: pd.DataFrame, x: str, n_boot: int = 300, seed: int = 0):
     return xs, mean, np.nanpercentile(boots, 2.5, axis=0), np.nanpercentile(boots, 97.5, axis=0)
 
 
-def learning_curves_figure(curves: pd.DataFrame, speedups: pd.DataFrame, out: Path) -> list[Path]:
+def learning_curves_figure(curves: pd.DataFrame, speedups: pd.DataFrame, out: Path,
+                           footer: str | None = None) -> list[Path]:
     """Score vs samples and vs compute (compute-matched), both sides, with speed-up boxes."""
     fig, axes = plt.subplots(2, 2, figsize=(15, 11.5))
     for row, side in enumerate(SIDES):
@@ -266,7 +271,7 @@ def learning_curves_figure(curves: pd.DataFrame, speedups: pd.DataFrame, out: Pa
             ax.set_title(f"{side}: learning curves, {what} (mean, 95% band over seeds)")
             ax.legend(loc="upper left")
     fig.subplots_adjust(left=0.06, right=0.98, top=0.96, bottom=0.1, hspace=0.55, wspace=0.16)
-    return _save(fig, out, "compare_learning_curves")
+    return _save(fig, out, "compare_learning_curves", footer)
 
 
 # ------------------------------------------------------------------------- 3. gradient signal
@@ -279,7 +284,8 @@ def signal_ratio(signal: pd.DataFrame, method: str, n_boot: int = st.N_BOOT) -> 
                             n_boot=n_boot)
 
 
-def gradient_signal_figure(signal: pd.DataFrame, out: Path) -> list[Path]:
+def gradient_signal_figure(signal: pd.DataFrame, out: Path,
+                           footer: str | None = None) -> list[Path]:
     """Per-token gradient signal (|A|/T)(1 - pi(y)) of reset vs base groups (language model)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     methods = [m for m in ("self", "random", "oracle")
@@ -323,12 +329,13 @@ def gradient_signal_figure(signal: pd.DataFrame, out: Path) -> list[Path]:
              "(advantage at accepted reset states is ~1/p larger than the diluted average), "
              "reported in paper_repro.md.", fontsize=8, color="0.3")
     fig.tight_layout()
-    return _save(fig, out, "compare_gradient_signal")
+    return _save(fig, out, "compare_gradient_signal", footer)
 
 
 # ------------------------------------------------------------------------------ 4. phase map
 def phase_map_figure(phase: pd.DataFrame, quality: dict, out: Path,
-                     sim_selectors: pd.DataFrame | None = None) -> list[Path]:
+                     sim_selectors: pd.DataFrame | None = None,
+                     footer: str | None = None) -> list[Path]:
     """The LLM's localizers on the simulation's (beta, gamma) phase map.
 
     Left: recall gamma (x) vs precision 1 - beta (y); the simulation's grid points (realised
@@ -420,4 +427,4 @@ def phase_map_figure(phase: pd.DataFrame, quality: dict, out: Path,
         ax2.axvline(x, color="#2ca02c", lw=2)
     ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12))
     fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.32, wspace=0.25)
-    return _save(fig, out, "compare_phase_map")
+    return _save(fig, out, "compare_phase_map", footer)

@@ -213,11 +213,21 @@ def _jsonable(obj):
 
 
 def write_report(inputs: ComparisonInputs, speedups: pd.DataFrame, quality: dict,
-                 figures: list[Path], out: Path) -> tuple[Path, Path]:
-    """Write ``comparison.md`` and ``comparison.json`` into ``out``; return their paths."""
+                 figures: list[Path], out: Path, provenance: list | None = None
+                 ) -> tuple[Path, Path]:
+    """Write ``comparison.md`` and ``comparison.json`` into ``out``; return their paths.
+
+    ``provenance``: the input runs (:class:`experiments.comparison.provenance.RunProvenance`),
+    listed at the top of the table with their configuration, seeds and steps.
+    """
     rows = build_quantities(inputs, speedups, quality)
+    provenance = provenance or []
     lines = [
         "# Simulation vs language model",
+        "",
+        "Drawn from:",
+        "",
+        *[f"- {p.line()}" for p in provenance],
         "",
         f"Inputs: simulation `{inputs.sources.get('simulation')}`, "
         f"language model `{inputs.sources.get('language model')}`. "
@@ -250,5 +260,6 @@ def write_report(inputs: ComparisonInputs, speedups: pd.DataFrame, quality: dict
         "rows": rows,
         "selector": {m: asdict(q) for m, q in quality.items()},
         "verdict": _verdict(quality),
+        "provenance": [asdict(p) for p in provenance],
     }), indent=2))
     return md, js

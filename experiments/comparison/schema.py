@@ -234,7 +234,14 @@ def load_llm(directory: str | Path) -> dict[str, pd.DataFrame]:
     mpath, rpath = d / LLM_METRICS_FILE, d / LLM_RESETS_FILE
     metrics = read_parquet(mpath, side, LLM_COMMAND)
     resets = read_parquet(rpath, side, LLM_COMMAND)
+    return map_llm(metrics, resets, mpath, rpath)
 
+
+def map_llm(metrics: pd.DataFrame, resets: pd.DataFrame, mpath: Path | str = LLM_METRICS_FILE,
+            rpath: Path | str = LLM_RESETS_FILE) -> dict[str, pd.DataFrame]:
+    """Map an LLM run's metrics and reset tables into the common schema (see :func:`load_llm`;
+    ``mpath`` / ``rpath`` only name the sources in error messages)."""
+    side = "language model"
     where = f"{side}: {mpath}"
     require_columns(metrics, ("iteration", "method", "seed", "rollouts", "generated_tokens",
                               "pass_rate"), where)

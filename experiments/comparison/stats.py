@@ -165,19 +165,23 @@ def speedup_point(curves: pd.DataFrame, method: str, comparator: str, x: str) ->
                                mb[x].to_numpy(float), mb["score"].to_numpy(float))
 
 
-def speedup(curves: pd.DataFrame, method: str, comparator: str, x: str,
-            n_boot: int = 400, seed: int = 0) -> Estimate:
-    """:func:`speedup_point` with a bootstrap-over-seeds interval (seeds paired across methods)."""
+def speedup_draws(curves: pd.DataFrame, method: str, comparator: str, x: str,
+                  n_boot: int = 400, seed: int = 0) -> tuple[float, np.ndarray, int]:
+    """:func:`speedup_point` and its bootstrap-over-seeds draws (seeds paired across methods).
+
+    Returns ``(value, draws, n_seeds)``; ``draws`` holds NaN where the method never reaches the
+    target in that resample, and is empty with fewer than 2 shared seeds.
+    """
     value = speedup_point(curves, method, comparator, x)
     tables = []
     for m in (method, comparator):
         sub = curves[curves["method"] == m]
         if sub.empty:
-            return NAN_ESTIMATE
+            return math.nan, np.array([]), 0
         tables.append(seed_tables(sub, x))
     seeds = tables[0][1].index.intersection(tables[1][1].index)
     if len(seeds) < 2:
-        return Estimate(value, math.nan, math.nan, float(len(seeds)))
+        return value, np.array([]), len(seeds)
     arrs = [(tx.loc[seeds].to_numpy(float), ty.loc[seeds].to_numpy(float)) for tx, ty in tables]
     rng = np.random.default_rng(seed)
     boots = []
@@ -188,14 +192,59 @@ def speedup(curves: pd.DataFrame, method: str, comparator: str, x: str,
             (xa, ya), (xb, yb) = ((np.nanmean(tx[pick], axis=0), np.nanmean(ty[pick], axis=0))
                                   for tx, ty in arrs)
             boots.append(_speedup_from_means(xa, ya, xb, yb))
-    boots = np.asarray(boots, float)
+    return value, np.asarray(boots, float), len(seeds)
+
+
+def speedup_from_draws(value: float, boots: np.ndarray, n_seeds: int) -> Estimate:
+    """The :func:`speedup` estimate from :func:`speedup_draws` output."""
+    if len(boots) == 0:
+        return Estimate(value, math.nan, math.nan, float(n_seeds))
     reached = np.isfinite(boots)
     if reached.mean() < 0.5:
-        return Estimate(value, math.nan, math.nan, float(len(seeds)))
+        return Estimate(value, math.nan, math.nan, float(n_seeds))
     # resamples where the method never reaches the target count as the slowest outcome
     boots = np.where(reached, boots, 0.0)
     return Estimate(value, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)),
-                    float(len(seeds)))
+                    float(n_seeds))
+
+
+def speedup(curves: pd.DataFrame, method: str, comparator: str, x: str,
+            n_boot: int = 400, seed: int = 0) -> Estimate:
+    """:func:`speedup_point` with a bootstrap-over-seeds interval (seeds paired across methods)."""
+    return speedup_from_draws(*speedup_draws(curves, method, comparator, x, n_boot, seed))
+
+
+def loglog_slope(xs, values, draws=None) -> Estimate:
+    """Least-squares slope of log(value) vs log(x) across settings, with an interval from the
+    settings' bootstrap draws (one independent resample per setting, combined draw by draw).
+
+    Args:
+        xs: (S,) positive x per setting.
+        values: (S,) point values (the slope of these is the estimate).
+        draws: (S, B) bootstrap draws per setting (NaN or <= 0: not usable); None: no interval.
+
+    Returns an :class:`Estimate` whose ``n`` is the share of usable draws (every setting finite
+    and > 0); no interval when fewer than half are usable.
+    """
+    lx = np.log(np.asarray(xs, float))
+    vals = np.asarray(values, float)
+
+    def fit(v):
+        ok = np.isfinite(v) & (v > 0)
+        if ok.sum() < 2 or np.ptp(lx[ok]) == 0:
+            return math.nan
+        return float(np.polyfit(lx[ok], np.log(v[ok]), 1)[0])
+
+    est = fit(vals) if (np.isfinite(vals) & (vals > 0)).all() else math.nan
+    if draws is None:
+        return Estimate(est, math.nan, math.nan)
+    d = np.asarray(draws, float)
+    usable = (np.isfinite(d) & (d > 0)).all(axis=0)
+    if d.size == 0 or usable.mean() < 0.5:
+        return Estimate(est, math.nan, math.nan, float(usable.mean()) if d.size else 0.0)
+    slopes = np.array([np.polyfit(lx, np.log(d[:, b]), 1)[0] for b in np.flatnonzero(usable)])
+    return Estimate(est, float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5)),
+                    float(usable.mean()))
 
 
 # ------------------------------------------------------------------ localizer vs improvable set
