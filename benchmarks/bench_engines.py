@@ -40,11 +40,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+from random_model import build_and_save, corpus, task_rows, write_task  # noqa: E402
 
 SIZES = {
     # name: (layers, width, heads, kv heads, MLP width, vocab); head size width / heads >= 64
@@ -100,27 +100,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.device == "cpu" and args.vllm_kv_cache_gib is None:
         args.vllm_kv_cache_gib = 1.0
     return args
-
-
-def task_rows(n: int, seed: int = 0) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        a, b = (int(x) for x in rng.integers(2, 999, size=2))
-        rows.append({"id": f"q{i}", "question": f"What is {a} + {b}?", "answer": str(a + b)})
-    return rows
-
-
-def corpus(rows: list[dict]) -> list[str]:
-    from srpo.tasks import RELEASE_ROLLOUT_PROMPT
-
-    texts = []
-    for row in rows:
-        a, b = row["question"][8:-1].split(" + ")
-        texts.append(RELEASE_ROLLOUT_PROMPT.format(question=row["question"])
-                     + f"We add {a} and {b}.</thought>The sum is {row['answer']}.</thought>"
-                     + f"So the answer is \\boxed{{{row['answer']}}}.</thought>")
-    return texts
 
 
 def _sync(device: str) -> None:
@@ -256,14 +235,14 @@ def main(argv=None) -> dict:
 
     from srpo.engines import VLLMOptions, make_engine
     from srpo.engines.base import GenerationConfig
-    from srpo.model import build_random_model, load_model, save_model
+    from srpo.model import load_model
     from srpo.tokenizer import build_bpe_tokenizer
 
     hf_logging.disable_progress_bar()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cuda = args.device == "cuda"
-    layers, width, heads, kv_heads, mlp, vocab = SIZES[args.size]
+    vocab = SIZES[args.size][-1]
     work = dict(WORK[args.size])
     reps = args.reps if args.reps is not None else work["reps"]
     report: dict = {"device": torch.cuda.get_device_name(0) if cuda else platform.processor()
@@ -275,17 +254,10 @@ def main(argv=None) -> dict:
             report[name] = __import__(name).__version__
 
     rows = task_rows(max(64, 4 * work["step_prompts"] * work["steps"]))
-    data = out / "task.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_task(rows, out)
     tokenizer = build_bpe_tokenizer(corpus(rows), vocab_size=vocab)
-    eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
-    model = build_random_model(tokenizer, args.arch, n_layer=layers, d_model=width, n_head=heads,
-                               n_kv_head=kv_heads, d_ff=mlp, max_positions=4096, seed=0,
-                               dtype=torch.bfloat16 if cuda else torch.float32,
-                               device=args.device, eos_token_ids=eos)
-    report["parameters"] = sum(p.numel() for p in model.parameters())
-    model_dir = save_model(model, tokenizer, out / "model")
-    del model
+    model_dir, report["parameters"] = build_and_save(tokenizer, SIZES[args.size], args.arch,
+                                                     args.device, out, max_positions=4096)
     print(f"{report['device']}: {args.arch} {args.size}, {report['parameters'] / 1e6:.1f} M "
           f"parameters, {args.threads} thread(s); engines {' '.join(args.engines)}", flush=True)
 

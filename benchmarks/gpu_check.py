@@ -34,6 +34,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from random_model import build_and_save, corpus, task_rows, write_task  # noqa: E402
+
 SIZES = {
     # name: (layers, width, heads, kv heads, MLP width, vocab)
     "1.5b": (28, 1536, 12, 2, 8960, 8192),
@@ -50,31 +52,6 @@ RUN = {
     "tiny": dict(prompts=2, thoughts=2, thought_tokens=6, loc_tokens=6, eval=2, rank=4,
                  gen_budget=400),
 }
-
-
-def task_rows(n: int, seed: int = 0) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        a, b = (int(x) for x in rng.integers(2, 999, size=2))
-        rows.append({"id": f"q{i}", "question": f"What is {a} + {b}?", "answer": str(a + b),
-                     "data_source": "generated_arithmetic"})
-    return rows
-
-
-def corpus(rows: list[dict]) -> list[str]:
-    """Texts that give the tokenizer the merges of real ones around the delimiter."""
-    from srpo.localize import build_localization_text
-    from srpo.tasks import RELEASE_ROLLOUT_PROMPT
-
-    texts = []
-    for row in rows:
-        a, b = row["question"][8:-1].split(" + ")
-        steps = [f"We add {a} and {b}.</thought>", f"The sum is {row['answer']}.</thought>",
-                 f"So the answer is \\boxed{{{row['answer']}}}.</thought>"]
-        texts.append(RELEASE_ROLLOUT_PROMPT.format(question=row["question"]) + "".join(steps))
-        texts.append(build_localization_text(row["question"], steps, style="release"))
-    return texts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -108,7 +85,6 @@ def main(argv=None) -> dict:
 
     from srpo.config import TrainConfig
     from srpo.data import read_problems
-    from srpo.model import build_random_model, save_model
     from srpo.tasks import DatasetTask
     from srpo.tokenizer import build_bpe_tokenizer
     from srpo.trainer import train
@@ -117,7 +93,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cuda = args.device == "cuda"
-    layers, width, heads, kv_heads, mlp, vocab = SIZES[args.size]
+    vocab = SIZES[args.size][-1]
     run = RUN[args.size]
     report: dict = {"device": torch.cuda.get_device_name(0) if cuda else platform.processor()
                     or "cpu", "size": args.size, "arch": args.arch,
@@ -126,22 +102,13 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     rows = task_rows(max(64, 4 * run["prompts"]))
-    data = out / "task.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_task(rows, out)
     tokenizer = build_bpe_tokenizer(corpus(rows), vocab_size=vocab)
     phases["tokenizer_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
-    model = build_random_model(tokenizer, args.arch, n_layer=layers, d_model=width, n_head=heads,
-                               n_kv_head=kv_heads, d_ff=mlp, max_positions=8192, seed=0,
-                               dtype=torch.bfloat16 if cuda else torch.float32,
-                               device=args.device, eos_token_ids=eos)
-    report["parameters"] = sum(p.numel() for p in model.parameters())
-    model_dir = save_model(model, tokenizer, out / "model")
-    del model
-    if cuda:
-        torch.cuda.empty_cache()
+    model_dir, report["parameters"] = build_and_save(tokenizer, SIZES[args.size], args.arch,
+                                                     args.device, out, max_positions=8192)
     phases["build_and_save_model_s"] = time.perf_counter() - t0
     print(f"{report['device']}: {args.arch} {args.size}, {report['parameters'] / 1e9:.2f} B "
           f"parameters, vocabulary {len(tokenizer)}", flush=True)

@@ -226,6 +226,21 @@ def optimal_value(mdp: MDP) -> float:
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
+def exact_iteration_state(mdp: MDP, pol: np.ndarray, tau: float):
+    """The exact quantities one CPI iteration reads, for policy ``pol`` (shape of
+    ``mdp.policy_shape``): ``(V, Q, adv, occ, G, cov, Gf, d)`` -- values and Q-values, advantages
+    reshaped to (X, A), occupancy, the tau-improvable set and its coverage, G flattened to (X,),
+    and the reset distribution d over the X decision points."""
+    A = mdp.n_actions
+    V, Q = evaluate(mdp, pol)
+    adv = advantage(mdp, pol, V, Q).reshape(-1, A)
+    occ = occupancy(mdp, pol)
+    G = improvable_set(mdp, pol, tau, V, Q)
+    cov = coverage_of(mdp, pol, G, occ)
+    d = reset_distribution(mdp, pol, occ)
+    return V, Q, adv, occ, G, cov, G.ravel(), d
+
+
 def _start_mask(mdp: MDP) -> np.ndarray:
     """(X,) True at step-0 states (tabular h = 0; tree: roots)."""
     if isinstance(mdp, TabularMDP):
@@ -308,13 +323,7 @@ def run_cpi(mdp: MDP, reset: str = "random", mode: str = "exact", tau: float = 0
             break
 
         # -- exact bookkeeping --------------------------------------------------------------------
-        V, Q = evaluate(mdp, pol)
-        adv = advantage(mdp, pol, V, Q).reshape(-1, A)
-        occ = occupancy(mdp, pol)
-        G = improvable_set(mdp, pol, tau, V, Q)
-        cov = coverage_of(mdp, pol, G, occ)
-        Gf = G.ravel()
-        d = reset_distribution(mdp, pol, occ)
+        V, Q, adv, occ, G, cov, Gf, d = exact_iteration_state(mdp, pol, tau)
         sel = selection(reset, Gf, d, cfg.beta, cfg.gamma, cfg.on_infeasible)
         s = sel.s.copy()
         if mode == "exact" and reset == "none" and cfg.none_exact == "start":

@@ -36,13 +36,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from cpi.algorithm import optimal_value
+from cpi.algorithm import exact_iteration_state, optimal_value
 from cpi.envs import initial_policy
 from cpi.estimators import greedy_from_samples
-from cpi.evaluation import advantage, coverage_of, evaluate, improvable_set, occupancy, value
+from cpi.evaluation import value
 from cpi.mdp import MDP, TabularMDP, check_policy, check_tau
 from cpi.rollouts import q_rollouts, sample_resets
-from cpi.selectors import reset_distribution, selection
+from cpi.selectors import selection
 from cpi.step_rules import advantage_bound, theory_step
 
 __all__ = ["TheoremResult", "run_theorem_cpi", "theorem_eps"]
@@ -147,13 +147,7 @@ def run_theorem_cpi(mdp: MDP, reset: str, tau: float, eps: float, delta: float =
         if max_q_rollouts is not None and cum_q >= max_q_rollouts:
             stop = "max_q_rollouts"
             break
-        V, Q = evaluate(mdp, pol)
-        adv = advantage(mdp, pol, V, Q).reshape(-1, A)
-        occ = occupancy(mdp, pol)
-        G = improvable_set(mdp, pol, tau, V, Q)
-        cov = coverage_of(mdp, pol, G, occ)
-        Gf = G.ravel()
-        d = reset_distribution(mdp, pol, occ)
+        V, Q, adv, occ, G, cov, Gf, d = exact_iteration_state(mdp, pol, tau)
         sel = selection(reset, Gf, d, beta, gamma)
         s = sel.s
         m_s = float(d @ s)

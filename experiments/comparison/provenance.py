@@ -105,11 +105,16 @@ def sim_provenance(directory: str | Path) -> RunProvenance:
 def _default_llm_configs() -> list[dict] | None:
     """The configurations ``experiments/llm_srpo.py`` builds with no arguments (None if the
     LLM side cannot be imported here)."""
+    import tempfile
+
     try:
         from experiments.llm_srpo import make_configs, parse_args
     except Exception:  # torch or transformers missing: decide from the command alone
         return None
-    return [c.to_dict() for c in make_configs(parse_args([]))]
+    # parse with an empty --out: parse_args checks the checkpoints under --out, and the default
+    # runs/llm may hold another run's (out_dir is a neutral field, so the configs compare equal)
+    with tempfile.TemporaryDirectory() as empty:
+        return [c.to_dict() for c in make_configs(parse_args(["--out", empty]))]
 
 
 def _config_diff(recorded: dict, default: dict) -> list[str]:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from srpo.config import _NOT_IN_KEY
 from srpo.tasks import ModularArithmeticTask, apply_op, format_step
 from srpo.trainer import TRAINER_VERSION, TrainConfig, build_task
-from srpo.config import _NOT_IN_KEY
 from srpo.warmstart import MisconceptionWriter, WarmStartConfig
 
 
