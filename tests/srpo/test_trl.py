@@ -343,7 +343,7 @@ def documented_trl_commands(path):
     return out
 
 
-@pytest.mark.parametrize("doc", ["docs/engines.md"])  # README.md links there
+@pytest.mark.parametrize("doc", ["docs/engines.md", "README.md"])
 def test_the_documented_multi_gpu_commands_parse_as_written(doc, model_dir, tmp_path,
                                                             monkeypatch):
     """The paper's recipe on 1, 2 and 4 processes: whole prompts on every process, the paper's
