@@ -34,7 +34,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,7 +43,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from random_model import build_and_save, corpus, task_rows, write_task  # noqa: E402
+from random_model import (  # noqa: E402
+    build_and_save,
+    corpus,
+    parity_task,
+    report_header,
+    task_rows,
+    write_task,
+)
 
 SIZES = {
     # name: (layers, width, heads, kv heads, MLP width, vocab); head size width / heads >= 64
@@ -140,19 +146,6 @@ def time_engine(engine, prompts, work, device, reps) -> dict:
     return result
 
 
-def make_task(data: Path):
-    from srpo.data import read_problems
-    from srpo.tasks import DatasetTask
-
-    class ParityTask(DatasetTask):
-        """Synthetic rewards: a random model solves nothing."""
-
-        def grade(self, problem, response_text):
-            return float(len(response_text) % 2)
-
-    return ParityTask(read_problems(data))
-
-
 def time_ours(engine, model_dir, data, work, args, out) -> list[float]:
     from srpo.config import TrainConfig
     from srpo.trainer import train
@@ -168,7 +161,7 @@ def time_ours(engine, model_dir, data, work, args, out) -> list[float]:
         save_weights=False, resume=False, out_dir=str(out), lr=1e-4,
         vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
         vllm_kv_cache_gib=args.vllm_kv_cache_gib)
-    frame = train(config, task=make_task(data))
+    frame = train(config, task=parity_task(data))
     rows = frame[(frame.iteration > 0) & (frame.iteration < work["steps"])]  # no final eval
     return [float(x) for x in rows.step_time_s]
 
@@ -182,7 +175,7 @@ def time_trl(engine, model_dir, data, work, args, out) -> list[float]:
     from srpo.integrations.trl import SRPOSettings, SRPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    task = make_task(data)
+    task = parity_task(data)
     settings = SRPOSettings(
         method="srpo", engine=engine, model_path=str(model_dir), max_thoughts=work["thoughts"],
         max_thought_tokens=work["thought_tokens"],
@@ -228,7 +221,6 @@ def time_trl(engine, model_dir, data, work, args, out) -> list[float]:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
-    import transformers
 
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -245,9 +237,7 @@ def main(argv=None) -> dict:
     vocab = SIZES[args.size][-1]
     work = dict(WORK[args.size])
     reps = args.reps if args.reps is not None else work["reps"]
-    report: dict = {"device": torch.cuda.get_device_name(0) if cuda else platform.processor()
-                    or "cpu", "size": args.size, "arch": args.arch, "threads": args.threads,
-                    "torch": torch.__version__, "transformers": transformers.__version__,
+    report: dict = {**report_header(args), "threads": args.threads,
                     "work": work, "reps": reps}
     for name in ("vllm", "trl"):
         if importlib.util.find_spec(name) is not None:

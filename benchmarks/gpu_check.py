@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,14 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from random_model import build_and_save, corpus, task_rows, write_task  # noqa: E402
+from random_model import (  # noqa: E402
+    build_and_save,
+    corpus,
+    parity_task,
+    report_header,
+    task_rows,
+    write_task,
+)
 
 SIZES = {
     # name: (layers, width, heads, kv heads, MLP width, vocab)
@@ -78,14 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
-    import transformers
 
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
     from srpo.config import TrainConfig
-    from srpo.data import read_problems
-    from srpo.tasks import DatasetTask
     from srpo.tokenizer import build_bpe_tokenizer
     from srpo.trainer import train
 
@@ -95,9 +98,7 @@ def main(argv=None) -> dict:
     cuda = args.device == "cuda"
     vocab = SIZES[args.size][-1]
     run = RUN[args.size]
-    report: dict = {"device": torch.cuda.get_device_name(0) if cuda else platform.processor()
-                    or "cpu", "size": args.size, "arch": args.arch,
-                    "torch": torch.__version__, "transformers": transformers.__version__}
+    report: dict = report_header(args)
     phases: dict = {}
 
     t0 = time.perf_counter()
@@ -113,13 +114,7 @@ def main(argv=None) -> dict:
     print(f"{report['device']}: {args.arch} {args.size}, {report['parameters'] / 1e9:.2f} B "
           f"parameters, vocabulary {len(tokenizer)}", flush=True)
 
-    class ParityTask(DatasetTask):
-        """Synthetic rewards: a random model solves nothing (see the module docstring)."""
-
-        def grade(self, problem, response_text):
-            return float(len(response_text) % 2)
-
-    task = ParityTask(read_problems(data))
+    task = parity_task(data)
     config = TrainConfig(
         method="srpo", task=str(data), model=str(model_dir), device=args.device,
         lora_rank=run["rank"], lora_alpha=run["rank"], steps=2, prompts_per_step=run["prompts"],

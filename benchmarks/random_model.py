@@ -41,6 +41,32 @@ def corpus(rows: list[dict]) -> list[str]:
     return texts
 
 
+def parity_task(data: Path):
+    """The questions of ``data`` with synthetic rewards (length parity of the response): a random
+    model solves nothing, and the trainers need both outcomes in a group to do any work."""
+    from srpo.data import read_problems
+    from srpo.tasks import DatasetTask
+
+    class ParityTask(DatasetTask):
+        def grade(self, problem, response_text):
+            return float(len(response_text) % 2)
+
+    return ParityTask(read_problems(data))
+
+
+def report_header(args) -> dict:
+    """What every benchmark report starts with: the device, the size and arch flags, versions."""
+    import platform
+
+    import torch
+    import transformers
+
+    cuda = args.device == "cuda"
+    return {"device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+            "size": args.size, "arch": args.arch, "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
 def write_task(rows: list[dict], out: Path) -> Path:
     """``rows`` as ``out/task.jsonl`` (the question/answer file the trainers read)."""
     data = out / "task.jsonl"
