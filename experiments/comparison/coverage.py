@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from experiments.comparison import stats as st  # noqa: E402
+from experiments.comparison.figures import save_figure  # noqa: E402
 from experiments.comparison.schema import (  # noqa: E402
     InputError,
     map_llm,
@@ -369,12 +370,7 @@ def draw(cov: CoverageInputs, result: dict, out: Path, stem: str, title: str,
     fig.suptitle(title, fontsize=12)
     text = "\n".join(lines) + ("\n" + footer if footer else "")
     fig.text(0.01, 0.02, text, fontsize=7, va="top", ha="left", family="monospace")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, stem, dpi=130)
 
 
 def prediction_figure(pre: dict, prediction: dict, out: Path) -> list[Path]:

@@ -41,14 +41,16 @@ plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10
                      "legend.fontsize": 8, "figure.dpi": 110})
 
 
-def _save(fig, out: Path, stem: str, footer: str | None = None) -> list[Path]:
-    """Save PNG and PDF; ``footer`` (the runs the figure was drawn from) goes below the axes."""
+def save_figure(fig, out: Path, stem: str, footer: str | None = None,
+                dpi: int = 150) -> list[Path]:
+    """Save PNG (at ``dpi``) and PDF (no creation date, so reruns are byte-stable); ``footer``
+    (the runs the figure was drawn from) goes below the axes."""
     if footer:
         fig.text(0.01, 0.0, footer, fontsize=7, va="top", ha="left", color="0.25",
                  family="monospace", transform=fig.transFigure)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})
     plt.close(fig)
     return paths
@@ -196,7 +198,7 @@ def localization_figure(resets: pd.DataFrame, out: Path, footer: str | None = No
     fig.suptitle("Localization: where resets land and what they correct "
                  "(top: CPI simulation, first-error tree; bottom: language model)", fontsize=12)
     fig.tight_layout()
-    return _save(fig, out, "compare_localization", footer)
+    return save_figure(fig, out, "compare_localization", footer)
 
 
 # ------------------------------------------------------------------------- 2. learning curves
@@ -271,7 +273,7 @@ def learning_curves_figure(curves: pd.DataFrame, speedups: pd.DataFrame, out: Pa
             ax.set_title(f"{side}: learning curves, {what} (mean, 95% band over seeds)")
             ax.legend(loc="upper left")
     fig.subplots_adjust(left=0.06, right=0.98, top=0.96, bottom=0.1, hspace=0.55, wspace=0.16)
-    return _save(fig, out, "compare_learning_curves", footer)
+    return save_figure(fig, out, "compare_learning_curves", footer)
 
 
 # ------------------------------------------------------------------------- 3. gradient signal
@@ -329,7 +331,7 @@ def gradient_signal_figure(signal: pd.DataFrame, out: Path,
              "(advantage at accepted reset states is ~1/p larger than the diluted average), "
              "reported in paper_repro.md.", fontsize=8, color="0.3")
     fig.tight_layout()
-    return _save(fig, out, "compare_gradient_signal", footer)
+    return save_figure(fig, out, "compare_gradient_signal", footer)
 
 
 # ------------------------------------------------------------------------------ 4. phase map
@@ -427,4 +429,4 @@ def phase_map_figure(phase: pd.DataFrame, quality: dict, out: Path,
         ax2.axvline(x, color="#2ca02c", lw=2)
     ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12))
     fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.32, wspace=0.25)
-    return _save(fig, out, "compare_phase_map", footer)
+    return save_figure(fig, out, "compare_phase_map", footer)
