@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["token_logprobs", "split_lm"]
+__all__ = ["token_logprobs", "token_entropies", "split_lm"]
 
 #: config attributes that change logits after the output layer; such models use the plain path
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
@@ -54,6 +54,18 @@ def _chunk_logp(hidden: Tensor, targets: Tensor, head, temperature: float) -> Te
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+def _logp_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """(2, N): log pi of the targets and the entropy of each row of ``logits`` (already scaled)."""
+    logz = torch.logsumexp(logits, dim=-1)
+    logp_all = logits - logz.unsqueeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(dim=-1)
+    return torch.stack([logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1), entropy])
+
+
+def _chunk_logp_entropy(hidden: Tensor, targets: Tensor, head, temperature: float) -> Tensor:
+    return _logp_entropy(head(hidden).float() / temperature, targets)
+
+
 def token_logprobs(
     model,
     prompt_ids_list: Sequence[Sequence[int]],
@@ -62,7 +74,8 @@ def token_logprobs(
     temperature: float = 1.0,
     pad_id: int = 0,
     chunk_tokens: int | None = 1024,
-) -> list[Tensor]:
+    with_entropy: bool = False,
+):
     """Log-probabilities of each response token given prompt and earlier response tokens.
 
     Differentiable (no ``no_grad`` inside). The B sequences prompt + response are right-padded into
@@ -76,10 +89,12 @@ def token_logprobs(
         temperature: logits are divided by it (1.0: the model's own distribution).
         pad_id: id used for padding (masked out, never scored).
         chunk_tokens: positions per output-layer chunk (None: the plain full-logits path).
+        with_entropy: also return the entropy of pi(. | x, y_<t) at every response position
+            (nats, at ``temperature``; differentiable like the log-probs).
 
     Returns:
         B float32 tensors; entry i has shape (len(response_i),) and holds log pi(y_t | x, y_<t)
-        in nats.
+        in nats. With ``with_entropy``: ``(logprobs, entropies)``, two such lists.
     """
     if len(prompt_ids_list) != len(response_ids_list):
         raise ValueError(
@@ -122,21 +137,43 @@ def token_logprobs(
     if parts is None:
         logits = model(**inputs).logits
         if not rows:
-            return [logits.new_zeros((0,), dtype=torch.float32) for _ in sequences]
+            return _empty(logits, len(sequences), with_entropy)
         picked = logits[row_t, col_t].float() / temperature
+        if with_entropy:
+            both = _logp_entropy(picked, target)
+            return list(torch.split(both[0], sizes)), list(torch.split(both[1], sizes))
         logp = picked.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
         return list(torch.split(logp, sizes))
     decoder, head = parts
     hidden = decoder(**inputs).last_hidden_state
     if not rows:
-        return [hidden.new_zeros((0,), dtype=torch.float32) for _ in sequences]
+        return _empty(hidden, len(sequences), with_entropy)
     selected = hidden[row_t, col_t]  # (N, d): only the positions that predict response tokens
     chunks = []
     recompute = torch.is_grad_enabled() and selected.requires_grad
+    fn = _chunk_logp_entropy if with_entropy else _chunk_logp
     for start in range(0, selected.shape[0], chunk_tokens):
         h, t = selected[start:start + chunk_tokens], target[start:start + chunk_tokens]
         if recompute:
-            chunks.append(checkpoint(_chunk_logp, h, t, head, temperature, use_reentrant=False))
+            chunks.append(checkpoint(fn, h, t, head, temperature, use_reentrant=False))
         else:
-            chunks.append(_chunk_logp(h, t, head, temperature))
+            chunks.append(fn(h, t, head, temperature))
+    if with_entropy:
+        both = torch.cat(chunks, dim=1)
+        return list(torch.split(both[0], sizes)), list(torch.split(both[1], sizes))
     return list(torch.split(torch.cat(chunks), sizes))
+
+
+def _empty(like: Tensor, n: int, with_entropy: bool):
+    out = [like.new_zeros((0,), dtype=torch.float32) for _ in range(n)]
+    return (out, [x.clone() for x in out]) if with_entropy else out
+
+
+@torch.no_grad()
+def token_entropies(model, prompt_ids_list, response_ids_list, device=None,
+                    temperature: float = 1.0, pad_id: int = 0,
+                    chunk_tokens: int | None = 1024) -> list[Tensor]:
+    """Entropy (nats) of pi(. | x, y_<t) at every response position, no gradient: B tensors of
+    shape (len(response_i),) (TreeRL's and the entropy rule's branch points)."""
+    return token_logprobs(model, prompt_ids_list, response_ids_list, device, temperature, pad_id,
+                          chunk_tokens, with_entropy=True)[1]
