@@ -1,5 +1,10 @@
 """SRPO / RRPO / oracle resets / GRPO with TRL's GRPOTrainer (``srpo.integrations.trl``).
 
+Methods: grpo, rrpo, srpo, oracle, srpo-offset (``--localization-offset N``) and fixed-reset.
+score, critique-grpo, spo-tree, treerl and entropy-reset are refused with the reason TRL's
+rollout function and loss cannot express them (docs/engines.md); run them with
+``experiments/llm_srpo.py``.
+
 One method per run; works under ``accelerate launch`` (several GPUs, DeepSpeed ZeRO) and as a plain
 script (one device). The batch logic, localization, thought rules and metrics are the ones of
 ``experiments/llm_srpo.py``; TRL does the loss, the optimizer and the distribution.
@@ -39,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 try:  # torch-free: every input is checked before anything heavy is imported
-    from srpo.config import AGG_MODES, METHODS, PAPER_RECIPE, ConfigError, TrainConfig
+    from srpo.config import METHODS, ConfigError, TrainConfig, recipe_values
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"trl_srpo.py: error: {_error}") from None
 
@@ -68,7 +73,7 @@ FLAG_FIELDS = {
     "answer_field": "answer_field", "cache_dir": "cache_dir", "threads": "num_threads",
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
     "vllm_kv_cache_gib": "vllm_kv_cache_gib", "seed": "seed",
-    "gen_batch_tokens": "gen_batch_tokens",
+    "gen_batch_tokens": "gen_batch_tokens", "localization_offset": "localization_offset",
 }
 FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
 
@@ -86,7 +91,11 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="trl_srpo.py", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("method and data")
-    g.add_argument("--method", default="srpo", choices=METHODS)
+    g.add_argument("--method", default="srpo", choices=METHODS,
+                   help="grpo, rrpo, srpo, oracle, srpo-offset, fixed-reset (the others need "
+                        "experiments/llm_srpo.py: docs/engines.md)")
+    g.add_argument("--localization-offset", type=int, default=None, metavar="N",
+                   help="move every localized step N thoughts earlier, floor 1 (reset methods)")
     g.add_argument("--split", default=None, choices=("1x4", "2x4", "1x8"))
     g.add_argument("--no-mask", action="store_true", help="ablation: train on the copied prefix")
     g.add_argument("--recipe", default=None, choices=("paper",),
@@ -118,7 +127,7 @@ def build_parser() -> OneLineParser:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--grad-clip", type=float, default=None)
-    g.add_argument("--agg", default=None, choices=AGG_MODES,
+    g.add_argument("--agg", default=None, choices=tuple(LOSS_TYPE_OF_AGG),
                    help="seq-mean-token-mean (TRL loss_type grpo) or token-mean (dapo)")
     g.add_argument("--kl-coef", type=float, default=None, help="TRL beta")
     g.add_argument("--temperature", type=float, default=None)
@@ -182,9 +191,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--engine trl needs --use-vllm")
     if args.grad_accum < 1:
         p.error(f"--grad-accum must be >= 1; got {args.grad_accum}")
+    from srpo.methods import get_method
+
+    reason = get_method(args.method).trl
+    if reason is None and get_method(args.method).localizer == "entropy":
+        reason = "the entropy rule needs the policy's token entropies inside the rollout function"
+    if reason is not None:
+        p.error(f"--method {args.method} cannot run in TRL's GRPOTrainer: {reason}; run it with "
+                "experiments/llm_srpo.py")
     values = dict(QUICK) if args.quick else {}
-    if args.recipe == "paper":
-        values.update(PAPER_RECIPE)
+    values.update(recipe_values(args.method, args.recipe))
     for dest, field_name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:
@@ -234,6 +250,7 @@ def grpo_config(args):
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type="constant",
         max_grad_norm=cfg.grad_clip if cfg.grad_clip is not None else 0.0,
         beta=cfg.kl_coef, loss_type=LOSS_TYPE_OF_AGG[cfg.agg], scale_rewards="none",
+        epsilon=cfg.clip_eps,
         temperature=cfg.temperature, top_p=cfg.top_p, mask_truncated_completions=False,
         logging_steps=args.logging_steps, report_to=[] if args.report_to == "none"
         else [args.report_to], save_strategy="steps" if args.save_steps else "no",

@@ -128,7 +128,7 @@ class PolicyUpdater:
         """No-grad ``old`` and ``ref`` log-probs per micro-batch, as the loss and method need:
         ``{"plan": ..., "old": {(m, c): (b, w) tensor}, "ref": {...}}``."""
         plan = self.plan(samples)
-        minis, chunks, masks = plan[0], plan[1], plan[2]
+        chunks, masks = plan[1], plan[2]
         old, ref = {}, {}
         if self.needs_old or self.needs_ref:
             for m, part in enumerate(chunks):
