@@ -22,6 +22,7 @@ import torch
 from srpo.config import ConfigError, TrainConfig
 
 __all__ = ["build_task", "warm_start_config", "load_policy", "set_determinism", "Run", "make_run",
+           "build_engine", "entropy_function", "make_localizer_for",
            "TOTALS"]
 
 #: cumulative counters of a run (metrics columns)
@@ -218,7 +219,8 @@ def _drop_long_prompts(config, task, tokenizer, note) -> int:
     return len(problems) - len(keep)
 
 
-def _engine(config, model, tokenizer, model_path, trainable, note):
+def build_engine(config, model, tokenizer, model_path, trainable, note=lambda m: None):
+    """The configured rollout engine over ``model`` and its generation budget (tokens)."""
     from srpo.engines import make_engine
     from srpo.memory import auto_gen_batch_tokens
     from srpo.model import resolve_dtype
@@ -319,7 +321,7 @@ def make_run(config: TrainConfig, task=None, note: Callable = lambda m: None,
         raise ValueError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW([p for _, p in trainable], lr=config.lr,
                                   weight_decay=config.weight_decay)
-    engine, gen_budget = _engine(config, model, tokenizer, model_path, trainable, note)
+    engine, gen_budget = build_engine(config, model, tokenizer, model_path, trainable, note)
     token_entropy = entropy_function(model, tokenizer, config)
     localizer = make_localizer_for(config, method, task, engine, tokenizer, token_entropy)
     rng_problems, rng_reset, generator = _random_streams(config)
