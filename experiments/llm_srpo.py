@@ -99,7 +99,8 @@ FLAG_FIELDS = {
     "steps": "steps", "epochs": "epochs", "prompts_per_step": "prompts_per_step",
     "rollouts_per_prompt": "rollouts_per_prompt", "max_fresh_chains": "max_fresh_chains",
     "lr": "lr", "weight_decay": "weight_decay", "grad_clip": "grad_clip", "loss": "loss",
-    "agg": "agg", "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
+    "agg": "agg", "adv_std": "adv_std", "adv_eps": "adv_eps", "clip_eps": "clip_eps",
+    "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
     "kl_coef": "kl_coef", "temperature": "temperature", "top_p": "top_p",
     "max_thoughts": "max_thoughts", "max_thought_tokens": "max_thought_tokens",
     "max_response_tokens": "max_response_tokens", "max_prompt_tokens": "max_prompt_tokens",
@@ -220,9 +221,17 @@ def build_parser() -> OneLineParser:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--grad-clip", type=float, default=None)
-    g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip"))
-    g.add_argument("--agg", default=None, choices=("seq-mean-token-mean", "token-mean"),
-                   help="loss aggregation")
+    g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip", "critique-shaped"),
+                   help="the registered policy loss (default: the method's)")
+    g.add_argument("--agg", default=None,
+                   choices=("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"),
+                   help="loss aggregation (default: the method's)")
+    g.add_argument("--clip-eps", type=float, default=None, help="PPO clip epsilon (ppo-clip)")
+    g.add_argument("--adv-std", default=None, choices=("population", "unbiased", "none"),
+                   help="advantage std within a group (GRPO-family methods): population "
+                        "(SRPO/RRPO), unbiased (sample std, ddof 1: the release's GRPO) or none")
+    g.add_argument("--adv-eps", type=float, default=None,
+                   help="added to the advantage's std (the release's GRPO: 1e-6; default 0)")
     g.add_argument("--updates-per-step", type=int, default=None,
                    help="optimizer passes per batch (ppo-clip only)")
     g.add_argument("--mini-batches", type=int, default=None,

@@ -10,8 +10,8 @@ and reads arrays named after its parameters from ``srpo.methods.batch.Batch.arra
 =====================  ===========  ==========================================================
 name                   returns      used by
 =====================  ===========  ==========================================================
-``group_zscore``       (B,)         GRPO, RRPO, SRPO, oracle: z-scores within groups (below)
-``grpo_sample_eps``    (B,)         the release's GRPO baseline: (r - mean) / (std_ddof1 + 1e-6)
+``group_zscore``       (B,)         GRPO, RRPO, SRPO, oracle: z-scores within groups (below);
+                                    the release's GRPO baseline: sample std + 1e-6 (verl's)
 ``group_mean``         (B,)         Critique-GRPO (Dr.GRPO): r - mean, no std
 ``score_shaped``       (B,)         SCoRe: stage-I/II shaped reward minus KL, no baseline
 ``spo_tree``           (B, T)       SPO-Tree: V(node) - mean V of its siblings, rho mask
@@ -27,12 +27,18 @@ groups may differ in size and need not be contiguous (the verl convention).
 
 For a group g with rewards r_1..r_m,
 
-    A_i = (r_i - mean_g) / std_g        (std = "population": sqrt(sum (r - mean)^2 / m),
-                                          std = "unbiased":   sqrt(sum (r - mean)^2 / (m - 1)))
-    A_i = r_i - mean_g                   (std = "none": mean-centring only)
+    A_i = (r_i - mean_g) / (std_g + std_eps)   (std = "population": sqrt(sum (r - mean)^2 / m),
+                                                 std = "unbiased":   sqrt(sum (r - mean)^2 / (m - 1)))
+    A_i = r_i - mean_g                          (std = "none": mean-centring only)
 
 and A_i = 0 for every member of a group whose rewards are all equal (including a singleton
 group): such a group carries no outcome difference to learn from.
+
+The paper's SRPO / RRPO groups use the population std (``std_eps = 0``). The release's GRPO baseline
+uses verl's GRPO outcome estimator: the sample std (ddof 1) with ``std_eps = 1e-6`` added to it in
+the denominator (``std="unbiased", std_eps=1e-6``: the GRPO method's release recipe). verl gives a
+singleton group ``r / (1 + eps)`` (mean 0, std 1) where we give 0; the baseline's groups have 8
+members, so that case does not arise.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["group_advantages", "STD_MODES", "ADVANTAGE_ESTIMATORS", "register_advantage",
-           "compute_advantages", "group_zscore", "grpo_sample_eps", "group_mean", "score_shaped",
+           "compute_advantages", "group_zscore", "group_mean", "score_shaped",
            "spo_tree", "treerl", "tree_values"]
 
 STD_MODES = ("population", "unbiased", "none")
@@ -61,7 +67,8 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps: float = 1e-8):
+def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps: float = 1e-8,
+                     std_eps: float = 0.0):
     """Z-score ``rewards`` within the groups given by ``group_ids``.
 
     Args:
@@ -72,6 +79,7 @@ def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps:
         std: "population" (divide by the population std, the paper's default), "unbiased"
             (divide by the sample std with m - 1 in the denominator) or "none" (mean-centring).
         eps: a group whose reward spread is at most ``eps`` counts as constant and gets zeros.
+        std_eps: added to the std in the denominator (verl's GRPO estimator: 1e-6; 0: none).
 
     Returns:
         Advantages of shape (N,), float64 numpy array for numpy/list input, or a torch tensor of
@@ -83,6 +91,8 @@ def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps:
     """
     if std not in STD_MODES:
         raise ValueError(f"std must be one of {STD_MODES}; got {std!r}")
+    if not (std_eps >= 0 and np.isfinite(std_eps)):
+        raise ValueError(f"std_eps must be a finite number >= 0; got {std_eps!r}")
     is_torch = hasattr(rewards, "detach") and hasattr(rewards, "cpu")
     r = _as_numpy(rewards, "rewards").astype(np.float64)
     g = _as_numpy(group_ids, "group_ids")
@@ -107,7 +117,7 @@ def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps:
                 adv[idx] = centred
                 continue
             ddof = 0 if std == "population" else 1
-            adv[idx] = centred / vals.std(ddof=ddof)
+            adv[idx] = centred / (vals.std(ddof=ddof) + std_eps)
 
     if is_torch:
         import torch
@@ -160,9 +170,10 @@ def compute_advantages(name: str, arrays: dict, **params) -> np.ndarray:
 
 
 @register_advantage("group_zscore")
-def group_zscore(rewards, group_index, std: str = "population") -> np.ndarray:
-    """(B,) z-scores within groups (``group_advantages``; ``std`` one of ``STD_MODES``)."""
-    return group_advantages(rewards, group_index, std=std)
+def group_zscore(rewards, group_index, std: str = "population", std_eps: float = 0.0) -> np.ndarray:
+    """(B,) z-scores within groups (``group_advantages``; ``std`` one of ``STD_MODES``, plus
+    ``std_eps`` in the denominator)."""
+    return group_advantages(rewards, group_index, std=std, std_eps=std_eps)
 
 
 def _groups(group_index: np.ndarray) -> list[np.ndarray]:
@@ -170,20 +181,6 @@ def _groups(group_index: np.ndarray) -> list[np.ndarray]:
     inverse = inverse.reshape(-1)
     return [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)] if inverse.size \
         else []
-
-
-@register_advantage("grpo_sample_eps")
-def grpo_sample_eps(rewards, group_index, eps: float = 1e-6) -> np.ndarray:
-    """(B,) ``(r - mean_g) / (std_g + eps)``, std with ddof 1 (verl's GRPO estimator, the release's
-    GRPO baseline); a singleton group gets 0."""
-    r = np.asarray(rewards, dtype=np.float64)
-    out = np.zeros_like(r)
-    for idx in _groups(np.asarray(group_index)):
-        if idx.size < 2:
-            continue
-        vals = r[idx]
-        out[idx] = (vals - vals.mean()) / (vals.std(ddof=1) + eps)
-    return out
 
 
 @register_advantage("group_mean")

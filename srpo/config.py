@@ -27,7 +27,7 @@ from srpo.methods.resets import SPLITS
 __all__ = [
     "METHODS", "LOCALIZER_OF", "LOSSES", "AGG_MODES", "ADV_STD_MODES", "AUTO", "TRAINER_VERSION",
     "SYNTHETIC_PROFILE", "RELEASE_PROFILE", "PAPER_RECIPE", "ConfigError", "CheckpointMismatch",
-    "TrainConfig", "checkpoint_compatibility", "recipe_values",
+    "TrainConfig", "checkpoint_compatibility", "recipe_values", "paper_recipe",
 ]
 
 #: loss aggregation modes (``srpo.loss.aggregate``)
@@ -38,9 +38,9 @@ METHODS = method_names()
 LOCALIZER_OF = {name: get_method(name).localizer for name in METHODS}
 #: the registered policy losses (``srpo.loss.POLICY_LOSSES``; a test checks they agree)
 LOSSES = ("reinforce", "ppo-clip", "critique-shaped")
-#: ``adv_std`` of the GRPO-family estimators: z-scores with the population / sample std, mean
-#: centring only, or the release's GRPO baseline (sample std + 1e-6, ``grpo_sample_eps``)
-ADV_STD_MODES = ("population", "unbiased", "none", "sample-eps")
+#: ``adv_std`` of the GRPO-family estimators: z-scores with the population / sample std, or mean
+#: centring only (the release's GRPO baseline: ``unbiased`` with ``adv_eps = 1e-6``)
+ADV_STD_MODES = ("population", "unbiased", "none")
 #: enters ``run_key``: bump when the update rule or the sampled trajectories change, so that old
 #: checkpoints are not resumed.
 #: (2: log pi at the sampling temperature, seeded LoRA initialisation; 3: thoughts end by decoded
@@ -99,7 +99,8 @@ PAPER_RECIPE = {
 
 #: fields added with the method registry (issue 17): left out of the run key at these values, so
 #: earlier runs keep their keys and checkpoints
-_KEY_IF_SET = {"localization_offset": 0, "method_options": {}, "entropy_coef": 0.0}
+_KEY_IF_SET = {"localization_offset": 0, "method_options": {}, "entropy_coef": 0.0,
+               "adv_eps": 0.0}
 
 #: fields that change memory or speed only (not the trajectory): left out of the run key, so a
 #: run resumes after they change
@@ -155,7 +156,11 @@ class TrainConfig:
         mini_batches: optimizer updates per iteration, prompts split into this many equal parts
             (paper: 4 x 64 sequences; updates 2.. are slightly off-policy, uncorrected).
         agg: loss aggregation, ``seq-mean-token-mean`` (paper) or ``token-mean``.
-        adv_std: advantage normalisation: ``population`` (paper), ``unbiased`` or ``none``.
+        adv_std: advantage normalisation of the GRPO-family methods: ``population`` (paper's
+            SRPO / RRPO), ``unbiased`` (the sample std, ddof 1: the release's GRPO) or ``none``
+            (*auto*: the method's).
+        adv_eps: added to the std in the advantage's denominator (the release's GRPO: 1e-6;
+            0: none).
         kl_coef: weight of the k3 KL penalty to the initial policy (paper: 0).
 
     Memory (none of these changes the loss):
@@ -253,6 +258,7 @@ class TrainConfig:
     mini_batches: int = 1
     agg: str = AUTO
     adv_std: str = AUTO
+    adv_eps: float = 0.0
     kl_coef: float = 0.0
     entropy_coef: float | str = AUTO
     localization_offset: int | str = AUTO
@@ -375,14 +381,14 @@ class TrainConfig:
                 fail(name, f"must be an integer >= {minimum}{' or None' if name in optional else ''}"
                            f"; got {value!r}")
         for name in ("lr", "weight_decay", "kl_coef", "clip_eps", "temperature",
-                     "localization_temperature", "eval_split", "entropy_coef"):
+                     "localization_temperature", "eval_split", "entropy_coef", "adv_eps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 fail(name, f"must be a finite number; got {value!r}")
         if not self.lr > 0:
             fail("lr", f"must be > 0; got {self.lr}")
         for name in ("weight_decay", "kl_coef", "clip_eps", "temperature",
-                     "localization_temperature", "entropy_coef"):
+                     "localization_temperature", "entropy_coef", "adv_eps"):
             if getattr(self, name) < 0:
                 fail(name, f"must be >= 0; got {getattr(self, name)}")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
@@ -484,6 +490,11 @@ def recipe_values(method: str, recipe: str | None) -> dict:
     if recipe != "paper":
         raise ConfigError("recipe", f"recipe must be 'paper' or None; got {recipe!r}")
     return {**PAPER_RECIPE, **get_method(method).release}
+
+
+def paper_recipe(method: str) -> dict:
+    """``recipe_values(method, "paper")``: the TrainConfig values of ``--recipe paper``."""
+    return recipe_values(method, "paper")
 
 
 def checkpoint_compatibility(config: TrainConfig) -> tuple[bool, str | None]:

@@ -85,10 +85,9 @@ def evaluate(engine, tokenizer, task, problems) -> float:
 def advantages_of(method, config, batch, arrays: dict):
     """The method's registered estimator on the batch's arrays: (B,) or (B, T) float64."""
     name, params = method.advantage, dict(method.advantage_params(config, config.options()))
-    if name == "auto":  # the GRPO family: z-scores, or the release's GRPO estimator
-        name = "grpo_sample_eps" if config.adv_std == "sample-eps" else "group_zscore"
-        if name == "group_zscore":
-            params["std"] = config.adv_std
+    if name == "auto":  # the GRPO family: z-scores (the release's GRPO: sample std + 1e-6)
+        name = "group_zscore"
+        params.update(std=config.adv_std, std_eps=config.adv_eps)
     return compute_advantages(name, arrays, **params)
 
 

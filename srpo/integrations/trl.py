@@ -70,7 +70,7 @@ except ImportError as _err:  # pragma: no cover - depends on the environment
     raise ModuleNotFoundError('srpo.integrations.trl needs TRL: pip install "credit-resets[trl]"',
                               name="trl") from _err
 
-from srpo.advantages import group_advantages, grpo_sample_eps
+from srpo.advantages import group_advantages
 from srpo.buffers import SPLITS, build_batch, split_spec
 from srpo.config import LOCALIZER_OF, METHODS
 from srpo.engines.options import VLLMOptions
@@ -113,7 +113,8 @@ class SRPOSettings:
         mask_prefix: mask the copied prefix out of the loss (False: the no-mask ablation).
         max_fresh_chains: cap on fresh chains per prompt while looking for a failure.
         adv_std: advantage normalisation within subgroups (``population``: the paper;
-            ``sample-eps``: the release's GRPO baseline, ``srpo.advantages.grpo_sample_eps``).
+            ``unbiased`` with ``adv_eps = 1e-6``: the release's GRPO baseline).
+        adv_eps: added to the std in the advantage's denominator.
         localization_offset: move every localized step this many thoughts earlier (floor 1;
             None: the method's default, 1 for ``srpo-offset``, else 0).
         fixed_position: ``fixed-reset``'s token position (None: SPO-Tree's segment length).
@@ -139,6 +140,7 @@ class SRPOSettings:
     mask_prefix: bool = True
     max_fresh_chains: int = 12
     adv_std: str = "population"
+    adv_eps: float = 0.0
     localization_offset: int | None = None
     fixed_position: int | None = None
     max_thoughts: int = 8
@@ -370,10 +372,8 @@ class SRPORollout:
                                f"expected {g}")
         rewards = np.array([s.reward for s in samples], dtype=np.float64)
         groups = np.array([s.group_id for s in samples])
-        if self.settings.adv_std == "sample-eps":
-            advantages = grpo_sample_eps(rewards, groups)
-        else:
-            advantages = group_advantages(rewards, groups, std=self.settings.adv_std)
+        advantages = group_advantages(rewards, groups, std=self.settings.adv_std,
+                                      std_eps=self.settings.adv_eps)
         self.last_advantages = advantages.tolist()
         self._record(batch, samples, rewards, advantages, trainer, training, len(prompts))
         record_logprobs = bool(getattr(trainer, "use_vllm", False))

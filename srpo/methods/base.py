@@ -37,8 +37,8 @@ __all__ = ["Method", "RolloutContext", "Score", "TaskScorer", "TokenizerCodec", 
            "RECIPE_FIELDS"]
 
 #: TrainConfig fields a method's ``defaults`` / ``release`` may set
-RECIPE_FIELDS = ("lr", "temperature", "loss", "agg", "adv_std", "clip_eps", "entropy_coef",
-                 "localization_offset", "kl_coef")
+RECIPE_FIELDS = ("lr", "temperature", "loss", "agg", "adv_std", "adv_eps", "clip_eps",
+                 "entropy_coef", "localization_offset", "kl_coef")
 
 
 @dataclass(frozen=True)

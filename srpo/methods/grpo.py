@@ -49,7 +49,7 @@ GRPO = register_method(Method(
     losses=("reinforce", "ppo-clip"),
     localizer="none",
     defaults={"loss": "reinforce", "agg": "seq-mean-token-mean", "adv_std": "population"},
-    release={"loss": "ppo-clip", "clip_eps": 0.2, "agg": "token-mean", "adv_std": "sample-eps",
-             "lr": 5e-5, "temperature": 0.7},
+    release={"loss": "ppo-clip", "clip_eps": 0.2, "agg": "token-mean", "adv_std": "unbiased",
+             "adv_eps": 1e-6, "lr": 5e-5, "temperature": 0.7},
     summary="R fresh chains, one group, group z-scores",
 ))

@@ -57,8 +57,8 @@ MUT = [
     (
         "release GRPO estimator with ddof 0",
         "srpo/advantages.py",
-        "out[idx] = (vals - vals.mean()) / (vals.std(ddof=1) + eps)",
-        "out[idx] = (vals - vals.mean()) / (vals.std(ddof=0) + eps)",
+        'ddof = 0 if std == "population" else 1',
+        "ddof = 0",
     ),
     (
         "spo-tree probability mask without the kept-token rescaling",

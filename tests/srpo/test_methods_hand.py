@@ -50,7 +50,7 @@ def test_grpo_groups_zscores_and_the_release_estimator():
     )
     # release: sample std sqrt((9/16 + 3/16) / 3) = 1/2, plus 1e-6
     np.testing.assert_allclose(
-        _adv("grpo", batch, rollouts_per_prompt=4, adv_std="sample-eps"),
+        _adv("grpo", batch, rollouts_per_prompt=4, adv_std="unbiased", adv_eps=1e-6),
         [0.75 / 0.500001, -0.25 / 0.500001, -0.25 / 0.500001, -0.25 / 0.500001],
         rtol=1e-12,
     )
