@@ -88,7 +88,8 @@ def make_policy(mdp, kind: str, seed: int) -> np.ndarray:
 def rules_of(horizon: int) -> list[tuple[str, str, int | None]]:
     """``(label, rule, depth)``: entropy, and fixed at depths 1, H/2, H - 1."""
     return [("entropy", "entropy", None)] + [
-        (f"fixed@{d}", "fixed", d) for d in (1, horizon // 2, horizon - 1)]
+        (f"fixed@{d}", "fixed", d) for d in (1, horizon // 2, horizon - 1)
+    ]
 
 
 def cases():
@@ -101,9 +102,14 @@ def cases():
 def _tree(case):
     from cpi.envs import first_error_tree
 
-    return first_error_tree(horizon=case["horizon"], n_actions=N_ACTIONS, n_correct=1,
-                            recover=case["recover"], p_correct=case["p_correct"],
-                            seed=case["seed"])
+    return first_error_tree(
+        horizon=case["horizon"],
+        n_actions=N_ACTIONS,
+        n_correct=1,
+        recover=case["recover"],
+        p_correct=case["p_correct"],
+        seed=case["seed"],
+    )
 
 
 def predict_rows() -> pd.DataFrame:
@@ -118,8 +124,16 @@ def predict_rows() -> pd.DataFrame:
         clean = mdp.meta["on_track"]
         for label, rule, depth in rules_of(case["horizon"]):
             q = branch_quality(mdp, pol, rule, clean, fail, depth)
-            rows.append({**case, "rule": label, "precision": q.precision, "recall": q.recall,
-                         "p": q.p, "predicted_beats_random": bool(q.beats_random_predicted)})
+            rows.append(
+                {
+                    **case,
+                    "rule": label,
+                    "precision": q.precision,
+                    "recall": q.recall,
+                    "p": q.p,
+                    "predicted_beats_random": bool(q.beats_random_predicted),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -165,13 +179,16 @@ def test_rows(prediction: pd.DataFrame) -> pd.DataFrame:
         for label, rule, depth in rules_of(case["horizon"]):
             nu = branch_distribution(mdp, pol, rule, fail, depth)
             sel = selection_from(nu, d, clean)
-            row = {**case, "rule": label,
-                   # secondary, post hoc (not in the committed prediction): the theorem's own
-                   # per-visit reading under d, against CPI-RR (uniform resets, s = 1)
-                   "precision_visit": sel.precision, "recall_visit": sel.recall,
-                   "p_visit": float(d[clean].sum())}
-            row["predicted_visit_beats_rr"] = bool(
-                sel.precision * sel.recall > row["p_visit"])
+            row = {
+                **case,
+                "rule": label,
+                # secondary, post hoc (not in the committed prediction): the theorem's own
+                # per-visit reading under d, against CPI-RR (uniform resets, s = 1)
+                "precision_visit": sel.precision,
+                "recall_visit": sel.recall,
+                "p_visit": float(d[clean].sum()),
+            }
+            row["predicted_visit_beats_rr"] = bool(sel.precision * sel.recall > row["p_visit"])
             for step in ("theory", "line_search"):
                 imp = exact_step(mdp, pol, sel.s, step)
                 row[f"improvement_{step}"] = imp
@@ -211,12 +228,17 @@ def verdicts(rows: pd.DataFrame, secondary: bool = False) -> dict:
         for col in ("rule", "kind"):
             for value, sub in rows.groupby(col):
                 groups[f"{col}={value}"] = sub.index
-        out[step] = {name: {"agree": int(agree[idx].sum()), "cases": int(len(idx)),
-                            "rate": float(agree[idx].mean()),
-                            "ci95": list(wilson(int(agree[idx].sum()), len(idx))),
-                            "predicted_beats": int(predicted[idx].sum()),
-                            "observed_beats": int(observed[idx].sum())}
-                     for name, idx in groups.items()}
+        out[step] = {
+            name: {
+                "agree": int(agree[idx].sum()),
+                "cases": int(len(idx)),
+                "rate": float(agree[idx].mean()),
+                "ci95": list(wilson(int(agree[idx].sum()), len(idx))),
+                "predicted_beats": int(predicted[idx].sum()),
+                "observed_beats": int(observed[idx].sum()),
+            }
+            for name, idx in groups.items()
+        }
     return out
 
 
@@ -224,8 +246,13 @@ def verdicts(rows: pd.DataFrame, secondary: bool = False) -> dict:
 # The language model
 # ------------------------------------------------------------------------------------------------
 
-LM_RULES = (("srpo", "self"), ("rrpo", "random"), ("entropy-reset", "entropy"),
-            ("fixed-reset", "fixed"), ("oracle", "oracle"))
+LM_RULES = (
+    ("srpo", "self"),
+    ("rrpo", "random"),
+    ("entropy-reset", "entropy"),
+    ("fixed-reset", "fixed"),
+    ("oracle", "oracle"),
+)
 
 
 def lm_rows(seed: int, n_problems: int, cache_dir: str | None = None) -> pd.DataFrame:
@@ -257,27 +284,49 @@ def lm_rows(seed: int, n_problems: int, cache_dir: str | None = None) -> pd.Data
     codec, scorer = TokenizerCodec(tok, task), TaskScorer(task)
     prompts = [codec.prompt_ids(p) for p in problems]
     chains = [g[0] for g in engine.generate(prompts, 1, generator)]
-    parents = [(i, p, c) for i, (p, c) in enumerate(zip(problems, chains))
-               if not scorer.score(p, c).correct and c.spans]
-    views = [ParentView(p, codec.question(p), codec.thoughts(c), prompts[i],
-                        list(c.response_ids), list(c.spans)) for i, p, c in parents]
+    parents = [
+        (i, p, c)
+        for i, (p, c) in enumerate(zip(problems, chains))
+        if not scorer.score(p, c).correct and c.spans
+    ]
+    views = [
+        ParentView(
+            p, codec.question(p), codec.thoughts(c), prompts[i], list(c.response_ids), list(c.spans)
+        )
+        for i, p, c in parents
+    ]
     entropy = entropy_function(model, tok, config)
     rows = []
     for method, _ in LM_RULES:
         cfg = TrainConfig(method=method, seed=seed, cache_dir=cache_dir, out_dir="unused")
         loc = make_localizer_for(cfg, get_method(method), task, engine, tok, entropy)
-        for (i, p, c), view, res in zip(parents, views, loc.locate(views, rng,
-                                                                   generator=generator)):
+        for (i, p, c), view, res in zip(
+            parents, views, loc.locate(views, rng, generator=generator)
+        ):
             n = len(c.spans)
             k = min(max(res.k, 1), n)
             fe = task.first_error(p, view.thoughts)
             dev = None if fe is None else k - int(fe)
-            rows.append({"method": method, "seed": seed, "iteration": 0, "prompt_index": i,
-                         "n": n, "k": k, "source": res.source, "fallback": res.is_fallback,
-                         "raw_k": res.raw, "first_error": fe, "deviation": dev,
-                         "clean": None if dev is None else dev <= 0, "prefix_tokens": 0,
-                         "n_suffixes": 0, "suffix_successes": 0,
-                         "suffix_pass_at_k": float("nan")})
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "iteration": 0,
+                    "prompt_index": i,
+                    "n": n,
+                    "k": k,
+                    "source": res.source,
+                    "fallback": res.is_fallback,
+                    "raw_k": res.raw,
+                    "first_error": fe,
+                    "deviation": dev,
+                    "clean": None if dev is None else dev <= 0,
+                    "prefix_tokens": 0,
+                    "n_suffixes": 0,
+                    "suffix_successes": 0,
+                    "suffix_pass_at_k": float("nan"),
+                }
+            )
     engine.close()
     return pd.DataFrame(rows)
 
@@ -292,15 +341,21 @@ def lm_summary(resets: pd.DataFrame) -> dict:
     for method, canonical in LM_RULES:
         q = st.selector_quality(mapped, canonical)
         out[method] = {
-            "rule": canonical, "parents": q.n_parents,
-            "precision": q.precision.value, "precision_ci95": [q.precision.lo, q.precision.hi],
-            "recall": q.recall.value, "recall_ci95": [q.recall.lo, q.recall.hi],
-            "product": q.product.value, "p": q.coverage.value,
+            "rule": canonical,
+            "parents": q.n_parents,
+            "precision": q.precision.value,
+            "precision_ci95": [q.precision.lo, q.precision.hi],
+            "recall": q.recall.value,
+            "recall_ci95": [q.recall.lo, q.recall.hi],
+            "product": q.product.value,
+            "p": q.coverage.value,
             "p_ci95": [q.coverage.lo, q.coverage.hi],
-            "margin": q.margin.value, "margin_ci95": [q.margin.lo, q.margin.hi],
+            "margin": q.margin.value,
+            "margin_ci95": [q.margin.lo, q.margin.hi],
             # the theory's verdict with the margin's interval: beats / loses / undecided
-            "predicted_vs_random": ("beats" if q.margin.lo > 0 else "loses" if q.margin.hi < 0
-                                    else "undecided"),
+            "predicted_vs_random": (
+                "beats" if q.margin.lo > 0 else "loses" if q.margin.hi < 0 else "undecided"
+            ),
         }
     return out
 
@@ -328,18 +383,30 @@ def _json(obj) -> str:
 
 
 def _table(rows: pd.DataFrame) -> str:
-    g = rows.groupby(["kind", "rule"]).agg(
-        precision=("precision", "mean"), p=("p", "mean"),
-        predicted=("predicted_beats_random", "mean"),
-        observed=("improvement_theory", lambda s: float(
-            (s > rows.loc[s.index, "improvement_random_theory"]).mean())),
-        ratio=("ratio_vs_random_theory", "median")).reset_index()
-    lines = ["| policy | rule | precision 1-β (mean) | p (mean) | predicted beats random | "
-             "observed beats random (theory step) | median improvement ratio |",
-             "|---|---|---|---|---|---|---|"]
+    g = (
+        rows.groupby(["kind", "rule"])
+        .agg(
+            precision=("precision", "mean"),
+            p=("p", "mean"),
+            predicted=("predicted_beats_random", "mean"),
+            observed=(
+                "improvement_theory",
+                lambda s: float((s > rows.loc[s.index, "improvement_random_theory"]).mean()),
+            ),
+            ratio=("ratio_vs_random_theory", "median"),
+        )
+        .reset_index()
+    )
+    lines = [
+        "| policy | rule | precision 1-β (mean) | p (mean) | predicted beats random | "
+        "observed beats random (theory step) | median improvement ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in g.itertuples():
-        lines.append(f"| {r.kind} | {r.rule} | {r.precision:.3f} | {r.p:.3f} | "
-                     f"{r.predicted:.0%} | {r.observed:.0%} | {r.ratio:.3g} |")
+        lines.append(
+            f"| {r.kind} | {r.rule} | {r.precision:.3f} | {r.p:.3f} | "
+            f"{r.predicted:.0%} | {r.observed:.0%} | {r.ratio:.3g} |"
+        )
     return "\n".join(lines)
 
 
@@ -352,9 +419,14 @@ def figure(rows: pd.DataFrame, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     markers = {"initial": "o", "informative": "^", "noisy": "s"}
     for (kind, rule), sub in rows.groupby(["kind", "rule"]):
-        ax.scatter(sub["precision"] / sub["p"], sub["ratio_vs_random_theory"].clip(lower=1e-3),
-                   marker=markers[kind], s=28, alpha=0.8,
-                   label=f"{rule}, {kind} policy")
+        ax.scatter(
+            sub["precision"] / sub["p"],
+            sub["ratio_vs_random_theory"].clip(lower=1e-3),
+            marker=markers[kind],
+            s=28,
+            alpha=0.8,
+            label=f"{rule}, {kind} policy",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.axhline(1, color="0.3", lw=0.8)
@@ -374,8 +446,12 @@ def figure(rows: pd.DataFrame, out: Path) -> list[Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="branch_rules.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("stage", choices=("predict", "test", "lm"))
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output directory (predict/test: figures/; lm: runs/branch_rules)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (predict/test: figures/; lm: runs/branch_rules)",
+    )
     ap.add_argument("--seeds", type=int, default=3, help="lm: seeds (default 3)")
     ap.add_argument("--problems", type=int, default=256, help="lm: problems per seed")
     ap.add_argument("--cache-dir", default=None, help="lm: warm-start cache")
@@ -384,44 +460,65 @@ def main(argv=None) -> int:
         out = args.out or FIGURES
         out.mkdir(parents=True, exist_ok=True)
         rows = predict_rows()
-        record = {"theory": "THEORY.md section 4: a selector beats random resets when "
-                            "(1 - beta) gamma > p", "command": "python experiments/branch_rules.py "
-                  "predict", "rows": rows.to_dict(orient="records")}
+        record = {
+            "theory": "THEORY.md section 4: a selector beats random resets when "
+            "(1 - beta) gamma > p",
+            "command": "python experiments/branch_rules.py predict",
+            "rows": rows.to_dict(orient="records"),
+        }
         (out / PREDICTION.name).write_text(_json(record))
-        print(f"wrote {out / PREDICTION.name}: {int(rows.predicted_beats_random.sum())} of "
-              f"{len(rows)} (case, rule) pairs predicted to beat random resets")
+        print(
+            f"wrote {out / PREDICTION.name}: {int(rows.predicted_beats_random.sum())} of "
+            f"{len(rows)} (case, rule) pairs predicted to beat random resets"
+        )
         return 0
     if args.stage == "test":
         out = args.out or FIGURES
         pred_path = out / PREDICTION.name
         if not pred_path.is_file():
-            print(f"branch_rules.py: error: {pred_path} is missing; run the predict stage and "
-                  "commit it first", file=sys.stderr)
+            print(
+                f"branch_rules.py: error: {pred_path} is missing; run the predict stage and "
+                "commit it first",
+                file=sys.stderr,
+            )
             return 2
         prediction = pd.DataFrame(json.loads(pred_path.read_text())["rows"])
         rows = test_rows(prediction)
         v = verdicts(rows)
         v2 = verdicts(rows, secondary=True)
-        (out / "branch_rules.json").write_text(_json({
-            "verdicts": v, "secondary_post_hoc_visit_reading_vs_cpi_rr": v2,
-            "rows": rows.to_dict(orient="records")}))
-        md = ["# Branch rules vs random resets on the first-error trees (cpi)", "",
-              "Prediction (committed first, `figures/branch_rules_prediction.json`): a rule beats "
-              "random resets on the failed trajectories when its precision (1-β)γ > p.", "",
-              f"Agreement (theory step): {v['theory']['all']['agree']} of "
-              f"{v['theory']['all']['cases']} = {v['theory']['all']['rate']:.0%} "
-              f"[{v['theory']['all']['ci95'][0]:.0%}, {v['theory']['all']['ci95'][1]:.0%}]; "
-              f"exact line search (secondary): {v['line_search']['all']['rate']:.0%}.", "",
-              _table(rows), "",
-              "Secondary, post hoc (not the committed prediction): the theorem's own per-visit "
-              "reading, precision and recall of the rule's accepted states under the reset "
-              "distribution d against G = the on-track states, p = d(G), compared with CPI-RR "
-              f"(uniform resets, update everywhere): agreement {v2['theory']['all']['agree']} of "
-              f"{v2['theory']['all']['cases']} = {v2['theory']['all']['rate']:.0%} "
-              f"[{v2['theory']['all']['ci95'][0]:.0%}, {v2['theory']['all']['ci95'][1]:.0%}] "
-              f"(theory step), {v2['line_search']['all']['rate']:.0%} (line search); predicted "
-              f"to beat CPI-RR in {v2['theory']['all']['predicted_beats']}, observed in "
-              f"{v2['theory']['all']['observed_beats']}.", ""]
+        (out / "branch_rules.json").write_text(
+            _json(
+                {
+                    "verdicts": v,
+                    "secondary_post_hoc_visit_reading_vs_cpi_rr": v2,
+                    "rows": rows.to_dict(orient="records"),
+                }
+            )
+        )
+        md = [
+            "# Branch rules vs random resets on the first-error trees (cpi)",
+            "",
+            "Prediction (committed first, `figures/branch_rules_prediction.json`): a rule beats "
+            "random resets on the failed trajectories when its precision (1-β)γ > p.",
+            "",
+            f"Agreement (theory step): {v['theory']['all']['agree']} of "
+            f"{v['theory']['all']['cases']} = {v['theory']['all']['rate']:.0%} "
+            f"[{v['theory']['all']['ci95'][0]:.0%}, {v['theory']['all']['ci95'][1]:.0%}]; "
+            f"exact line search (secondary): {v['line_search']['all']['rate']:.0%}.",
+            "",
+            _table(rows),
+            "",
+            "Secondary, post hoc (not the committed prediction): the theorem's own per-visit "
+            "reading, precision and recall of the rule's accepted states under the reset "
+            "distribution d against G = the on-track states, p = d(G), compared with CPI-RR "
+            f"(uniform resets, update everywhere): agreement {v2['theory']['all']['agree']} of "
+            f"{v2['theory']['all']['cases']} = {v2['theory']['all']['rate']:.0%} "
+            f"[{v2['theory']['all']['ci95'][0]:.0%}, {v2['theory']['all']['ci95'][1]:.0%}] "
+            f"(theory step), {v2['line_search']['all']['rate']:.0%} (line search); predicted "
+            f"to beat CPI-RR in {v2['theory']['all']['predicted_beats']}, observed in "
+            f"{v2['theory']['all']['observed_beats']}.",
+            "",
+        ]
         (out / "branch_rules.md").write_text("\n".join(md))
         figure(rows, out)
         print("\n".join(md))
@@ -432,15 +529,24 @@ def main(argv=None) -> int:
     resets = pd.concat(frames, ignore_index=True)
     resets.to_parquet(out / "resets.parquet", index=False)
     summary = lm_summary(resets)
-    (out / "summary.json").write_text(_json({"command": "python experiments/branch_rules.py lm",
-                                             "seeds": args.seeds, "problems": args.problems,
-                                             "rules": summary}))
+    (out / "summary.json").write_text(
+        _json(
+            {
+                "command": "python experiments/branch_rules.py lm",
+                "seeds": args.seeds,
+                "problems": args.problems,
+                "rules": summary,
+            }
+        )
+    )
     if out.resolve() == (REPO_ROOT / "runs" / "branch_rules").resolve():
         (FIGURES / "branch_rules_lm.json").write_text((out / "summary.json").read_text())
     for m, e in summary.items():
-        print(f"{m:14s} 1-beta {e['precision']:.3f}  gamma {e['recall']:.3f}  p {e['p']:.3f}  "
-              f"(1-beta)gamma - p = {e['margin']:+.3f} [{e['margin_ci95'][0]:+.3f}, "
-              f"{e['margin_ci95'][1]:+.3f}]: {e['predicted_vs_random']} random resets")
+        print(
+            f"{m:14s} 1-beta {e['precision']:.3f}  gamma {e['recall']:.3f}  p {e['p']:.3f}  "
+            f"(1-beta)gamma - p = {e['margin']:+.3f} [{e['margin_ci95'][0]:+.3f}, "
+            f"{e['margin_ci95'][1]:+.3f}]: {e['predicted_vs_random']} random resets"
+        )
     return 0
 
 

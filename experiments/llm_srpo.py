@@ -91,6 +91,8 @@ FILE_TASK_METHODS = ("grpo", "rrpo", "srpo")
 #: the default run's methods (the published figures/llm_* come from these)
 DEFAULT_METHODS = ("grpo", "rrpo", "srpo", "oracle")
 ALL = "all"
+#: methods that sample from a follow-up prompt (the tiny model needs the follow-up warm start)
+FOLLOWUP_METHODS = ("score", "critique-grpo")
 
 #: argparse dest -> TrainConfig field, for flags that map one to one
 FLAG_FIELDS = {
@@ -168,6 +170,11 @@ def build_parser() -> OneLineParser:
     g.add_argument("--split", default=None, choices=("1x4", "2x4", "1x8"),
                    help="rollout layout of the reset methods (default 1x4)")
     g.add_argument("--no-mask", action="store_true", help="ablation: train on the copied prefix too")
+    g.add_argument("--followup-warmstart", default=None, action=argparse.BooleanOptionalAction,
+                   help="tiny model: warm-start every method of the command with a follow-up "
+                        "stage (srpo.warmstart.followup_stage) so that SCoRe's second attempts "
+                        "and Critique-GRPO's refinements are answered (default: on when score or "
+                        "critique-grpo is selected)")
     g.add_argument("--recipe", default=None, choices=("paper",),
                    help="set the paper's whole recipe (explicit flags still win)")
 
@@ -484,6 +491,15 @@ def make_configs(args) -> list[TrainConfig]:
     if offset is not None and not resets:
         raise ConfigError("localization_offset", "localization_offset applies to reset methods "
                                                  f"only; none selected ({', '.join(args.method)})")
+    followup = args.followup_warmstart
+    if followup is None:
+        followup = bool(set(args.method) & set(FOLLOWUP_METHODS))
+    if followup and args.model is None:
+        from srpo.setup import warm_start_config
+        from srpo.warmstart import followup_stage
+
+        base = TrainConfig(**{**sizes, **flags}, method=args.method[0], out_dir="unused")
+        sizes["warmstart"] = followup_stage(warm_start_config(base))
     out = Path(args.out)
     configs = []
     for seed in range(args.seeds):

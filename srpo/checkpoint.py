@@ -27,8 +27,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
     from srpo import config as config_module
 
-    sidecar = {"run_key": state["run_key"], "iteration": state["iteration"],
-               "trainer_version": config_module.TRAINER_VERSION}
+    sidecar = {
+        "run_key": state["run_key"],
+        "iteration": state["iteration"],
+        "trainer_version": config_module.TRAINER_VERSION,
+    }
     tmp_json = path.with_name("checkpoint.json.tmp")
     tmp_json.write_text(json.dumps(sidecar))
     os.replace(tmp_json, path.with_name("checkpoint.json"))

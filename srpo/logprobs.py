@@ -66,6 +66,40 @@ def _chunk_logp_entropy(hidden: Tensor, targets: Tensor, head, temperature: floa
     return _logp_entropy(head(hidden).float() / temperature, targets)
 
 
+def _batch_inputs(model, prompt_ids_list, response_ids_list, device, pad_id):
+    """The right-padded (B, T_max) model inputs and the (row, column, target) of every response
+    token: ``(inputs, sequences, (row_t, col_t, target, sizes))``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    sequences = []
+    for i, (prompt, response) in enumerate(zip(prompt_ids_list, response_ids_list)):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt_ids_list[{i}] is empty; a prompt needs at least one token")
+        sequences.append([int(t) for t in prompt] + [int(t) for t in response])
+    if not sequences:
+        return None, [], (None, None, None, [])
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = torch.arange(length, device=device).unsqueeze(0).expand(len(sequences), -1)
+    rows, cols, targets, sizes = [], [], [], []
+    for i, (prompt, response) in enumerate(zip(prompt_ids_list, response_ids_list)):
+        start = len(prompt)
+        sizes.append(len(response))
+        rows.extend([i] * len(response))
+        cols.extend(range(start - 1, start - 1 + len(response)))
+        targets.extend(int(t) for t in response)
+    row_t = torch.tensor(rows, dtype=torch.long, device=device)
+    col_t = torch.tensor(cols, dtype=torch.long, device=device)
+    target = torch.tensor(targets, dtype=torch.long, device=device)
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
+              "use_cache": False}
+    return inputs, sequences, (row_t, col_t, target, sizes)
+
+
 def token_logprobs(
     model,
     prompt_ids_list: Sequence[Sequence[int]],
@@ -105,35 +139,12 @@ def token_logprobs(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if chunk_tokens is not None and chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1 or None, got {chunk_tokens}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    sequences = []
-    for i, (prompt, response) in enumerate(zip(prompt_ids_list, response_ids_list)):
-        if len(prompt) == 0:
-            raise ValueError(f"prompt_ids_list[{i}] is empty; a prompt needs at least one token")
-        sequences.append([int(t) for t in prompt] + [int(t) for t in response])
+    inputs, sequences, (row_t, col_t, target, sizes) = _batch_inputs(
+        model, prompt_ids_list, response_ids_list, device, pad_id)
     if not sequences:
-        return []
-    length = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, : len(seq)] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = torch.arange(length, device=device).unsqueeze(0).expand(len(sequences), -1)
-    rows, cols, targets, sizes = [], [], [], []
-    for i, (prompt, response) in enumerate(zip(prompt_ids_list, response_ids_list)):
-        start = len(prompt)
-        sizes.append(len(response))
-        rows.extend([i] * len(response))
-        cols.extend(range(start - 1, start - 1 + len(response)))
-        targets.extend(int(t) for t in response)
-    row_t = torch.tensor(rows, dtype=torch.long, device=device)
-    col_t = torch.tensor(cols, dtype=torch.long, device=device)
-    target = torch.tensor(targets, dtype=torch.long, device=device)
+        return ([], []) if with_entropy else []
+    rows = sizes and any(sizes)
     parts = split_lm(model) if chunk_tokens is not None else None
-    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
-              "use_cache": False}
     if parts is None:
         logits = model(**inputs).logits
         if not rows:

@@ -21,14 +21,33 @@ import torch
 
 from srpo.config import ConfigError, TrainConfig
 
-__all__ = ["build_task", "warm_start_config", "load_policy", "set_determinism", "Run", "make_run",
-           "build_engine", "entropy_function", "make_localizer_for",
-           "TOTALS"]
+__all__ = [
+    "build_task",
+    "warm_start_config",
+    "load_policy",
+    "set_determinism",
+    "Run",
+    "make_run",
+    "build_engine",
+    "entropy_function",
+    "make_localizer_for",
+    "TOTALS",
+]
 
 #: cumulative counters of a run (metrics columns)
-TOTALS = ("rollouts", "generated_tokens", "tokens_base", "tokens_parent", "tokens_discarded",
-          "tokens_suffix", "tokens_localization", "tokens_followup", "tokens_branch",
-          "fresh_chains", "localization_calls")
+TOTALS = (
+    "rollouts",
+    "generated_tokens",
+    "tokens_base",
+    "tokens_parent",
+    "tokens_discarded",
+    "tokens_suffix",
+    "tokens_localization",
+    "tokens_followup",
+    "tokens_branch",
+    "fresh_chains",
+    "localization_calls",
+)
 
 
 def _subset(problems: list, size: int, seed: int) -> list:
@@ -49,25 +68,34 @@ def build_task(config: TrainConfig):
     from srpo.tasks import DatasetTask, ModularArithmeticTask
 
     if config.is_synthetic:
-        task = ModularArithmeticTask(n_steps=config.task_steps, modulus=config.task_modulus,
-                                     ops=config.task_ops, **config.task_options)
+        task = ModularArithmeticTask(
+            n_steps=config.task_steps,
+            modulus=config.task_modulus,
+            ops=config.task_ops,
+            **config.task_options,
+        )
         eval_problems = task.sample(config.eval_size, np.random.default_rng(config.eval_seed))
         return task, eval_problems, "synthetic"
     fields = {"question_field": config.question_field, "answer_field": config.answer_field}
     problems = read_problems(config.task, **fields)
     if config.eval_task is not None:
-        eval_problems = _subset(read_problems(config.eval_task, **fields), config.eval_size,
-                                config.eval_seed)
+        eval_problems = _subset(
+            read_problems(config.eval_task, **fields), config.eval_size, config.eval_seed
+        )
         source = "eval_task"
     elif config.eval_split > 0:
         n_held = int(round(config.eval_split * len(problems)))
         if not 1 <= n_held < len(problems):
-            raise ConfigError("eval_split", f"eval_split {config.eval_split} of {len(problems)} "
-                                            "problems leaves no held-out or no training problem")
+            raise ConfigError(
+                "eval_split",
+                f"eval_split {config.eval_split} of {len(problems)} "
+                "problems leaves no held-out or no training problem",
+            )
         order = np.random.default_rng(config.eval_seed).permutation(len(problems))
         held = set(int(i) for i in order[:n_held])
-        eval_problems = _subset([problems[i] for i in sorted(held)], config.eval_size,
-                                config.eval_seed)
+        eval_problems = _subset(
+            [problems[i] for i in sorted(held)], config.eval_size, config.eval_seed
+        )
         problems = [p for i, p in enumerate(problems) if i not in held]
         source = "eval_split"
     else:
@@ -83,9 +111,15 @@ def warm_start_config(config: TrainConfig):
         return None
     from srpo.warmstart import WarmStartConfig
 
-    return WarmStartConfig(**{"num_threads": config.num_threads, **config.warmstart,
-                              "n_steps": config.task_steps, "modulus": config.task_modulus,
-                              "ops": config.task_ops})
+    return WarmStartConfig(
+        **{
+            "num_threads": config.num_threads,
+            **config.warmstart,
+            "n_steps": config.task_steps,
+            "modulus": config.task_modulus,
+            "ops": config.task_ops,
+        }
+    )
 
 
 def load_policy(config: TrainConfig, progress: Callable | None = None):
@@ -97,18 +131,23 @@ def load_policy(config: TrainConfig, progress: Callable | None = None):
 
     if config.model is None:
         if not config.is_synthetic:
-            raise ConfigError("model", "model: the tiny warm-started model only knows the "
-                                       "synthetic task; pass a local Hugging Face model for a "
-                                       "task file")
+            raise ConfigError(
+                "model",
+                "model: the tiny warm-started model only knows the "
+                "synthetic task; pass a local Hugging Face model for a "
+                "task file",
+            )
         from srpo.warmstart import warm_start
 
-        path = warm_start(warm_start_config(config), cache_dir=config.cache_dir,
-                          progress=progress)
+        path = warm_start(warm_start_config(config), cache_dir=config.cache_dir, progress=progress)
     else:
         path = Path(config.model)
     model, tokenizer = load_model(
-        path, device=config.device, lora_rank=config.lora_rank,
-        dtype=resolve_dtype(config.dtype, config.device), lora_alpha=config.lora_alpha,
+        path,
+        device=config.device,
+        lora_rank=config.lora_rank,
+        dtype=resolve_dtype(config.dtype, config.device),
+        lora_alpha=config.lora_alpha,
         lora_target_modules=config.lora_target_modules,
         gradient_checkpointing=bool(config.grad_checkpointing),
     )
@@ -169,14 +208,18 @@ class Run:
     def state(self, iteration: int) -> dict:
         """The checkpoint of the run after ``iteration``."""
         return {
-            "run_key": self.key, "iteration": iteration, "wall_time": self.wall(),
+            "run_key": self.key,
+            "iteration": iteration,
+            "wall_time": self.wall(),
             "model": {n: p.detach().cpu() for n, p in self.trainable()},
             "optimizer": self.optimizer.state_dict(),
             "rng_problems": self.rng_problems.bit_generator.state,
             "rng_reset": self.ctx.rng.bit_generator.state,
             "generator": self.generator.get_state(),
             "sampler": None if self.sampler is None else self.sampler.state_dict(),
-            "rows": self.rows, "reset_rows": self.reset_rows, "totals": dict(self.totals),
+            "rows": self.rows,
+            "reset_rows": self.reset_rows,
+            "totals": dict(self.totals),
             "localizer_stats": None if self.localizer is None else self.localizer.stats,
         }
 
@@ -208,13 +251,20 @@ def _drop_long_prompts(config, task, tokenizer, note) -> int:
     problems = getattr(task, "problems", None)
     if problems is None:
         return 0
-    keep = [p for p in problems if len(tokenizer.encode(task.prompt(p))) <= config.max_prompt_tokens]
+    keep = [
+        p for p in problems if len(tokenizer.encode(task.prompt(p))) <= config.max_prompt_tokens
+    ]
     if not keep:
-        raise ConfigError("max_prompt_tokens", f"max_prompt_tokens: every prompt of {config.task} "
-                                               f"is longer than {config.max_prompt_tokens} tokens")
+        raise ConfigError(
+            "max_prompt_tokens",
+            f"max_prompt_tokens: every prompt of {config.task} "
+            f"is longer than {config.max_prompt_tokens} tokens",
+        )
     if len(keep) < len(problems):
-        note(f"dropped {len(problems) - len(keep)} of {len(problems)} training prompts longer "
-             f"than {config.max_prompt_tokens} tokens")
+        note(
+            f"dropped {len(problems) - len(keep)} of {len(problems)} training prompts longer "
+            f"than {config.max_prompt_tokens} tokens"
+        )
     task.problems = keep
     return len(problems) - len(keep)
 
@@ -233,15 +283,27 @@ def build_engine(config, model, tokenizer, model_path, trainable, note=lambda m:
         if gen_budget is not None:
             note(f"generation batch budget: {gen_budget} tokens (from free CUDA memory)")
     gen_config = GenerationConfig(
-        temperature=config.temperature, top_p=config.top_p, max_thoughts=config.max_thoughts,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_thoughts=config.max_thoughts,
         max_thought_tokens=config.max_thought_tokens,
-        max_response_tokens=config.max_response_tokens, max_model_len=config.max_model_len,
-        max_new_tokens=config.max_new_tokens, max_batch_tokens=gen_budget,
+        max_response_tokens=config.max_response_tokens,
+        max_model_len=config.max_model_len,
+        max_new_tokens=config.max_new_tokens,
+        max_batch_tokens=gen_budget,
     )
     # the engine is passed the policy; vLLM keeps its own copy, synced after every update
-    engine = make_engine(config.engine, model, tokenizer, gen_config, device=config.device,
-                         model_path=model_path, seed=config.seed, options=config.vllm_options(),
-                         dtype=str(resolve_dtype(config.dtype, config.device)).replace("torch.", ""))
+    engine = make_engine(
+        config.engine,
+        model,
+        tokenizer,
+        gen_config,
+        device=config.device,
+        model_path=model_path,
+        seed=config.seed,
+        options=config.vllm_options(),
+        dtype=str(resolve_dtype(config.dtype, config.device)).replace("torch.", ""),
+    )
     return engine, gen_budget
 
 
@@ -254,8 +316,9 @@ def entropy_function(model, tokenizer, config) -> Callable:
     pad = tokenizer.pad_token_id or 0
 
     def token_entropy(prompts, responses):
-        ents = token_entropies(model, prompts, responses, config.device, temperature, pad,
-                               config.logprob_chunk_tokens)
+        ents = token_entropies(
+            model, prompts, responses, config.device, temperature, pad, config.logprob_chunk_tokens
+        )
         return [e.detach().float().cpu().numpy() for e in ents]
 
     return token_entropy
@@ -268,11 +331,14 @@ def make_localizer_for(config, method, task, engine, tokenizer, token_entropy):
 
     kw = {}
     if method.localizer == "self":
-        kw = {"max_new_tokens": config.localization_max_new_tokens,
-              "temperature": config.localization_temperature,
-              "top_p": config.localization_top_p,
-              "stop_at_boxed": config.localization_stop_at_boxed,
-              "prompt": config.localization_prompt, "fallback": config.localization_fallback}
+        kw = {
+            "max_new_tokens": config.localization_max_new_tokens,
+            "temperature": config.localization_temperature,
+            "top_p": config.localization_top_p,
+            "stop_at_boxed": config.localization_stop_at_boxed,
+            "prompt": config.localization_prompt,
+            "fallback": config.localization_fallback,
+        }
     elif method.localizer == "entropy":
         kw = {"token_entropy": token_entropy}
     elif method.localizer == "fixed":
@@ -288,8 +354,13 @@ def _random_streams(config):
     return np.random.default_rng(seeds[0]), np.random.default_rng(seeds[1]), generator
 
 
-def make_run(config: TrainConfig, task=None, note: Callable = lambda m: None,
-             warmstart_progress: Callable | None = None, exists: bool = False) -> Run:
+def make_run(
+    config: TrainConfig,
+    task=None,
+    note: Callable = lambda m: None,
+    warmstart_progress: Callable | None = None,
+    exists: bool = False,
+) -> Run:
     """Assemble a ``Run`` (module docstring); resume its checkpoint when ``exists``."""
     from srpo.data import EpochSampler
     from srpo.methods import RolloutContext, TaskScorer, TokenizerCodec
@@ -307,8 +378,10 @@ def make_run(config: TrainConfig, task=None, note: Callable = lambda m: None,
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     dropped = _drop_long_prompts(config, task, tokenizer, note)
     if eval_source == "train":
-        note(f"no held-out set: J is measured on {len(eval_problems)} training problems "
-             "(pass an eval file or an eval split for a held-out J)")
+        note(
+            f"no held-out set: J is measured on {len(eval_problems)} training problems "
+            "(pass an eval file or an eval split for a held-out J)"
+        )
     method = config.method_spec
     ref_model = None
     needs_ref = config.kl_coef > 0 or "ref_logprobs" in method.needs
@@ -319,8 +392,9 @@ def make_run(config: TrainConfig, task=None, note: Callable = lambda m: None,
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW([p for _, p in trainable], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for _, p in trainable], lr=config.lr, weight_decay=config.weight_decay
+    )
     engine, gen_budget = build_engine(config, model, tokenizer, model_path, trainable, note)
     token_entropy = entropy_function(model, tokenizer, config)
     localizer = make_localizer_for(config, method, task, engine, tokenizer, token_entropy)
@@ -332,21 +406,59 @@ def make_run(config: TrainConfig, task=None, note: Callable = lambda m: None,
     steps = config.steps if config.steps is not None else config.epochs * sampler.steps_per_epoch
     options = config.options()
     ctx = RolloutContext(
-        engine=engine, codec=TokenizerCodec(tokenizer, task), scorer=TaskScorer(task), task=task,
-        rng=rng_reset, generator=generator, localizer=localizer, options=options,
-        rollouts_per_prompt=config.rollouts_per_prompt, max_fresh_chains=config.max_fresh_chains,
-        mask_prefix=config.mask_prefix, localization_offset=config.localization_offset,
-        split=config.split, token_entropy=token_entropy,
-        max_response_tokens=config.max_response_tokens)
-    updater = PolicyUpdater(model, ref_model, optimizer, config, tokenizer,
-                            loss_params=method.loss_params(config, options), needs=method.needs)
-    run = Run(config, out, task, eval_problems, eval_source, model, tokenizer, model_path,
-              optimizer, engine, method, ctx, updater, localizer, sampler, rng_problems, generator,
-              steps, gen_budget, dropped, len(problems) if problems is not None else None,
-              config.run_key())
+        engine=engine,
+        codec=TokenizerCodec(tokenizer, task),
+        scorer=TaskScorer(task),
+        task=task,
+        rng=rng_reset,
+        generator=generator,
+        localizer=localizer,
+        options=options,
+        rollouts_per_prompt=config.rollouts_per_prompt,
+        max_fresh_chains=config.max_fresh_chains,
+        mask_prefix=config.mask_prefix,
+        localization_offset=config.localization_offset,
+        split=config.split,
+        token_entropy=token_entropy,
+        max_response_tokens=config.max_response_tokens,
+    )
+    updater = PolicyUpdater(
+        model,
+        ref_model,
+        optimizer,
+        config,
+        tokenizer,
+        loss_params=method.loss_params(config, options),
+        needs=method.needs,
+    )
+    run = Run(
+        config,
+        out,
+        task,
+        eval_problems,
+        eval_source,
+        model,
+        tokenizer,
+        model_path,
+        optimizer,
+        engine,
+        method,
+        ctx,
+        updater,
+        localizer,
+        sampler,
+        rng_problems,
+        generator,
+        steps,
+        gen_budget,
+        dropped,
+        len(problems) if problems is not None else None,
+        config.run_key(),
+    )
     if exists:
-        run.resume(torch.load(out / "checkpoint.pt", map_location=config.device,
-                              weights_only=False))
+        run.resume(
+            torch.load(out / "checkpoint.pt", map_location=config.device, weights_only=False)
+        )
     else:
         run.jsonl.write_text("")
         run.t_start = time.time()

@@ -33,8 +33,9 @@ def _pad(rows: list[torch.Tensor], width: int) -> torch.Tensor:
     return out
 
 
-def micro_batches(indices: list[int], lengths: list[int], max_seqs: int,
-                  max_tokens: int | None) -> list[list[int]]:
+def micro_batches(
+    indices: list[int], lengths: list[int], max_seqs: int, max_tokens: int | None
+) -> list[list[int]]:
     """Consecutive chunks of ``indices`` with at most ``max_seqs`` sequences and at most
     ``max_tokens`` padded tokens (chunk size x longest sequence); a longer sequence is alone."""
     chunks: list[list[int]] = []
@@ -42,8 +43,10 @@ def micro_batches(indices: list[int], lengths: list[int], max_seqs: int,
     widest = 0
     for i in indices:
         width = max(widest, lengths[i])
-        if current and (len(current) >= max_seqs
-                        or (max_tokens is not None and (len(current) + 1) * width > max_tokens)):
+        if current and (
+            len(current) >= max_seqs
+            or (max_tokens is not None and (len(current) + 1) * width > max_tokens)
+        ):
             chunks.append(current)
             current, width = [], lengths[i]
         current.append(i)
@@ -77,8 +80,9 @@ class PolicyUpdater:
         needs: what the method needs besides the loss (``Method.needs``).
     """
 
-    def __init__(self, model, ref_model, optimizer, config, tokenizer, loss_params=None,
-                 needs=frozenset()) -> None:
+    def __init__(
+        self, model, ref_model, optimizer, config, tokenizer, loss_params=None, needs=frozenset()
+    ) -> None:
         self.model, self.ref_model, self.optimizer = model, ref_model, optimizer
         self.config = config
         self.pad = tokenizer.pad_token_id or 0
@@ -88,8 +92,9 @@ class PolicyUpdater:
         self.loss_fn = POLICY_LOSSES[config.loss]
         self.loss_params = dict(loss_params or {})
         # SCoRe's KL in the reward (ref_logprobs) is mean_t (log pi_old - log pi_ref): old too
-        self.needs_old = config.loss != "reinforce" or bool({"old_logprobs", "ref_logprobs"}
-                                                             & set(needs))
+        self.needs_old = config.loss != "reinforce" or bool(
+            {"old_logprobs", "ref_logprobs"} & set(needs)
+        )
         self.needs_ref = config.kl_coef > 0 or "ref_logprobs" in needs
         self.params = [p for p in model.parameters() if p.requires_grad]
 
@@ -99,11 +104,16 @@ class PolicyUpdater:
 
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
-            out = token_logprobs(model, [samples[i].prompt_ids for i in idx],
-                                 [samples[i].response_ids for i in idx], self.config.device,
-                                 temperature=self.temperature, pad_id=self.pad,
-                                 chunk_tokens=self.config.logprob_chunk_tokens,
-                                 with_entropy=entropy)
+            out = token_logprobs(
+                model,
+                [samples[i].prompt_ids for i in idx],
+                [samples[i].response_ids for i in idx],
+                self.config.device,
+                temperature=self.temperature,
+                pad_id=self.pad,
+                chunk_tokens=self.config.logprob_chunk_tokens,
+                with_entropy=entropy,
+            )
         lp, ent = out if entropy else (out, None)
         width = max(1, max(x.shape[0] for x in lp))
         mask = _pad([masks[i] for i in idx], width).to(lp[0].device)
@@ -120,8 +130,12 @@ class PolicyUpdater:
         masks = [torch.tensor(s.loss_mask, dtype=torch.float32) for s in samples]
         lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
         minis = mini_batches(samples, self.config.mini_batches)
-        chunks = [micro_batches(part, lengths, self.config.micro_batch_size,
-                                self.config.micro_batch_tokens) for part in minis]
+        chunks = [
+            micro_batches(
+                part, lengths, self.config.micro_batch_size, self.config.micro_batch_tokens
+            )
+            for part in minis
+        ]
         return minis, chunks, masks, [int(m.sum()) for m in masks], lengths
 
     def precompute(self, samples) -> dict:
@@ -156,8 +170,12 @@ class PolicyUpdater:
         """(b,) or (b, width) advantages of the micro-batch ``idx``."""
         if isinstance(advantages, np.ndarray) and advantages.ndim == 1:
             return torch.as_tensor(advantages, dtype=torch.float32)[idx].to(device)
-        rows = [torch.as_tensor(np.asarray(advantages[i], dtype=np.float64)[:width],
-                                dtype=torch.float32) for i in idx]
+        rows = [
+            torch.as_tensor(
+                np.asarray(advantages[i], dtype=np.float64)[:width], dtype=torch.float32
+            )
+            for i in idx
+        ]
         return _pad(rows, width).to(device)
 
     def _weight(self, idx, part, n_tok) -> float:
@@ -168,8 +186,9 @@ class PolicyUpdater:
     def _micro_loss(self, samples, masks, advantages, cache, m, c, idx, shaped):
         """The loss of one micro-batch (with grad) and its statistics."""
         cfg = self.config
-        lp, mask, ent = self._logprobs(self.model, samples, masks, idx, True,
-                                       entropy=cfg.entropy_coef > 0)
+        lp, mask, ent = self._logprobs(
+            self.model, samples, masks, idx, True, entropy=cfg.entropy_coef > 0
+        )
         a = self._advantage_rows(advantages, idx, lp.shape[1], lp.device)
         kw = dict(self.loss_params)
         if (m, c) in cache["old"]:
@@ -202,7 +221,8 @@ class PolicyUpdater:
                     totals = [0.0, 0.0, 0.0]  # loss, kl, clip fraction
                     for c, idx in enumerate(chunks):
                         lp, a, mask, loss, kl, st = self._micro_loss(
-                            samples, masks, advantages, cache, m, c, idx, shaped)
+                            samples, masks, advantages, cache, m, c, idx, shaped
+                        )
                         weight = self._weight(idx, part, n_tok)
                         (loss * weight).backward()
                         totals[0] += float(loss.detach()) * weight
@@ -220,17 +240,23 @@ class PolicyUpdater:
                         norms.append(norm)
         finally:
             self.model.train(training)
-        return {"loss": float(np.mean(losses)), "kl": float(np.mean(kls)),
-                "clip_frac": float(np.mean(clips)), "grad_norm": float(np.mean(norms)),
-                "optimizer_updates": len(minis) * cfg.updates_per_step,
-                "update_tokens": int(sum(lengths)),
-                "grad_signal_reset": nanmean(g_reset), "grad_signal_base": nanmean(g_base)}
+        return {
+            "loss": float(np.mean(losses)),
+            "kl": float(np.mean(kls)),
+            "clip_frac": float(np.mean(clips)),
+            "grad_norm": float(np.mean(norms)),
+            "optimizer_updates": len(minis) * cfg.updates_per_step,
+            "update_tokens": int(sum(lengths)),
+            "grad_signal_reset": nanmean(g_reset),
+            "grad_signal_base": nanmean(g_base),
+        }
 
     def _step(self) -> float:
         if self.config.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         else:
             norm = torch.linalg.vector_norm(
-                torch.stack([p.grad.norm() for p in self.params if p.grad is not None]))
+                torch.stack([p.grad.norm() for p in self.params if p.grad is not None])
+            )
         self.optimizer.step()
         return float(norm)

@@ -57,8 +57,18 @@ import importlib
 
 from srpo.methods.base import Method, RolloutContext, Score, TaskScorer, TokenizerCodec
 
-__all__ = ["Method", "RolloutContext", "Score", "TaskScorer", "TokenizerCodec", "METHODS",
-           "register_method", "get_method", "method_names", "COMPARISON_METHODS"]
+__all__ = [
+    "Method",
+    "RolloutContext",
+    "Score",
+    "TaskScorer",
+    "TokenizerCodec",
+    "METHODS",
+    "register_method",
+    "get_method",
+    "method_names",
+    "COMPARISON_METHODS",
+]
 
 #: name -> Method, filled by ``register_method`` as the modules below are imported
 METHODS: dict[str, Method] = {}
@@ -68,8 +78,17 @@ _MODULES = ("grpo", "resets", "score", "critique_grpo", "spo_tree", "treerl")
 
 #: the methods ``llm_srpo.py --method all`` runs (the paper's comparison; the selector-study
 #: localizers ``entropy-reset`` / ``fixed-reset`` are run by name)
-COMPARISON_METHODS = ("grpo", "rrpo", "srpo", "oracle", "srpo-offset", "score", "critique-grpo",
-                      "spo-tree", "treerl")
+COMPARISON_METHODS = (
+    "grpo",
+    "rrpo",
+    "srpo",
+    "oracle",
+    "srpo-offset",
+    "score",
+    "critique-grpo",
+    "spo-tree",
+    "treerl",
+)
 
 
 def register_method(method: Method) -> Method:

@@ -33,12 +33,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Method", "RolloutContext", "Score", "TaskScorer", "TokenizerCodec", "engine_limits",
-           "RECIPE_FIELDS"]
+__all__ = [
+    "Method",
+    "RolloutContext",
+    "Score",
+    "TaskScorer",
+    "TokenizerCodec",
+    "engine_limits",
+    "RECIPE_FIELDS",
+]
 
 #: TrainConfig fields a method's ``defaults`` / ``release`` may set
-RECIPE_FIELDS = ("lr", "temperature", "loss", "agg", "adv_std", "adv_eps", "clip_eps",
-                 "entropy_coef", "localization_offset", "kl_coef")
+RECIPE_FIELDS = (
+    "lr",
+    "temperature",
+    "loss",
+    "agg",
+    "adv_std",
+    "adv_eps",
+    "clip_eps",
+    "entropy_coef",
+    "localization_offset",
+    "kl_coef",
+)
 
 
 @dataclass(frozen=True)
@@ -91,12 +108,15 @@ class TokenizerCodec:
 
         return thought_texts(self.tokenizer, chain.response_ids, chain.spans)
 
-    def followup_ids(self, prompt_ids: Sequence[int], response_ids: Sequence[int],
-                     message: str) -> list[int]:
+    def followup_ids(
+        self, prompt_ids: Sequence[int], response_ids: Sequence[int], message: str
+    ) -> list[int]:
         """``prompt + response + message``: a second attempt's or a refinement's context, on
         token ids (the response is never re-tokenized)."""
         tail = self.tokenizer.encode(message, add_special_tokens=False)
-        return [int(t) for t in prompt_ids] + [int(t) for t in response_ids] + [int(t) for t in tail]
+        return (
+            [int(t) for t in prompt_ids] + [int(t) for t in response_ids] + [int(t) for t in tail]
+        )
 
 
 @dataclass
@@ -191,12 +211,14 @@ class Method:
         values = dict(values or {})
         if self.options is None:
             if values:
-                raise ValueError(f"method {self.name!r} takes no method_options; got "
-                                 f"{sorted(values)}")
+                raise ValueError(
+                    f"method {self.name!r} takes no method_options; got {sorted(values)}"
+                )
             return None
         names = {f.name for f in dataclasses.fields(self.options)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"method {self.name!r} has no option {unknown}; its options are "
-                             f"{sorted(names)}")
+            raise ValueError(
+                f"method {self.name!r} has no option {unknown}; its options are {sorted(names)}"
+            )
         return self.options(**values)

@@ -138,8 +138,11 @@ class Accounting:
 
     def add_chains(self, kind: str, chains) -> None:
         """Count ``chains`` (objects with ``n_generated``) as generated tokens of ``kind``."""
-        setattr(self, f"tokens_{kind}",
-                getattr(self, f"tokens_{kind}") + sum(int(c.n_generated) for c in chains))
+        setattr(
+            self,
+            f"tokens_{kind}",
+            getattr(self, f"tokens_{kind}") + sum(int(c.n_generated) for c in chains),
+        )
 
     def as_dict(self) -> dict[str, float]:
         d = {k: (float(v) if k.startswith("seconds") else int(v)) for k, v in self.__dict__.items()}
@@ -192,15 +195,18 @@ class Batch:
                 node[i, : len(x.token_node)] = x.token_node
         return {
             "rewards": np.array([x.reward for x in s], dtype=np.float64),
-            "correct": np.array([x.reward > 0.5 if x.correct is None else bool(x.correct)
-                                 for x in s], dtype=bool),
+            "correct": np.array(
+                [x.reward > 0.5 if x.correct is None else bool(x.correct) for x in s], dtype=bool
+            ),
             "group_index": np.array([x.group_id for x in s], dtype=np.int64),
             "loss_mask": mask,
             "token_node": node,
             "node_parent": np.asarray(self.node_parent, dtype=np.int64),
-            "pair_index": np.array([-1 if x.pair_index is None else x.pair_index for x in s],
-                                   dtype=np.int64),
-            "attempt": np.array([{"attempt1": 1, "attempt2": 2}.get(x.kind, 0) for x in s],
-                                dtype=np.int64),
+            "pair_index": np.array(
+                [-1 if x.pair_index is None else x.pair_index for x in s], dtype=np.int64
+            ),
+            "attempt": np.array(
+                [{"attempt1": 1, "attempt2": 2}.get(x.kind, 0) for x in s], dtype=np.int64
+            ),
             "is_refinement": np.array([x.kind == "refinement" for x in s], dtype=bool),
         }

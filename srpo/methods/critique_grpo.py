@@ -23,15 +23,17 @@ from srpo.methods.base import Method
 from srpo.methods.batch import Accounting, Batch, TrainingSample
 
 #: the critique shown with the previous solution (our wording; the verdict is revealed)
-CRITIQUE_MESSAGE = ("\nCritique: the final answer above is {verdict}. Using this critique, "
-                    "write a refined solution.\n")
+CRITIQUE_MESSAGE = (
+    "\nCritique: the final answer above is {verdict}. Using this critique, "
+    "write a refined solution.\n"
+)
 
 
 @dataclass(frozen=True)
 class CritiqueOptions:
     """Attributes:
-        shaping_gamma: f(p) = p / (p + gamma) on refinement tokens (release 0.1).
-        message: the critique template (``{verdict}``: "correct" or "incorrect").
+    shaping_gamma: f(p) = p / (p + gamma) on refinement tokens (release 0.1).
+    message: the critique template (``{verdict}``: "correct" or "incorrect").
     """
 
     shaping_gamma: float = 0.1
@@ -58,12 +60,18 @@ def critique_batch(ctx, problems) -> Batch:
     acc = Accounting()
     prompts = [ctx.codec.prompt_ids(p) for p in problems]
     t0 = time.perf_counter()
-    originals = [g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(r)], 1,
-                                                   ctx.generator)]
+    originals = [
+        g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(r)], 1, ctx.generator)
+    ]
     scores = [ctx.scorer.score(problems[j // r], c) for j, c in enumerate(originals)]
-    contexts = [ctx.codec.followup_ids(prompts[j // r], c.response_ids, o.message.format(
-        verdict="correct" if s.correct else "incorrect"))
-        for j, (c, s) in enumerate(zip(originals, scores))]
+    contexts = [
+        ctx.codec.followup_ids(
+            prompts[j // r],
+            c.response_ids,
+            o.message.format(verdict="correct" if s.correct else "incorrect"),
+        )
+        for j, (c, s) in enumerate(zip(originals, scores))
+    ]
     refined = [g[0] for g in ctx.engine.generate(contexts, 1, ctx.generator)]
     acc.seconds_fresh = time.perf_counter() - t0
     samples = []
@@ -71,15 +79,35 @@ def critique_batch(ctx, problems) -> Batch:
         block = range(i * r, (i + 1) * r)
         for j in list(block)[: r - 1]:
             c = originals[j]
-            samples.append(TrainingSample(
-                prompts[i], list(c.response_ids), [1] * len(c.response_ids), scores[j].reward,
-                i, False, i, correct=scores[j].correct, kind="original"))
+            samples.append(
+                TrainingSample(
+                    prompts[i],
+                    list(c.response_ids),
+                    [1] * len(c.response_ids),
+                    scores[j].reward,
+                    i,
+                    False,
+                    i,
+                    correct=scores[j].correct,
+                    kind="original",
+                )
+            )
         ref_scores = [ctx.scorer.score(problems[i], refined[j]) for j in block]
         best = best_refinement(ref_scores)
         c = refined[i * r + best]
-        samples.append(TrainingSample(
-            prompts[i], list(c.response_ids), [1] * len(c.response_ids), ref_scores[best].reward,
-            i, False, i, correct=ref_scores[best].correct, kind="refinement"))
+        samples.append(
+            TrainingSample(
+                prompts[i],
+                list(c.response_ids),
+                [1] * len(c.response_ids),
+                ref_scores[best].reward,
+                i,
+                False,
+                i,
+                correct=ref_scores[best].correct,
+                kind="refinement",
+            )
+        )
         acc.add_chains("base", [originals[j] for j in list(block)[: r - 1]])
         acc.add_chains("discarded", [originals[i * r + r - 1]])
     acc.chains_fresh = len(originals)
@@ -96,15 +124,26 @@ def _loss_params(config, options) -> dict:
 
 from srpo.methods import register_method  # noqa: E402  (the registry imports this module)
 
-CRITIQUE = register_method(Method(
-    name="critique-grpo", plan=critique_batch, advantage="group_mean",
-    losses=("critique-shaped",), options=CritiqueOptions, loss_params=_loss_params,
-    defaults={"loss": "critique-shaped", "agg": "seq-mean-token-sum-norm"},
-    release={"loss": "critique-shaped", "agg": "seq-mean-token-sum-norm", "lr": 1e-6,
-             "temperature": 1.0, "entropy_coef": 0.001},
-    trl="refinements are sampled from a critique prompt but trained under the original prompt "
+CRITIQUE = register_method(
+    Method(
+        name="critique-grpo",
+        plan=critique_batch,
+        advantage="group_mean",
+        losses=("critique-shaped",),
+        options=CritiqueOptions,
+        loss_params=_loss_params,
+        defaults={"loss": "critique-shaped", "agg": "seq-mean-token-sum-norm"},
+        release={
+            "loss": "critique-shaped",
+            "agg": "seq-mean-token-sum-norm",
+            "lr": 1e-6,
+            "temperature": 1.0,
+            "entropy_coef": 0.001,
+        },
+        trl="refinements are sampled from a critique prompt but trained under the original prompt "
         "with the shaping f(pi) = pi / (pi + 0.1) on their tokens: TRL's loss has one form for "
         "every row",
-    summary="8 chains + refinements after a binary critique; best refinement + 7 originals; "
-            "Dr.GRPO; f(p) = p/(p+0.1)",
-))
+        summary="8 chains + refinements after a binary critique; best refinement + 7 originals; "
+        "Dr.GRPO; f(p) = p/(p+0.1)",
+    )
+)

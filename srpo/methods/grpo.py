@@ -24,16 +24,26 @@ def fresh_groups(ctx, problems) -> Batch:
     acc = Accounting()
     prompts = [ctx.codec.prompt_ids(p) for p in problems]
     t0 = time.perf_counter()
-    flat = [g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(r)], 1,
-                                              ctx.generator)]
+    flat = [
+        g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(r)], 1, ctx.generator)
+    ]
     acc.seconds_fresh = time.perf_counter() - t0
     samples, first_round = [], []
     for i, (problem, prompt) in enumerate(zip(problems, prompts)):
-        for chain in flat[i * r:(i + 1) * r]:
+        for chain in flat[i * r : (i + 1) * r]:
             score = ctx.scorer.score(problem, chain)
-            samples.append(TrainingSample(
-                prompt, list(chain.response_ids), [1] * len(chain.response_ids), score.reward,
-                i, False, i, correct=score.correct))
+            samples.append(
+                TrainingSample(
+                    prompt,
+                    list(chain.response_ids),
+                    [1] * len(chain.response_ids),
+                    score.reward,
+                    i,
+                    False,
+                    i,
+                    correct=score.correct,
+                )
+            )
             first_round.append(score.reward)
     acc.chains_fresh = len(flat)
     acc.add_chains("base", flat)
@@ -42,14 +52,23 @@ def fresh_groups(ctx, problems) -> Batch:
 
 from srpo.methods import register_method  # noqa: E402  (the registry imports this module)
 
-GRPO = register_method(Method(
-    name="grpo",
-    plan=fresh_groups,
-    advantage="auto",
-    losses=("reinforce", "ppo-clip"),
-    localizer="none",
-    defaults={"loss": "reinforce", "agg": "seq-mean-token-mean", "adv_std": "population"},
-    release={"loss": "ppo-clip", "clip_eps": 0.2, "agg": "token-mean", "adv_std": "unbiased",
-             "adv_eps": 1e-6, "lr": 5e-5, "temperature": 0.7},
-    summary="R fresh chains, one group, group z-scores",
-))
+GRPO = register_method(
+    Method(
+        name="grpo",
+        plan=fresh_groups,
+        advantage="auto",
+        losses=("reinforce", "ppo-clip"),
+        localizer="none",
+        defaults={"loss": "reinforce", "agg": "seq-mean-token-mean", "adv_std": "population"},
+        release={
+            "loss": "ppo-clip",
+            "clip_eps": 0.2,
+            "agg": "token-mean",
+            "adv_std": "unbiased",
+            "adv_eps": 1e-6,
+            "lr": 5e-5,
+            "temperature": 0.7,
+        },
+        summary="R fresh chains, one group, group z-scores",
+    )
+)

@@ -67,8 +67,12 @@ def split_spec(split: str, rollouts_per_prompt: int = 8) -> SplitSpec:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
     r = rollouts_per_prompt
-    spec = {"grpo": SplitSpec(0, 0, r), "1x4": SplitSpec(1, 4, r - 4),
-            "2x4": SplitSpec(2, 4, r - 8), "1x8": SplitSpec(1, 8, r - 8)}[split]
+    spec = {
+        "grpo": SplitSpec(0, 0, r),
+        "1x4": SplitSpec(1, 4, r - 4),
+        "2x4": SplitSpec(2, 4, r - 8),
+        "1x8": SplitSpec(1, 8, r - 8),
+    }[split]
     if spec.n_base < 0:
         raise ValueError(
             f"rollouts_per_prompt = {r} is too small for split {split!r} "
@@ -105,8 +109,12 @@ class _PromptState:
         if not keep:
             return i
         # an empty chain (no room for a first thought) has no step to reset at: never a parent
-        if (spec.n_parents and not score.correct and len(self.parents) < spec.n_parents
-                and getattr(chain, "spans", [None])):
+        if (
+            spec.n_parents
+            and not score.correct
+            and len(self.parents) < spec.n_parents
+            and getattr(chain, "spans", [None])
+        ):
             self.parents.append(i)
         elif len(self.base) < spec.n_base:
             self.base.append(i)
@@ -117,8 +125,7 @@ def _fresh_rounds(ctx, states, spec, acc) -> None:
     """Fresh chains in rounds batched across prompts, until every prompt is complete or capped."""
     first = True
     while True:
-        todo = [s for s in states
-                if s.needed(spec) > 0 and len(s.chains) < ctx.max_fresh_chains]
+        todo = [s for s in states if s.needed(spec) > 0 and len(s.chains) < ctx.max_fresh_chains]
         if not todo:
             return
         counts = [min(s.needed(spec), ctx.max_fresh_chains - len(s.chains)) for s in todo]
@@ -126,7 +133,7 @@ def _fresh_rounds(ctx, states, spec, acc) -> None:
         flat = [g[0] for g in ctx.engine.generate(flat_prompts, 1, ctx.generator)]
         pos = 0
         for s, c in zip(todo, counts):
-            for chain in flat[pos:pos + c]:
+            for chain in flat[pos : pos + c]:
                 s.add(chain, ctx.scorer.score(s.problem, chain), spec)
                 acc.chains_fresh += 1
             pos += c
@@ -167,19 +174,26 @@ def _parents_and_views(ctx, states, spec, acc) -> tuple[list, list]:
         for ci in s.parents:
             chain = s.chains[ci]
             refs.append((s, ci, n_suffix))
-            views.append(ParentView(s.problem, ctx.codec.question(s.problem),
-                                    ctx.codec.thoughts(chain), prompt_ids=s.prompt_ids,
-                                    response_ids=list(chain.response_ids),
-                                    spans=list(chain.spans)))
+            views.append(
+                ParentView(
+                    s.problem,
+                    ctx.codec.question(s.problem),
+                    ctx.codec.thoughts(chain),
+                    prompt_ids=s.prompt_ids,
+                    response_ids=list(chain.response_ids),
+                    spans=list(chain.spans),
+                )
+            )
     for s in states:
         if s.index in extra_base:  # 2x4 fallback: base group from the non-parent chains
-            s.base = [i for i in range(len(s.chains)) if i not in s.parents][:extra_base[s.index]]
+            s.base = [i for i in range(len(s.chains)) if i not in s.parents][: extra_base[s.index]]
             need = extra_base[s.index] - len(s.base)
             if need > 0:
                 chains = ctx.engine.generate([s.prompt_ids] * need, 1, ctx.generator)
                 for group in chains:
-                    s.base.append(s.add(group[0], ctx.scorer.score(s.problem, group[0]), None,
-                                        keep=False))
+                    s.base.append(
+                        s.add(group[0], ctx.scorer.score(s.problem, group[0]), None, keep=False)
+                    )
                     acc.chains_fresh += 1
     return refs, views
 
@@ -203,9 +217,18 @@ def _base_samples(states) -> tuple[list[TrainingSample], int]:
         if s.base:
             for i in s.base:
                 c = s.chains[i]
-                samples.append(TrainingSample(
-                    s.prompt_ids, list(c.response_ids), [1] * len(c.response_ids),
-                    s.rewards[i], gid, False, s.index, correct=s.correct[i]))
+                samples.append(
+                    TrainingSample(
+                        s.prompt_ids,
+                        list(c.response_ids),
+                        [1] * len(c.response_ids),
+                        s.rewards[i],
+                        gid,
+                        False,
+                        s.index,
+                        correct=s.correct[i],
+                    )
+                )
             gid += 1
     return samples, gid
 
@@ -224,9 +247,19 @@ def _reset_events(ctx, refs, views, results) -> tuple[list, list]:
         verifier = getattr(task, "has_step_verifier", False)
         fe = task.first_error(s.problem, view.thoughts) if verifier else None
         dev = None if fe is None else k - int(fe)
-        event = ResetEvent(s.index, n, k, res.source, res.is_fallback, res.raw, fe, dev,
-                           None if dev is None else dev <= 0, len(prefix))
-        groups.append((s.prompt_ids, prefix, parent.spans[:k - 1], n_suffix))
+        event = ResetEvent(
+            s.index,
+            n,
+            k,
+            res.source,
+            res.is_fallback,
+            res.raw,
+            fe,
+            dev,
+            None if dev is None else dev <= 0,
+            len(prefix),
+        )
+        groups.append((s.prompt_ids, prefix, parent.spans[: k - 1], n_suffix))
         events.append((s, event))
     return groups, events
 
@@ -236,8 +269,10 @@ def reset_batch(ctx, problems) -> Batch:
     split = ctx.split if ctx.localizer is not None else "grpo"
     spec = split_spec(split, ctx.rollouts_per_prompt)
     if ctx.max_fresh_chains < ctx.rollouts_per_prompt:
-        raise ValueError(f"max_fresh_chains must be >= rollouts_per_prompt = "
-                         f"{ctx.rollouts_per_prompt}; got {ctx.max_fresh_chains}")
+        raise ValueError(
+            f"max_fresh_chains must be >= rollouts_per_prompt = "
+            f"{ctx.rollouts_per_prompt}; got {ctx.max_fresh_chains}"
+        )
     acc = Accounting()
     states = [_PromptState(i, ctx.codec.prompt_ids(p), p) for i, p in enumerate(problems)]
     t0 = time.perf_counter()
@@ -264,10 +299,21 @@ def reset_batch(ctx, problems) -> Batch:
             event.suffix_correct.append(score.correct)
             prefix_mask = 0 if ctx.mask_prefix else 1
             mask = [prefix_mask] * c.prefix_len + [1] * (len(c.response_ids) - c.prefix_len)
-            samples.append(TrainingSample(
-                s.prompt_ids, list(c.response_ids), mask, score.reward, gid, True, s.index,
-                event_index=len(events), prefix_len=c.prefix_len, correct=score.correct,
-                kind="suffix"))
+            samples.append(
+                TrainingSample(
+                    s.prompt_ids,
+                    list(c.response_ids),
+                    mask,
+                    score.reward,
+                    gid,
+                    True,
+                    s.index,
+                    event_index=len(events),
+                    prefix_len=c.prefix_len,
+                    correct=score.correct,
+                    kind="suffix",
+                )
+            )
             acc.tokens_suffix += c.n_generated
             acc.chains_suffix += 1
         events.append(event)
@@ -291,8 +337,13 @@ class FixedOptions:
 
 
 _COMMON = {"loss": "reinforce", "agg": "seq-mean-token-mean", "adv_std": "population"}
-_RELEASE = {"loss": "reinforce", "agg": "seq-mean-token-mean", "adv_std": "population",
-            "lr": 5e-5, "temperature": 0.7}
+_RELEASE = {
+    "loss": "reinforce",
+    "agg": "seq-mean-token-mean",
+    "adv_std": "population",
+    "lr": 5e-5,
+    "temperature": 0.7,
+}
 _SUMMARIES = {
     "rrpo": "resets at a uniform step of a failed chain",
     "srpo": "resets at the step the policy names as its first error",
@@ -301,16 +352,29 @@ _SUMMARIES = {
     "entropy-reset": "resets at the thought holding the failed chain's highest-entropy token",
     "fixed-reset": "resets at the thought holding a fixed token position",
 }
-_LOCALIZER = {"rrpo": "random", "srpo": "self", "oracle": "oracle", "srpo-offset": "self",
-              "entropy-reset": "entropy", "fixed-reset": "fixed"}
+_LOCALIZER = {
+    "rrpo": "random",
+    "srpo": "self",
+    "oracle": "oracle",
+    "srpo-offset": "self",
+    "entropy-reset": "entropy",
+    "fixed-reset": "fixed",
+}
 
 from srpo.methods import register_method  # noqa: E402  (the registry imports this module)
 
 for _name, _localizer in _LOCALIZER.items():
-    register_method(Method(
-        name=_name, plan=reset_batch, advantage="auto", losses=("reinforce", "ppo-clip"),
-        localizer=_localizer, options=FixedOptions if _name == "fixed-reset" else None,
-        defaults={**_COMMON, "localization_offset": 1 if _name == "srpo-offset" else 0},
-        release=dict(_RELEASE), summary=_SUMMARIES[_name],
-        needs=frozenset({"entropy"}) if _name == "entropy-reset" else frozenset(),
-    ))
+    register_method(
+        Method(
+            name=_name,
+            plan=reset_batch,
+            advantage="auto",
+            losses=("reinforce", "ppo-clip"),
+            localizer=_localizer,
+            options=FixedOptions if _name == "fixed-reset" else None,
+            defaults={**_COMMON, "localization_offset": 1 if _name == "srpo-offset" else 0},
+            release=dict(_RELEASE),
+            summary=_SUMMARIES[_name],
+            needs=frozenset({"entropy"}) if _name == "entropy-reset" else frozenset(),
+        )
+    )

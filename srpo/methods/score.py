@@ -24,18 +24,20 @@ from srpo.methods.base import Method
 from srpo.methods.batch import Accounting, Batch, TrainingSample
 
 #: the correction instruction appended after the first attempt (our paraphrase of SCoRe's)
-CORRECTION_MESSAGE = ("\nThere might be an error in the solution above. Check each step, "
-                      "correct the error if there is one, and write the solution again.\n")
+CORRECTION_MESSAGE = (
+    "\nThere might be an error in the solution above. Check each step, "
+    "correct the error if there is one, and write the solution again.\n"
+)
 
 
 @dataclass(frozen=True)
 class SCoReOptions:
     """Attributes:
-        pairs: attempt pairs per prompt (None: R / 2).
-        alpha: stage-II bonus on the improvement R(y2) - R(y1) (release 10).
-        stage: 2 (shaping, the release's default) or 1 (R'(y1) = 0, KL 0.1 on y1).
-        kl_coef: KL-in-reward weight (None: 0.01 in stage II, 0.1 on y1 in stage I).
-        message: the correction instruction.
+    pairs: attempt pairs per prompt (None: R / 2).
+    alpha: stage-II bonus on the improvement R(y2) - R(y1) (release 10).
+    stage: 2 (shaping, the release's default) or 1 (R'(y1) = 0, KL 0.1 on y1).
+    kl_coef: KL-in-reward weight (None: 0.01 in stage II, 0.1 on y1 in stage I).
+    message: the correction instruction.
     """
 
     pairs: int | None = None
@@ -58,10 +60,13 @@ def score_batch(ctx, problems) -> Batch:
     acc = Accounting()
     prompts = [ctx.codec.prompt_ids(p) for p in problems]
     t0 = time.perf_counter()
-    first = [g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(n)], 1,
-                                               ctx.generator)]
-    contexts = [ctx.codec.followup_ids(prompts[j // n], c.response_ids, o.message)
-                for j, c in enumerate(first)]
+    first = [
+        g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(n)], 1, ctx.generator)
+    ]
+    contexts = [
+        ctx.codec.followup_ids(prompts[j // n], c.response_ids, o.message)
+        for j, c in enumerate(first)
+    ]
     second = [g[0] for g in ctx.engine.generate(contexts, 1, ctx.generator)]
     acc.seconds_fresh = time.perf_counter() - t0
     samples, first_round = [], []
@@ -69,9 +74,20 @@ def score_batch(ctx, problems) -> Batch:
         i = j // n
         for kind, chain in (("attempt1", y1), ("attempt2", y2)):
             s = ctx.scorer.score(problems[i], chain)
-            samples.append(TrainingSample(
-                prompts[i], list(chain.response_ids), [1] * len(chain.response_ids), s.reward,
-                i, False, i, correct=s.correct, kind=kind, pair_index=j))
+            samples.append(
+                TrainingSample(
+                    prompts[i],
+                    list(chain.response_ids),
+                    [1] * len(chain.response_ids),
+                    s.reward,
+                    i,
+                    False,
+                    i,
+                    correct=s.correct,
+                    kind=kind,
+                    pair_index=j,
+                )
+            )
             if kind == "attempt1":
                 first_round.append(s.reward)
     acc.chains_fresh = len(first)
@@ -89,15 +105,26 @@ def _params(config, options) -> dict:
 
 from srpo.methods import register_method  # noqa: E402  (the registry imports this module)
 
-SCORE = register_method(Method(
-    name="score", plan=score_batch, advantage="score_shaped", advantage_params=_params,
-    losses=("ppo-clip", "reinforce"), options=SCoReOptions,
-    defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
-    release={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2, "lr": 5e-5,
-             "temperature": 0.7},
-    needs=frozenset({"ref_logprobs"}),
-    trl="the second attempt is sampled from a correction prompt but trained under the original "
+SCORE = register_method(
+    Method(
+        name="score",
+        plan=score_batch,
+        advantage="score_shaped",
+        advantage_params=_params,
+        losses=("ppo-clip", "reinforce"),
+        options=SCoReOptions,
+        defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
+        release={
+            "loss": "ppo-clip",
+            "agg": "token-mean",
+            "clip_eps": 0.2,
+            "lr": 5e-5,
+            "temperature": 0.7,
+        },
+        needs=frozenset({"ref_logprobs"}),
+        trl="the second attempt is sampled from a correction prompt but trained under the original "
         "prompt, and the reward carries a KL to the reference policy: TRL's rollout_func returns "
         "one prompt per row and its reward functions see no reference log-probs",
-    summary="4 (attempt, correction) pairs; R'(y2) = R(y2) + 10 (R(y2) - R(y1)); KL in reward",
-))
+        summary="4 (attempt, correction) pairs; R'(y2) = R(y2) + 10 (R(y2) - R(y1)); KL in reward",
+    )
+)

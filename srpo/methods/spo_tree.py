@@ -34,9 +34,9 @@ RELEASE_SEGMENT, RELEASE_RESPONSE = 600, 5120
 @dataclass(frozen=True)
 class SPOTreeOptions:
     """Attributes:
-        branching: children per level (None: ``(2, R // 2)``, the release's [2, 4] at R = 8).
-        segment_tokens: tokens per interior segment (None: ``segment_length``).
-        prob_mask: tokens with pi_old(y) >= this get no advantage (release 0.9; 1.0: none).
+    branching: children per level (None: ``(2, R // 2)``, the release's [2, 4] at R = 8).
+    segment_tokens: tokens per interior segment (None: ``segment_length``).
+    prob_mask: tokens with pi_old(y) >= this get no advantage (release 0.9; 1.0: none).
     """
 
     branching: tuple[int, ...] | None = None
@@ -83,7 +83,7 @@ def _grow(ctx, forest, frontier, prompts, width: int, cap: int | None, acc) -> l
     live = []
     for (tree, node), chains in zip(frontier, out):
         for c in chains:
-            child = forest.add(node, c.response_ids[c.prefix_len:], chain=c)
+            child = forest.add(node, c.response_ids[c.prefix_len :], chain=c)
             if cap is not None and c.stop_reason == "max_new_tokens":
                 live.append((tree, child))
         acc.add_chains("branch", chains)
@@ -108,8 +108,7 @@ def spo_tree_batch(ctx, problems) -> Batch:
     first_cap = seg if len(widths) > 1 else None
     limit = {} if first_cap is None else {"max_new_tokens": _cap(ctx.engine, first_cap)}
     with engine_limits(ctx.engine, **limit):
-        flat = ctx.engine.generate([p for p in prompts for _ in range(widths[0])], 1,
-                                   ctx.generator)
+        flat = ctx.engine.generate([p for p in prompts for _ in range(widths[0])], 1, ctx.generator)
     live = []
     for j, group in enumerate(flat):
         tree = j // widths[0]
@@ -134,14 +133,25 @@ def _params(config, options) -> dict:
 
 from srpo.methods import register_method  # noqa: E402  (the registry imports this module)
 
-SPO_TREE = register_method(Method(
-    name="spo-tree", plan=spo_tree_batch, advantage="spo_tree", advantage_params=_params,
-    losses=("ppo-clip", "reinforce"), options=SPOTreeOptions,
-    defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
-    release={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2, "lr": 1e-6,
-             "temperature": 0.7},
-    needs=frozenset({"old_logprobs"}),
-    trl="TRL's GRPOTrainer takes one advantage per sequence; SPO-Tree gives every segment its own "
+SPO_TREE = register_method(
+    Method(
+        name="spo-tree",
+        plan=spo_tree_batch,
+        advantage="spo_tree",
+        advantage_params=_params,
+        losses=("ppo-clip", "reinforce"),
+        options=SPOTreeOptions,
+        defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
+        release={
+            "loss": "ppo-clip",
+            "agg": "token-mean",
+            "clip_eps": 0.2,
+            "lr": 1e-6,
+            "temperature": 0.7,
+        },
+        needs=frozenset({"old_logprobs"}),
+        trl="TRL's GRPOTrainer takes one advantage per sequence; SPO-Tree gives every segment its own "
         "(per-token advantages) and masks tokens by pi_old",
-    summary="[2, 4] segment tree; V = mean of leaves; advantage = V - mean of siblings; rho 0.9",
-))
+        summary="[2, 4] segment tree; V = mean of leaves; advantage = V - mean of siblings; rho 0.9",
+    )
+)

@@ -34,10 +34,10 @@ from srpo.methods.trees import SegmentForest, leaf_samples
 @dataclass(frozen=True)
 class TreeRLOptions:
     """Attributes (None: the site's setting fitted to R terminal rollouts):
-        initial_chains: M (default 2).
-        forks: N fork points per tree per round (default 1).
-        continuations: L chains per fork (default (R / M - 1) / (N T), 3 at R = 8).
-        rounds: T (default 1).
+    initial_chains: M (default 2).
+    forks: N fork points per tree per round (default 1).
+    continuations: L chains per fork (default (R / M - 1) / (N T), 3 at R = 8).
+    rounds: T (default 1).
     """
 
     initial_chains: int = 2
@@ -108,8 +108,18 @@ def _event(ctx, problem, index, leaf_chain, t, conts) -> ResetEvent | None:
     if getattr(ctx.task, "has_step_verifier", False):
         fe = ctx.task.first_error(problem, ctx.codec.thoughts(leaf_chain))
     dev = None if fe is None else k - int(fe)
-    ev = ResetEvent(index, len(leaf_chain.spans), k, "entropy", False, t, fe, dev,
-                    None if dev is None else dev <= 0, t)
+    ev = ResetEvent(
+        index,
+        len(leaf_chain.spans),
+        k,
+        "entropy",
+        False,
+        t,
+        fe,
+        dev,
+        None if dev is None else dev <= 0,
+        t,
+    )
     for c in conts:
         s = ctx.scorer.score(problem, c)
         ev.suffix_rewards.append(s.reward)
@@ -137,19 +147,24 @@ def _round(ctx, forest, roots, prompts, problems, used, n_forks, width, events, 
             t = sum(len(forest.tokens[x]) for x in forest.path(node)[:-1]) + off
             used.add((_fork_start(forest, node, off), 0))
             picks.append((tree, chain, t))
-    picks = [(tree, _node_ending_at(forest, roots[tree], chain, t), chain, t)
-             for tree, chain, t in picks]
-    groups = [(prompts[tree], list(chain.response_ids[:t]), None, width)
-              for tree, _, chain, t in picks]
+    picks = [
+        (tree, _node_ending_at(forest, roots[tree], chain, t), chain, t) for tree, chain, t in picks
+    ]
+    groups = [
+        (prompts[tree], list(chain.response_ids[:t]), None, width) for tree, _, chain, t in picks
+    ]
     out = ctx.engine.sample_suffix_groups(groups, ctx.generator) if groups else []
     new = [c for chains in out for c in chains]
-    ents = [None] * len(new) if last else _entropies(ctx, [p for p, *_ in groups
-                                                          for _ in range(width)], new)
+    ents = (
+        [None] * len(new)
+        if last
+        else _entropies(ctx, [p for p, *_ in groups for _ in range(width)], new)
+    )
     j = 0
     for (tree, parent, chain, t), chains in zip(picks, out):
         for c in chains:
-            e = None if ents[j] is None else list(ents[j])[c.prefix_len:]
-            forest.add(parent, c.response_ids[c.prefix_len:], chain=c, extra=e)
+            e = None if ents[j] is None else list(ents[j])[c.prefix_len :]
+            forest.add(parent, c.response_ids[c.prefix_len :], chain=c, extra=e)
             j += 1
         ev = _event(ctx, problems[tree], tree, chain, t, chains)
         if ev is not None:
@@ -166,8 +181,9 @@ def treerl_batch(ctx, problems) -> Batch:
     prompts = [ctx.codec.prompt_ids(p) for p in problems]
     roots = [forest.add(-1, []) for _ in problems]
     t0 = time.perf_counter()
-    flat = [g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(m)], 1,
-                                              ctx.generator)]
+    flat = [
+        g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(m)], 1, ctx.generator)
+    ]
     ents = _entropies(ctx, [p for p in prompts for _ in range(m)], flat)
     first_round = []
     for j, (chain, e) in enumerate(zip(flat, ents)):
@@ -183,20 +199,37 @@ def treerl_batch(ctx, problems) -> Batch:
     acc.seconds_suffix = time.perf_counter() - t0
     samples = leaf_samples(ctx, forest, roots, problems, prompts)
     prompts_reset = len({e.prompt_index for e in events})
-    return Batch(samples, events, acc, first_round, prompts_reset, len(problems),
-                 node_parent=list(forest.parent))
+    return Batch(
+        samples,
+        events,
+        acc,
+        first_round,
+        prompts_reset,
+        len(problems),
+        node_parent=list(forest.parent),
+    )
 
 
 from srpo.methods import register_method  # noqa: E402  (the registry imports this module)
 
-TREERL = register_method(Method(
-    name="treerl", plan=treerl_batch, advantage="treerl", losses=("ppo-clip", "reinforce"),
-    options=TreeRLOptions,
-    defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
-    release={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2, "lr": 5e-5,
-             "temperature": 0.7},
-    needs=frozenset({"entropy"}),
-    trl="TRL's GRPOTrainer takes one advantage per sequence; TreeRL gives every segment its own "
+TREERL = register_method(
+    Method(
+        name="treerl",
+        plan=treerl_batch,
+        advantage="treerl",
+        losses=("ppo-clip", "reinforce"),
+        options=TreeRLOptions,
+        defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
+        release={
+            "loss": "ppo-clip",
+            "agg": "token-mean",
+            "clip_eps": 0.2,
+            "lr": 5e-5,
+            "temperature": 0.7,
+        },
+        needs=frozenset({"entropy"}),
+        trl="TRL's GRPOTrainer takes one advantage per sequence; TreeRL gives every segment its own "
         "(per-token advantages) and forks at entropies TRL's rollout function does not see",
-    summary="EPTree: 2 chains, 1 entropy fork each, 3 continuations; global + local / sqrt(leaves)",
-))
+        summary="EPTree: 2 chains, 1 entropy fork each, 3 continuations; global + local / sqrt(leaves)",
+    )
+)

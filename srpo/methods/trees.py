@@ -113,6 +113,18 @@ def leaf_samples(ctx, forest: SegmentForest, roots, problems, prompts) -> list:
             if list(chain.response_ids) != ids:  # pragma: no cover - the forest's invariant
                 raise RuntimeError("a leaf's path differs from the chain that ends it")
             score = ctx.scorer.score(problem, chain)
-            samples.append(TrainingSample(prompt, ids, [1] * len(ids), score.reward, i, False, i,
-                                          correct=score.correct, kind="leaf", token_node=owner))
+            samples.append(
+                TrainingSample(
+                    prompt,
+                    ids,
+                    [1] * len(ids),
+                    score.reward,
+                    i,
+                    False,
+                    i,
+                    correct=score.correct,
+                    kind="leaf",
+                    token_node=owner,
+                )
+            )
     return samples

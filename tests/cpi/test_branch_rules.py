@@ -59,8 +59,9 @@ def _brute(mdp, pol, rule, depth=None, leaves=None):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("rule,depth", [("entropy", None), ("fixed", 0), ("fixed", 2),
-                                        ("fixed", 9), ("random", None)])
+@pytest.mark.parametrize(
+    "rule,depth", [("entropy", None), ("fixed", 0), ("fixed", 2), ("fixed", 9), ("random", None)]
+)
 def test_branch_rules_equal_brute_force(seed, rule, depth):
     mdp, pol = _tree(seed)
     fail = mdp.is_leaf & (mdp.meta["first_error_step"] > 0)
