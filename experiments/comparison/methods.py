@@ -102,6 +102,25 @@ def _final(curves: pd.DataFrame, method: str, n_boot: int) -> st.Estimate:
     )
 
 
+def _invert(e: st.Estimate) -> st.Estimate:
+    """1 / a speed-up (the bounds swap; 0 becomes inf)."""
+    with np.errstate(divide="ignore"):
+        inv = [1.0 / x if np.isfinite(x) and x != 0 else (math.inf if x == 0 else math.nan)
+               for x in (e.value, e.hi, e.lo)]
+    return st.Estimate(inv[0], inv[1], inv[2], e.n)
+
+
+def _invert(e: st.Estimate) -> st.Estimate:
+    """1 / a speed-up (the bounds swap; 0 becomes inf)."""
+
+    def inv(x):
+        if np.isnan(x):
+            return math.nan
+        return math.inf if x == 0 else 1.0 / x
+
+    return st.Estimate(inv(e.value), inv(e.hi), inv(e.lo), e.n)
+
+
 def methods_table(curves: pd.DataFrame, n_boot: int = 400) -> pd.DataFrame:
     """One row per method: final J, tokens, speed-ups vs GRPO and SRPO on both axes."""
     rows = []
@@ -125,6 +144,12 @@ def methods_table(curves: pd.DataFrame, n_boot: int = 400) -> pd.DataFrame:
                     if comp != m and comp in set(curves["method"])
                     else None
                 )
+        for axis in ("samples", "compute"):  # GRPO's cost to reach *this* method's final J
+            row[f"at_own_final_vs_none_{axis}"] = (
+                _invert(st.speedup(curves, "none", m, axis, n_boot=n_boot))
+                if m != "none" and "none" in set(curves["method"])
+                else None
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -170,7 +195,9 @@ def _fmt(e, suffix: str = "x") -> str:
         return "—"
     if not np.isfinite(e.value):
         return "not reached"
-    return e.fmt(suffix=suffix)
+    if np.isnan(e.lo) or np.isnan(e.hi):
+        return f"{e.value:.2f}{suffix}"
+    return f"{e.value:.2f}{suffix} [{e.lo:.2f}, {e.hi:.2f}]"
 
 
 def write_methods_report(
@@ -190,21 +217,28 @@ def write_methods_report(
         ),
         "",
         "| method | seeds | J start | final J [95% CI] | generated tokens | vs GRPO per "
-        "rollout | vs GRPO per token | vs SRPO per rollout | vs SRPO per token |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "rollout | vs GRPO per token | vs SRPO per rollout | vs SRPO per token | GRPO's "
+        "rollouts / the method's, to its final J | GRPO's tokens / the method's, to its "
+        "final J |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
         lines.append(
             f"| {r.label} | {r.seeds} | {r.initial_J:.3f} | {r.final_J.fmt(digits=3)} | "
             f"{r.generated_tokens:,.0f} | {_fmt(r.speedup_vs_none_samples)} | "
             f"{_fmt(r.speedup_vs_none_compute)} | {_fmt(r.speedup_vs_self_samples)} | "
-            f"{_fmt(r.speedup_vs_self_compute)} |"
+            f"{_fmt(r.speedup_vs_self_compute)} | {_fmt(r.at_own_final_vs_none_samples)} | "
+            f"{_fmt(r.at_own_final_vs_none_compute)} |"
         )
     lines += [
         "",
         "Speed-up = the comparator's rollouts (or generated tokens) to reach its own "
         "final J over the method's; > 1: the method is faster; 95% bootstrap over paired "
         'seeds; "not reached": the method\'s seed-mean curve never reaches it.',
+        " The last two columns turn the target round: what GRPO spends to reach the method's "
+        "own final J over what the method spent (> 1: the method got there cheaper; \"not "
+        "reached\": GRPO's seed-mean curve never got there; a 0 or inf bound: resamples where "
+        "one side never reached the target).",
     ]
     md = out / "compare_methods.md"
     md.write_text("\n".join(lines) + "\n")
