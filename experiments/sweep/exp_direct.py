@@ -35,7 +35,8 @@ from experiments.sweep.families import DEFAULTS, FAMILIES, FAMILY_LABEL, build, 
 from experiments.sweep.registry import Experiment
 from experiments.sweep.stats import bootstrap_mean, bootstrap_slope, curve_with_ci, fit_record
 
-EPS = 0.5          # relative accuracy
+EPS = 0.5          # relative accuracy (the secondary, practical criterion)
+C_THEOREM = 1.0    # the theorem's criterion: absolute accuracy c tau p (RR), c tau (CARO)
 DELTA = 0.1        # failure probability
 TAU = 0.1          # tau of the p sweep
 P_TAU_SWEEP = 0.2  # p of the tau sweep (lock: depth 2)
@@ -49,6 +50,10 @@ DEPTHS = {"tiny": (0, 1), "quick": (0, 1, 2), "default": (0, 1, 2, 3, 4),
           "full": (0, 1, 2, 3, 4, 5, 6)}
 TAUS = {"tiny": (), "quick": (0.05, 0.2), "default": (0.05, 0.1, 0.2, 0.4),
         "full": (0.025, 0.05, 0.1, 0.2, 0.4)}
+#: Knob sweeps (families.KNOBS): the coverages (lock: depths) of each knob value's p sweep.
+KNOB_PS = {"tiny": (0.2, 0.4), "quick": (0.1, 0.4), "default": (0.05, 0.1, 0.2, 0.4),
+           "full": (0.02, 0.05, 0.1, 0.2, 0.4)}
+KNOB_DEPTHS = {"tiny": (0, 1), "quick": (0, 2), "default": (0, 1, 2, 3), "full": (0, 1, 2, 3, 4)}
 REPS = {"tiny": 200, "quick": 200, "default": 400, "full": 1000}
 N_MAX = {"tiny": 20_000, "quick": 100_000, "default": 300_000, "full": 3_000_000}
 N_VAR = {"tiny": 4000, "quick": 10_000, "default": 20_000, "full": 100_000}

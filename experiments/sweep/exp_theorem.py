@@ -50,6 +50,13 @@ DEPTHS = {"tiny": (), "quick": (0, 1), "default": (0, 1, 2), "full": (0, 1, 2, 3
 TAUS = {"default": (0.05, 0.1, 0.2), "full": (0.05, 0.1, 0.2, 0.4)}
 HORIZONS = {"default": (2, 3, 4), "full": (2, 3, 4, 6)}
 ACTIONS = {"default": (2, 4, 8), "full": (2, 4, 8, 16)}
+#: The H = 6, noise 0.1 rerun (issue 16): the families' own settings (families.DEFAULTS), the
+#: common target J_0 + TARGET_H6 (J* - J_0) fixed before either method runs (CARO's run to its
+#: stop would cost more than the rest of this sweep at H = 6).
+H6_FAMILIES = ("coverage", "concave")
+PS_H6 = {"quick": (0.2, 0.4), "default": (0.15, 0.2, 0.25, 0.3, 0.4),
+         "full": (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)}
+TARGET_H6 = 0.05
 BUDGET = {"tiny": 2_000_000, "quick": 5_000_000, "default": 10_000_000, "full": 200_000_000}
 
 
