@@ -204,7 +204,11 @@ def _knob_panel(ax, fits, pred, fam) -> bool:
     sig = [curve.get(k, {}).get("signal_only", np.nan) for k in keys]
     ax.plot(pos, sig, ls=":", color="tab:green", label="predicted from the signal alone (relative)")
     ax.axhline(-2.0, ls="--", color="0.3", lw=1, label="Theorem 1 / P2: -2")
-    ax.set_xticks(pos, [n.split("/")[1] for n in names], fontsize=7)
+    ax.set_xticks(
+        pos,
+        [n.split("/")[1].split("=")[-1] if not n.endswith("H=6") else "H=6" for n in names],
+        fontsize=8,
+    )
     ax.set(
         xlabel=f"knob: {knob}" + (" (H - depth - 1; H=6: fixed horizon)" if fam == "lock" else ""),
         ylabel="slope of n(RR)/n(CARO) vs p",
