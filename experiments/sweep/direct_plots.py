@@ -109,7 +109,7 @@ def _tau_figure(rows, fits, outdir) -> list[Path]:
     fams = [f for f in FAMILIES if ((rows["family"] == f) & (rows["sweep"] == "tau")).any()]
     if not fams or "n_theorem" not in rows:
         return []
-    fig, axes = plots.new_figure(len(fams), width=4.4)
+    fig, axes = plots.new_figure(len(fams), width=4.4, height=5.0)
     for ax, fam in zip(axes, fams):
         for m, key in (
             ("random", "direct_theorem_rr_samples_tau_slope"),
