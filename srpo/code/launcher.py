@@ -341,7 +341,8 @@ def main() -> int:
     signal.set_wakeup_fd(abort_write)
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        if cfg["layers"].get("subreaper"):
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)
         enter_namespaces(cfg["layers"])
     except LayerError as error:
         status.send("error", stage="namespaces", message=str(error))
@@ -358,7 +359,10 @@ def main() -> int:
             os.kill(pid, signal.SIGKILL)  # with a PID namespace this kills all of it
         except ProcessLookupError:
             pass
-    sweep()
+    if cfg["layers"].get("subreaper"):
+        sweep()
+    elif cause != "exit":
+        os.waitpid(pid, 0)  # reap C; what it leaves is only reached by the group kill
     status.send("end", cause=cause)
     return 0
 

@@ -112,6 +112,9 @@ class SandboxConfig:
             if unknown:
                 raise ValueError(f"SandboxConfig.{name}: unknown layers {sorted(unknown)}; "
                                  f"expected some of {LAYERS}")
+        if "session" in self.disable:
+            raise ValueError("SandboxConfig.disable: the 'session' layer cannot be turned off "
+                             "(the parent's last-resort kill is a kill of that process group)")
         if not self.wall_timeout_s > 0:
             raise ValueError(f"SandboxConfig.wall_timeout_s must be > 0; got {self.wall_timeout_s}")
         for name in ("cpu_time_s", "memory_bytes", "file_size_bytes", "open_files", "processes",
@@ -305,7 +308,7 @@ class Sandbox:
             argv = [python, "-s", "-S", "-B"] + (["-c", "pass"] if probe else [entry])
             cfg = {
                 "host_dir": host_dir, "work_dir": str(work), "cwd": "/work" if mounted else str(work),
-                "layers": {n: bool(layers.get(n)) for n in ("userns", *NAMESPACE_LAYERS)},
+                "layers": {n: bool(layers.get(n)) for n in ("subreaper", "userns", *NAMESPACE_LAYERS)},
                 "uid": uid, "rlimits": self._limits(layers), "argv": argv,
                 "env": {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
                         "PYTHONIOENCODING": "utf-8", "HOME": "/work" if mounted else str(work)},
