@@ -61,6 +61,8 @@ class TestCase:
             before the test (imports of the test file, ``candidate = entry_point``).
     """
 
+    __test__ = False  # not a pytest test class
+
     kind: str
     input: str = ""
     expected: str = ""

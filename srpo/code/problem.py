@@ -26,7 +26,8 @@ import numpy as np
 from srpo.code.cases import TestCase, tests_to_json
 from srpo.tasks import Problem
 
-__all__ = ["CodeProblem", "split_key", "split_tests", "is_heldout_problem", "make_problem",
+__all__ = ["CodeProblem", "split_key", "heldout_mask", "split_tests", "is_heldout_problem",
+           "make_problem",
            "DEFAULT_SPLIT_SEED", "HELDOUT_PROBLEM_FRACTION"]
 
 DEFAULT_SPLIT_SEED = 0
@@ -41,8 +42,8 @@ class CodeProblem(Problem):
         starter_code: code the answer must complete (LeetCode-style signature), "" if none.
         func_name: the function the tests call ("" for stdin/stdout problems).
         style: ``stdio``, ``call`` or ``assert`` (how the tests talk to the program).
-        reward_tests: the tests whose pass fraction is the training reward.
-        heldout_tests: the other half of a training problem's tests (never used in training).
+        tests: the graded tests (LiveCodeBench's private tests), in file order.
+        heldout_mask: per test, True if it is in the held-out half (``split_tests``).
         public_tests: the examples of the statement (LiveCodeBench's public tests); not graded.
         heldout_problem: the whole problem is held out from training.
         prelude: source run before the solution (the imports LiveCodeBench provides).
@@ -52,18 +53,28 @@ class CodeProblem(Problem):
     starter_code: str = ""
     func_name: str = ""
     style: str = "stdio"
-    reward_tests: tuple[TestCase, ...] = ()
-    heldout_tests: tuple[TestCase, ...] = ()
+    tests: tuple[TestCase, ...] = ()
+    heldout_mask: tuple[bool, ...] = ()
     public_tests: tuple[TestCase, ...] = ()
     heldout_problem: bool = False
     prelude: str = ""
     data_source: str = ""
     difficulty: str = ""
 
+    def __post_init__(self) -> None:
+        if len(self.heldout_mask) != len(self.tests):
+            raise ValueError(f"heldout_mask has {len(self.heldout_mask)} entries for "
+                             f"{len(self.tests)} tests")
+
     @property
-    def tests(self) -> tuple[TestCase, ...]:
-        """All graded tests (reward half, then held-out half)."""
-        return self.reward_tests + self.heldout_tests
+    def reward_tests(self) -> tuple[TestCase, ...]:
+        """The tests whose pass fraction is the training reward (file order)."""
+        return tuple(t for t, held in zip(self.tests, self.heldout_mask) if not held)
+
+    @property
+    def heldout_tests(self) -> tuple[TestCase, ...]:
+        """The other half of the tests, never used in training (file order)."""
+        return tuple(t for t, held in zip(self.tests, self.heldout_mask) if held)
 
     @property
     def eval_tests(self) -> tuple[TestCase, ...]:
@@ -87,22 +98,25 @@ def _rng(seed: int, purpose: str, key: str) -> np.random.Generator:
          int(key[:32], 16)]))
 
 
-def split_tests(tests, seed: int = DEFAULT_SPLIT_SEED, key: str | None = None
-                ) -> tuple[tuple[TestCase, ...], tuple[TestCase, ...]]:
-    """``(reward, heldout)``: ceil(n/2) and floor(n/2) of the tests by a seeded permutation.
-
-    Args:
-        tests: the problem's tests, in file order.
-        seed: the split's seed (same seed and tests: same split).
-        key: the problem's key (default ``split_key(tests)``).
-    """
+def heldout_mask(tests, seed: int = DEFAULT_SPLIT_SEED, key: str | None = None
+                 ) -> tuple[bool, ...]:
+    """Per test, whether it is in the held-out half: floor(n/2) tests chosen by a permutation
+    seeded with ``seed`` and the problem's key (default ``split_key(tests)``)."""
     tests = tuple(tests)
     key = key or split_key(tests)
     order = _rng(seed, "tests", key).permutation(len(tests))
-    held = set(int(i) for i in order[:len(tests) // 2])
-    reward = tuple(t for i, t in enumerate(tests) if i not in held)
-    heldout = tuple(t for i, t in enumerate(tests) if i in held)
-    return reward, heldout
+    held = {int(i) for i in order[:len(tests) // 2]}
+    return tuple(i in held for i in range(len(tests)))
+
+
+def split_tests(tests, seed: int = DEFAULT_SPLIT_SEED, key: str | None = None
+                ) -> tuple[tuple[TestCase, ...], tuple[TestCase, ...]]:
+    """``(reward, heldout)``: ceil(n/2) and floor(n/2) of the tests (``heldout_mask``), each
+    half in file order."""
+    tests = tuple(tests)
+    mask = heldout_mask(tests, seed, key)
+    return (tuple(t for t, h in zip(tests, mask) if not h),
+            tuple(t for t, h in zip(tests, mask) if h))
 
 
 def is_heldout_problem(key: str, seed: int = DEFAULT_SPLIT_SEED,
@@ -124,7 +138,7 @@ def make_problem(uid: str, question: str, tests, *, seed: int = DEFAULT_SPLIT_SE
     if not tests:
         raise ValueError(f"problem {uid!r} has no tests")
     key = split_key(tests)
-    reward, heldout = split_tests(tests, seed, key)
     held_problem = len(tests) < 2 or is_heldout_problem(key, seed, heldout_fraction)
-    return CodeProblem(uid=uid, question=question, answer="", reward_tests=reward,
-                       heldout_tests=heldout, heldout_problem=held_problem, **fields)
+    return CodeProblem(uid=uid, question=question, answer="", tests=tests,
+                       heldout_mask=heldout_mask(tests, seed, key), heldout_problem=held_problem,
+                       **fields)

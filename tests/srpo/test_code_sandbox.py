@@ -8,6 +8,7 @@ allocation, killing the test process) run in full only with the limit in place; 
 are scaled down (a bounded fork loop, a 400 MB allocation, a decoy process).
 """
 
+import json
 import os
 import secrets
 import signal
@@ -402,3 +403,51 @@ def test_a_missing_required_layer_is_an_error():
     sandbox = Sandbox(replace(BASE, disable=frozenset({"netns"}), require=frozenset({"netns"})))
     with pytest.raises(SandboxUnavailable, match="netns"):
         sandbox.run({"main.py": "pass"}, "main.py")
+
+
+UNPRIVILEGED = """import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
+sandbox = importlib.util.module_from_spec(spec)
+sys.modules["sandbox"] = sandbox
+spec.loader.exec_module(sandbox)
+box = sandbox.Sandbox(sandbox.SandboxConfig(wall_timeout_s=5, cpu_time_s=2))
+out = {"layers": list(box.layers)}
+for name, code in (("net", "import socket; print(socket.socket().connect_ex(('127.0.0.1', 22)))"),
+                   ("read", "print(open(%r).read()[:40])" % sys.argv[1]),
+                   ("ids", "import os; print(os.getuid(), len(os.listdir('/')))")):
+    result = box.run({"main.py": "import sys\\n" + code}, "main.py")
+    out[name] = [result.cause, result.returncode, result.stdout.decode()]
+print(json.dumps(out))
+"""
+
+
+def test_an_unprivileged_grader_gets_namespaces_through_a_user_namespace(tmp_path):
+    """Run the sandbox module as user nobody (where this test runs as root): the layers come
+    from a user namespace (no uid layer), and the network and the grader's files are still out
+    of reach. Skipped where the kernel refuses unprivileged user namespaces: there the
+    fallback applies (docs/code.md)."""
+    python = "/usr/bin/python3"
+    if os.geteuid() != 0 or not Path(python).exists() or not Path("/usr/bin/setpriv").exists():
+        pytest.skip("needs root (to become nobody), /usr/bin/python3 and setpriv")
+    script = Path(tempfile.mkdtemp(prefix="srpo-test-nobody-")) / "probe.py"
+    script.write_text(UNPRIVILEGED)
+    script.parent.chmod(0o755)
+    script.chmod(0o644)
+    try:
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, str(script),
+             str(REPO / "srpo" / "code" / "sandbox.py")],
+            capture_output=True, text=True, timeout=120, cwd="/")
+    finally:
+        subprocess.run(["rm", "-rf", str(script.parent)], check=False)
+    assert done.returncode == 0, done.stderr[-500:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    if "userns" not in out["layers"]:
+        pytest.skip(f"no unprivileged user namespaces here; layers {out['layers']}")
+    assert "uid" not in out["layers"]
+    assert {"mountns", "netns", "pidns"} <= set(out["layers"])
+    assert out["net"][2].strip() == str(101)  # ENETUNREACH: no interface is up
+    assert out["read"][1] != 0 and "Run model-written" not in out["read"][2]  # no repo there
+    uid, entries = out["ids"][2].split()
+    assert uid == "1000"  # not 0 inside the namespace: no capabilities after exec
+    assert leftovers() == []
