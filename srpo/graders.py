@@ -14,7 +14,7 @@ rollout prompt asks for), with the fallbacks below when there is none.
 - ``exact``: the last box (else the last non-empty line) equals the reference after
   normalization: lower case, ``\\text{}`` unwrapped, punctuation and the articles a/an/the removed,
   whitespace collapsed.
-- ``code``: the reference holds a problem's tests (``srpo.code.formats.tests_from_ground_truth``);
+- ``code``: the reference holds a problem's tests (``srpo.code.formats.ground_truth_tests``);
   the code between the response's last two fence lines runs in the sandbox on the tests training
   never sees (the held-out half, or all tests of a held-out problem): 1.0 iff all pass
   (``srpo.code.evaluation``). Evaluation only: training rewards come from the reward tests.

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
 __all__ = ["TestCase", "KINDS", "OPS", "parse_value", "stdio_equal", "call_equal", "compare",
-           "tests_to_json", "tests_from_json"]
+           "cases_to_json", "cases_from_json"]
 
 KINDS = ("stdio", "call", "expr", "exec")
 OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -97,12 +97,12 @@ class TestCase:
         return [text for text, literal in sides if not literal]
 
 
-def tests_to_json(tests) -> str:
+def cases_to_json(tests) -> str:
     """A canonical JSON text of tests (sorted keys): storage and the split's hash key."""
     return json.dumps([asdict(t) for t in tests], sort_keys=True, separators=(",", ":"))
 
 
-def tests_from_json(text: str) -> tuple[TestCase, ...]:
+def cases_from_json(text: str) -> tuple[TestCase, ...]:
     return tuple(TestCase(**record) for record in json.loads(text))
 
 

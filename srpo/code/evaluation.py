@@ -1,7 +1,7 @@
 """The ``code`` grader of ``srpo.graders`` / ``experiments/llm_eval.py``: held-out tests.
 
 A row's reference (``reward_model.ground_truth``: the problem's tests, see
-``srpo.code.formats.tests_from_ground_truth``) is split as in training (``srpo.code.problem``:
+``srpo.code.formats.ground_truth_tests``) is split as in training (``srpo.code.problem``:
 same seed, same hash key), and a response is graded on the tests training never sees: the
 held-out half of a training problem, all tests of a held-out problem. ``correct`` = all of them
 pass. That is the honest version of the release's coding validation, which grades the training
@@ -19,7 +19,7 @@ import os
 import threading
 from functools import lru_cache
 
-from srpo.code.formats import LCB_PRELUDE, tests_from_ground_truth
+from srpo.code.formats import LCB_PRELUDE, ground_truth_tests
 from srpo.code.grading import CodeGrader, GradeReport, extract_code
 from srpo.code.problem import CodeProblem, make_problem
 
@@ -47,7 +47,7 @@ def problem_from_reference(reference: str) -> CodeProblem:
     Raises:
         ValueError: the reference holds no tests (message names the accepted forms).
     """
-    tests, style = tests_from_ground_truth(reference)
+    tests, style = ground_truth_tests(reference)
     func_name = next((t.func_name for t in tests if t.func_name), "")
     return make_problem("", "", tests, style=style, func_name=func_name,
                         prelude=LCB_PRELUDE if style != "assert" else "")

@@ -5,13 +5,13 @@
   zlib of a pickled JSON string), ``metadata`` (JSON with ``func_name`` for functional tests),
   ``question_id``, ``difficulty``. Each test record is ``{"input", "output", "testtype"}`` with
   testtype ``stdin`` or ``functional``. The private tests are decoded WITHOUT unpickling:
-  ``decode_lcb_tests`` walks the pickle's opcodes (``pickletools.genops``, a parser) and accepts
+  ``decode_lcb_cases`` walks the pickle's opcodes (``pickletools.genops``, a parser) and accepts
   only a protocol header, framing, memo bookkeeping and exactly one string.
 - MBPP rows (``mbpp_problem``): ``text``/``prompt``, ``test_list``, ``test_setup_code``.
 - HumanEval rows (``humaneval_problem``): ``prompt``, ``test`` (``def check(candidate)``),
   ``entry_point``.
 - The release's parquet layout (``release_problem``): ``prompt`` as a chat message list,
-  ``data_source``, ``reward_model.ground_truth`` holding the tests as a string (``tests_from_ground_truth``:
+  ``data_source``, ``reward_model.ground_truth`` holding the tests as a string (``ground_truth_tests``:
   APPS/verl-style JSON ``{"inputs", "outputs", "fn_name"}``, a JSON list of LiveCodeBench test
   records, or Python assert source).
 
@@ -37,8 +37,8 @@ from srpo.code.problem import (
     make_problem,
 )
 
-__all__ = ["LCB_PRELUDE", "decode_lcb_tests", "lcb_tests", "lcb_problem", "mbpp_problem",
-           "humaneval_problem", "release_problem", "tests_from_ground_truth",
+__all__ = ["LCB_PRELUDE", "decode_lcb_cases", "lcb_cases", "lcb_problem", "mbpp_problem",
+           "humaneval_problem", "release_problem", "ground_truth_tests",
            "read_code_problems", "MAX_DECODED_BYTES"]
 
 #: the modules LiveCodeBench's harness imports before a solution (plain and star imports), so
@@ -72,7 +72,7 @@ def _pickled_string(data: bytes) -> str:
     return strings[0]
 
 
-def decode_lcb_tests(text: str, max_bytes: int = MAX_DECODED_BYTES) -> list[dict]:
+def decode_lcb_cases(text: str, max_bytes: int = MAX_DECODED_BYTES) -> list[dict]:
     """LiveCodeBench test records from a JSON string or from base64(zlib(pickle(JSON string))).
 
     Raises:
@@ -118,7 +118,7 @@ def _record_test(record: dict, func_name: str) -> TestCase:
     raise ValueError(f"testtype must be 'stdin' or 'functional'; got {kind!r}")
 
 
-def lcb_tests(records: list[dict], func_name: str = "") -> tuple[TestCase, ...]:
+def lcb_cases(records: list[dict], func_name: str = "") -> tuple[TestCase, ...]:
     """Tests from LiveCodeBench test records."""
     return tuple(_record_test(r, func_name) for r in records)
 
@@ -137,14 +137,14 @@ def lcb_problem(row: dict, seed: int = DEFAULT_SPLIT_SEED,
     func_name = str(metadata.get("func_name") or "")
     public = _json_field(row, "public_test_cases", [])
     private = row.get("private_test_cases", "")
-    private = decode_lcb_tests(private) if isinstance(private, str) else list(private)
-    tests = lcb_tests(private, func_name)
+    private = decode_lcb_cases(private) if isinstance(private, str) else list(private)
+    tests = lcb_cases(private, func_name)
     return make_problem(
         str(row.get("question_id", "")), str(row.get("question_content", "")), tests,
         seed=seed, heldout_fraction=heldout_fraction, starter_code=str(row.get("starter_code")
                                                                        or ""),
         func_name=func_name, style="call" if func_name else "stdio",
-        public_tests=lcb_tests(public, func_name), prelude=LCB_PRELUDE,
+        public_tests=lcb_cases(public, func_name), prelude=LCB_PRELUDE,
         data_source="livecodebench", difficulty=str(row.get("difficulty", "")))
 
 
@@ -209,7 +209,7 @@ def _apps_tests(value: dict, func_name: str) -> tuple[TestCase, ...]:
     return tuple(tests)
 
 
-def tests_from_ground_truth(value, func_name: str = "") -> tuple[tuple[TestCase, ...], str]:
+def ground_truth_tests(value, func_name: str = "") -> tuple[tuple[TestCase, ...], str]:
     """``(tests, style)`` from a ``reward_model.ground_truth`` value (see the module docstring).
 
     Raises:
@@ -235,7 +235,7 @@ def tests_from_ground_truth(value, func_name: str = "") -> tuple[tuple[TestCase,
         return assert_tests("\n".join(value["test_list"]),
                             setup=str(value.get("test_setup_code") or "")), "assert"
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-        tests = lcb_tests(value, func_name)
+        tests = lcb_cases(value, func_name)
         return tests, "call" if tests[0].kind == "call" else "stdio"
     raise ValueError("reward_model.ground_truth holds no tests: expected JSON with inputs/outputs "
                      "(and fn_name), a list of {input, output, testtype}, or assert source")
@@ -262,7 +262,7 @@ def release_problem(row: dict, seed: int = DEFAULT_SPLIT_SEED,
     extra = row.get("extra_info") or {}
     extra = extra if isinstance(extra, dict) else {}
     func_name = str(extra.get("func_name") or "")
-    tests, style = tests_from_ground_truth(reward_model["ground_truth"], func_name)
+    tests, style = ground_truth_tests(reward_model["ground_truth"], func_name)
     func_name = func_name or next((t.func_name for t in tests if t.func_name), "")
     source = str(row.get("data_source") or "")
     return make_problem(str(extra.get("index", row.get("uid", ""))), _question(row["prompt"]),

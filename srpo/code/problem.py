@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srpo.code.cases import TestCase, tests_to_json
+from srpo.code.cases import TestCase, cases_to_json
 from srpo.tasks import Problem
 
 __all__ = ["CodeProblem", "split_key", "heldout_mask", "split_tests", "is_heldout_problem",
@@ -89,13 +89,13 @@ class CodeProblem(Problem):
 
 def split_key(tests) -> str:
     """A hash of a problem's tests (hex): the key of both splits."""
-    return hashlib.sha256(tests_to_json(tests).encode()).hexdigest()
+    return hashlib.sha256(cases_to_json(tests).encode()).hexdigest()
 
 
 def _rng(seed: int, purpose: str, key: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(
         [int(seed), int(hashlib.sha256(purpose.encode()).hexdigest()[:8], 16),
-         int(key[:32], 16)]))
+         int(key, 16)]))
 
 
 def heldout_mask(tests, seed: int = DEFAULT_SPLIT_SEED, key: str | None = None
