@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import platform
 import resource
 import select
 import shutil
@@ -194,7 +193,7 @@ def pivot_into(root: str) -> str:
     syscall is unknown or refused, ``chroot``, which a process without CAP_SYS_CHROOT cannot
     leave). Returns the mechanism used."""
     os.chdir(root)
-    number = SYS_PIVOT_ROOT.get(platform.machine())
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is not None and _libc.syscall(number, b".", b".") == 0:
         _check(_libc.umount2(b".", MNT_DETACH), "umount2 old root")
         os.chdir("/")

@@ -364,6 +364,12 @@ class _Streams:
             self.selector.register(stream, event, kind)
         if not stdin:
             self._close(proc.stdin)
+        self.pidfd = None  # readable when the launcher exits (Linux >= 5.3), else polled
+        try:
+            self.pidfd = os.pidfd_open(proc.pid)
+            self.selector.register(self.pidfd, selectors.EVENT_READ, "pid")
+        except (AttributeError, OSError):
+            pass
 
     def _close(self, stream) -> None:
         try:
@@ -419,18 +425,31 @@ class _Streams:
             now = time.monotonic()
             if exited_at is None and _exited(self.proc.pid):
                 exited_at = now
+                if self.pidfd is not None:
+                    self._close_pidfd()
             if exited_at is not None and (not self.selector.get_map() or now - exited_at > 0.5):
                 return True  # past 0.5 s only a process that escaped the sweep holds a pipe
             if now > deadline:
                 return False
-            wait = min(deadline - now, 0.05 if exited_at is not None else 0.25)
+            polling = self.pidfd is None and exited_at is None
+            wait = min(deadline - now, 0.01 if polling or exited_at is not None else 1.0)
             for key, _ in self.selector.select(max(wait, 0.0)):
                 if key.data == "in":
                     self._write(key.fileobj)
-                else:
+                elif key.data != "pid":  # a pid event only ends the wait: checked above
                     self._read(key.fileobj, key.data)
 
+    def _close_pidfd(self) -> None:
+        try:
+            self.selector.unregister(self.pidfd)
+        except (KeyError, ValueError):
+            pass
+        os.close(self.pidfd)
+        self.pidfd = None
+
     def close(self) -> None:
+        if self.pidfd is not None:
+            self._close_pidfd()
         for key in list(self.selector.get_map().values()):
             self._close(key.fileobj)
         self.selector.close()
