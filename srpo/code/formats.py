@@ -39,7 +39,7 @@ from srpo.code.problem import (
 
 __all__ = ["LCB_PRELUDE", "decode_lcb_cases", "lcb_cases", "lcb_problem", "mbpp_problem",
            "humaneval_problem", "release_problem", "ground_truth_tests",
-           "read_code_problems", "MAX_DECODED_BYTES"]
+           "read_code_problems", "MAX_DECODED_BYTES", "question_text", "release_row"]
 
 #: the modules LiveCodeBench's harness imports before a solution (plain and star imports), so
 #: a solution may use e.g. ``List`` or ``deque`` without importing them; builtins come back last
@@ -325,3 +325,39 @@ def _with_uid(problem: CodeProblem, uid: str) -> CodeProblem:
     from dataclasses import replace
 
     return replace(problem, uid=uid)
+
+
+def question_text(problem: CodeProblem) -> str:
+    """The statement with LiveCodeBench-style instructions: complete the starter code (a
+    functional problem) or read stdin and write stdout, answer in one ```python block."""
+    if problem.starter_code:
+        how = (f"Complete this starter code:\n```python\n{problem.starter_code.rstrip()}\n```\n"
+               "Give the whole solution")
+    else:
+        how = "Read the input from stdin and write the answer to stdout. Give the whole program"
+    return f"{problem.question.rstrip()}\n\n{how} in one ```python code block."
+
+
+def release_row(problem: CodeProblem, question: str | None = None) -> dict:
+    """A row of the release's parquet layout for a stdin/stdout or functional problem: the
+    prompt as a chat list, ``data_source``, ALL graded tests as JSON under
+    ``reward_model.ground_truth`` (inputs/outputs in LiveCodeBench's encoding, ``fn_name``; the
+    splits are redone when the row is read), ``extra_info`` with the id and starter code.
+
+    Raises:
+        ValueError: an assert-style problem (its tests are Python source, not inputs/outputs).
+    """
+    if any(t.kind not in ("stdio", "call") for t in problem.tests):
+        raise ValueError(f"problem {problem.uid!r}: only stdin/stdout and functional tests fit "
+                         "the inputs/outputs layout")
+    truth = {"inputs": [t.input for t in problem.tests],
+             "outputs": [t.expected for t in problem.tests]}
+    if problem.func_name:
+        truth["fn_name"] = problem.func_name
+    text = question if question is not None else question_text(problem)
+    return {"prompt": [{"role": "user", "content": text}],
+            "data_source": problem.data_source or "code",
+            "reward_model": {"style": "rule", "ground_truth": json.dumps(truth)},
+            "extra_info": {"index": problem.uid, "func_name": problem.func_name,
+                           "starter_code": problem.starter_code,
+                           "difficulty": problem.difficulty}}

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from srpo.code.cases import TestCase
+from srpo.code.formats import release_row
 from srpo.code.problem import (
     DEFAULT_SPLIT_SEED,
     HELDOUT_PROBLEM_FRACTION,
@@ -195,18 +196,6 @@ def lcb_row(problem: CodeProblem) -> dict:
             "public_test_cases": json.dumps(_records(problem.public_tests)),
             "private_test_cases": private.decode(),
             "metadata": json.dumps({"func_name": problem.func_name})}
-
-
-def release_row(problem: CodeProblem) -> dict:
-    """A row of the release's parquet layout: the prompt as a chat list, ``data_source``, the
-    tests as JSON under ``reward_model.ground_truth`` (inputs/outputs in LiveCodeBench's
-    encoding, ``fn_name``)."""
-    truth = {"inputs": [t.input for t in problem.tests],
-             "outputs": [t.expected for t in problem.tests], "fn_name": problem.func_name}
-    return {"prompt": [{"role": "user", "content": problem.question}],
-            "data_source": problem.data_source or "synthetic_code",
-            "reward_model": {"style": "rule", "ground_truth": json.dumps(truth)},
-            "extra_info": {"index": problem.uid, "func_name": problem.func_name}}
 
 
 def mbpp_row(problem: CodeProblem) -> dict:

@@ -318,3 +318,25 @@ def test_synthetic_reference_passes_and_a_near_miss_gets_its_fraction():
                 for t in p.reward_tests]
         assert reward == pytest.approx(sum(hits) / len(hits)) and correct == all(hits)
     assert any(r < 1.0 for r, _ in rewards[4:])
+
+
+def test_livecodebench_files_convert_to_the_release_layout(tmp_path, capsys):
+    from srpo.code.convert import main
+    from srpo.data import read_problems
+
+    rows = [stdin_row(), functional_row(), dict(stdin_row(), question_id="x", difficulty="hard")]
+    source = tmp_path / "test6.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "lcb_v6_medium.parquet"
+    assert main([str(source), "--difficulty", "medium", "--out", str(out)]) == 0
+    back = read_code_problems(out)
+    originals = [lcb_problem(r) for r in rows[:2]]
+    assert [p.uid for p in back] == [p.uid for p in originals]
+    for got, want in zip(back, originals):
+        assert got.tests == want.tests and got.heldout_mask == want.heldout_mask
+        assert got.heldout_problem == want.heldout_problem and got.func_name == want.func_name
+    assert "starter code" in back[1].question and "stdin" in back[0].question
+    assert {p.grader for p in read_problems(out)} == {"code"}
+    with pytest.raises(SystemExit) as error:
+        main([str(source), "--difficulty", "medium", "--out", str(tmp_path / "x.csv")])
+    assert error.value.code == 2 and "--out" in capsys.readouterr().err

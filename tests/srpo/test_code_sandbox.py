@@ -64,6 +64,10 @@ def test_layers_are_reported_and_the_expected_ones_are_active_here():
     result = run("print('ok')")
     assert result.cause == "exit" and result.returncode == 0 and result.stdout == b"ok\n"
     assert set(result.layers) == ACTIVE
+    if "mountns" in ACTIVE:
+        assert result.fs_view in ("pivot_root", "chroot")
+        if os.uname().machine in ("x86_64", "aarch64"):  # the syscall numbers we know
+            assert result.fs_view == "pivot_root"
     if os.geteuid() == 0:
         assert "uid" in ACTIVE and "userns" not in ACTIVE
     with pytest.raises(ValueError, match="session"):
@@ -405,24 +409,28 @@ def test_a_missing_required_layer_is_an_error():
         sandbox.run({"main.py": "pass"}, "main.py")
 
 
-UNPRIVILEGED = """import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
-sandbox = importlib.util.module_from_spec(spec)
-sys.modules["sandbox"] = sandbox
-spec.loader.exec_module(sandbox)
+UNPRIVILEGED = """import json, sys, types
+package = types.ModuleType("srpo")  # srpo.code needs only the standard library: skip the
+package.__path__ = [sys.argv[1]]  # package's __init__, which asks for torch
+sys.modules["srpo"] = package
+from srpo.code import sandbox
 box = sandbox.Sandbox(sandbox.SandboxConfig(wall_timeout_s=5, cpu_time_s=2))
 out = {"layers": list(box.layers)}
 for name, code in (("net", "import socket; print(socket.socket().connect_ex(('127.0.0.1', 22)))"),
-                   ("read", "print(open(%r).read()[:40])" % sys.argv[1]),
+                   ("read", "print(open(%r).read()[:40])" % (sys.argv[1] + "/code/sandbox.py")),
                    ("ids", "import os; print(os.getuid(), len(os.listdir('/')))")):
     result = box.run({"main.py": "import sys\\n" + code}, "main.py")
     out[name] = [result.cause, result.returncode, result.stdout.decode()]
+bare = sandbox.Sandbox(sandbox.SandboxConfig(wall_timeout_s=5, cpu_time_s=1, disable={"userns"}))
+out["bare_layers"] = list(bare.layers)
+loop = bare.run({"main.py": "while True:\\n    pass\\n"}, "main.py")
+out["bare_loop"] = loop.cause
 print(json.dumps(out))
 """
 
 
 def test_an_unprivileged_grader_gets_namespaces_through_a_user_namespace(tmp_path):
-    """Run the sandbox module as user nobody (where this test runs as root): the layers come
+    """Run the sandbox as user nobody (where this test runs as root): the layers come
     from a user namespace (no uid layer), and the network and the grader's files are still out
     of reach. Skipped where the kernel refuses unprivileged user namespaces: there the
     fallback applies (docs/code.md)."""
@@ -436,7 +444,7 @@ def test_an_unprivileged_grader_gets_namespaces_through_a_user_namespace(tmp_pat
     try:
         done = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, str(script),
-             str(REPO / "srpo" / "code" / "sandbox.py")],
+             str(REPO / "srpo")],
             capture_output=True, text=True, timeout=120, cwd="/")
     finally:
         subprocess.run(["rm", "-rf", str(script.parent)], check=False)
@@ -450,4 +458,7 @@ def test_an_unprivileged_grader_gets_namespaces_through_a_user_namespace(tmp_pat
     assert out["read"][1] != 0 and "Run model-written" not in out["read"][2]  # no repo there
     uid, entries = out["ids"][2].split()
     assert uid == "1000"  # not 0 inside the namespace: no capabilities after exec
+    # without a user namespace an unprivileged grader keeps only these (the fallback)
+    assert out["bare_layers"] == ["session", "subreaper", "rlimits", "output_cap"]
+    assert out["bare_loop"] == "cpu_limit"
     assert leftovers() == []
