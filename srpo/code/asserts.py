@@ -20,8 +20,18 @@ from srpo.code.cases import TestCase, is_literal
 
 __all__ = ["assert_tests", "check_function_tests", "in_process_count"]
 
-_CMP = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
-        ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+_CMP = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+    ast.In: "in",
+    ast.NotIn: "not in",
+}
 
 
 def _split_and(test: ast.expr) -> list[ast.expr]:
@@ -39,9 +49,15 @@ def _expr_test(test: ast.expr, setup: str) -> TestCase | None:
         left_literal, right_literal = is_literal(left), is_literal(right)
         if left_literal and right_literal:
             return None  # asserts nothing about the program
-        return TestCase("expr", left=ast.unparse(left), right=ast.unparse(right),
-                        left_literal=left_literal, right_literal=right_literal,
-                        op=_CMP[type(test.ops[0])], setup=setup)
+        return TestCase(
+            "expr",
+            left=ast.unparse(left),
+            right=ast.unparse(right),
+            left_literal=left_literal,
+            right_literal=right_literal,
+            op=_CMP[type(test.ops[0])],
+            setup=setup,
+        )
     if is_literal(test):
         return None
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
@@ -72,8 +88,9 @@ def assert_tests(source: str, setup: str = "") -> tuple[TestCase, ...]:
     try:
         module = ast.parse(source)
     except SyntaxError as error:
-        raise ValueError(f"the assert tests do not parse: {error.msg} (line {error.lineno})"
-                         ) from None
+        raise ValueError(
+            f"the assert tests do not parse: {error.msg} (line {error.lineno})"
+        ) from None
     tests: list[TestCase] = []
     lines = [setup] if setup.strip() else []
     for statement in module.body:
@@ -84,8 +101,9 @@ def assert_tests(source: str, setup: str = "") -> tuple[TestCase, ...]:
                 if test is not None:
                     tests.append(test)
                 elif not _constant_assert(part):
-                    tests.append(TestCase("exec", code=f"assert {ast.unparse(part)}",
-                                          setup=context))
+                    tests.append(
+                        TestCase("exec", code=f"assert {ast.unparse(part)}", setup=context)
+                    )
         elif any(isinstance(node, ast.Assert) for node in ast.walk(statement)):
             tests.append(TestCase("exec", code=ast.unparse(statement), setup=context))
         else:
@@ -96,8 +114,11 @@ def assert_tests(source: str, setup: str = "") -> tuple[TestCase, ...]:
 
 
 def _is_docstring(statement: ast.stmt) -> bool:
-    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) and (
-        isinstance(statement.value.value, str))
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and (isinstance(statement.value.value, str))
+    )
 
 
 def check_function_tests(test_source: str, entry_point: str) -> tuple[TestCase, ...]:
@@ -115,8 +136,9 @@ def check_function_tests(test_source: str, entry_point: str) -> tuple[TestCase, 
     try:
         module = ast.parse(test_source)
     except SyntaxError as error:
-        raise ValueError(f"the check source does not parse: {error.msg} (line {error.lineno})"
-                         ) from None
+        raise ValueError(
+            f"the check source does not parse: {error.msg} (line {error.lineno})"
+        ) from None
     checks = [s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == "check"]
     if not checks or len(checks[-1].args.args) != 1:
         raise ValueError("the test source defines no check(candidate) function")

@@ -33,14 +33,33 @@ import operator
 from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["TestCase", "KINDS", "OPS", "parse_value", "stdio_equal", "call_equal", "compare",
-           "cases_to_json", "cases_from_json"]
+__all__ = [
+    "TestCase",
+    "KINDS",
+    "OPS",
+    "parse_value",
+    "stdio_equal",
+    "call_equal",
+    "compare",
+    "cases_to_json",
+    "cases_from_json",
+]
 
 KINDS = ("stdio", "call", "expr", "exec")
-OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-       ">": operator.gt, ">=": operator.ge, "is": operator.is_, "is not": operator.is_not,
-       "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
-       "truth": lambda a, _b: bool(a), "not": lambda a, _b: not a}
+OPS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "is": operator.is_,
+    "is not": operator.is_not,
+    "in": lambda a, b: a in b,
+    "not in": lambda a, b: a not in b,
+    "truth": lambda a, _b: bool(a),
+    "not": lambda a, _b: not a,
+}
 
 
 @dataclass(frozen=True)
@@ -132,15 +151,26 @@ def _literal(node: ast.AST):
         return -value if isinstance(node.op, ast.USub) else +value
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
         left, right = _literal(node.left), _literal(node.right)
-        if isinstance(right, complex) and isinstance(left, (int, float)) and not isinstance(
-                left, bool):
+        if (
+            isinstance(right, complex)
+            and isinstance(left, (int, float))
+            and not isinstance(left, bool)
+        ):
             return left + right if isinstance(node.op, ast.Add) else left - right
         raise ValueError("only real +/- imaginary literals may be added")
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords
-            and node.func.id in ("set", "frozenset", "float") and len(node.args) <= 1):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and not node.keywords
+        and node.func.id in ("set", "frozenset", "float")
+        and len(node.args) <= 1
+    ):
         if node.func.id == "float":
-            if len(node.args) == 1 and isinstance(node.args[0], ast.Constant) and str(
-                    node.args[0].value).lower() in ("inf", "-inf", "nan", "infinity"):
+            if (
+                len(node.args) == 1
+                and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).lower() in ("inf", "-inf", "nan", "infinity")
+            ):
                 return float(node.args[0].value)
             raise ValueError("float() of something else than inf/nan")
         items = _literal(node.args[0]) if node.args else ()

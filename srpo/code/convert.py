@@ -43,8 +43,9 @@ def convert(paths, difficulties=DIFFICULTIES, limit: int | None = None) -> list[
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m srpo.code.convert", description=__doc__.split(
-        "\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m srpo.code.convert", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("files", nargs="+", help="LiveCodeBench code_generation_lite .jsonl/.parquet")
     p.add_argument("--difficulty", nargs="+", default=list(DIFFICULTIES), choices=DIFFICULTIES)
     p.add_argument("--limit", type=int, default=None, help="at most this many problems")
@@ -60,8 +61,11 @@ def main(argv=None) -> int:
     except ValueError as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     if not rows:
-        p.exit(2, f"{p.prog}: error: no problem of difficulty {'/'.join(args.difficulty)} in "
-                  f"{', '.join(args.files)}\n")
+        p.exit(
+            2,
+            f"{p.prog}: error: no problem of difficulty {'/'.join(args.difficulty)} in "
+            f"{', '.join(args.files)}\n",
+        )
     import pandas as pd
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,13 @@ from srpo.code.formats import LCB_PRELUDE, ground_truth_tests
 from srpo.code.grading import CodeGrader, GradeReport, extract_code
 from srpo.code.problem import CodeProblem, make_problem
 
-__all__ = ["problem_from_reference", "grade_reference", "code_columns", "shared_grader",
-           "EVAL_SPLITS"]
+__all__ = [
+    "problem_from_reference",
+    "grade_reference",
+    "code_columns",
+    "shared_grader",
+    "EVAL_SPLITS",
+]
 
 EVAL_SPLITS = ("heldout", "release")
 _lock = threading.Lock()
@@ -49,8 +54,14 @@ def problem_from_reference(reference: str) -> CodeProblem:
     """
     tests, style = ground_truth_tests(reference)
     func_name = next((t.func_name for t in tests if t.func_name), "")
-    return make_problem("", "", tests, style=style, func_name=func_name,
-                        prelude=LCB_PRELUDE if style != "assert" else "")
+    return make_problem(
+        "",
+        "",
+        tests,
+        style=style,
+        func_name=func_name,
+        prelude=LCB_PRELUDE if style != "assert" else "",
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -70,6 +81,9 @@ def code_columns(reference: str, response: str) -> dict:
     many there were, where they come from, and the verdict counts."""
     problem = problem_from_reference(reference)
     report = grade_reference(reference, response)
-    return {"greedy_tests_passed": report.reward, "eval_tests": len(report.outcomes),
-            "eval_split": "heldout_problem" if problem.heldout_problem else "heldout_tests",
-            **{f"tests_{verdict}": n for verdict, n in report.counts.items()}}
+    return {
+        "greedy_tests_passed": report.reward,
+        "eval_tests": len(report.outcomes),
+        "eval_split": "heldout_problem" if problem.heldout_problem else "heldout_tests",
+        **{f"tests_{verdict}": n for verdict, n in report.counts.items()},
+    }

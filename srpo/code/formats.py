@@ -37,19 +37,46 @@ from srpo.code.problem import (
     make_problem,
 )
 
-__all__ = ["LCB_PRELUDE", "decode_lcb_cases", "lcb_cases", "lcb_problem", "mbpp_problem",
-           "humaneval_problem", "release_problem", "ground_truth_tests",
-           "read_code_problems", "MAX_DECODED_BYTES", "question_text", "release_row"]
+__all__ = [
+    "LCB_PRELUDE",
+    "decode_lcb_cases",
+    "lcb_cases",
+    "lcb_problem",
+    "mbpp_problem",
+    "humaneval_problem",
+    "release_problem",
+    "ground_truth_tests",
+    "read_code_problems",
+    "MAX_DECODED_BYTES",
+    "question_text",
+    "release_row",
+]
 
 #: the modules LiveCodeBench's harness imports before a solution (plain and star imports), so
 #: a solution may use e.g. ``List`` or ``deque`` without importing them; builtins come back last
-_PRELUDE_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math",
-                    "random", "statistics", "itertools", "functools", "operator", "io", "sys",
-                    "json")
+_PRELUDE_MODULES = (
+    "string",
+    "re",
+    "datetime",
+    "collections",
+    "heapq",
+    "bisect",
+    "copy",
+    "math",
+    "random",
+    "statistics",
+    "itertools",
+    "functools",
+    "operator",
+    "io",
+    "sys",
+    "json",
+)
 LCB_PRELUDE = "\n".join(
     [f"import {m}" for m in _PRELUDE_MODULES]
     + [f"from {m} import *" for m in _PRELUDE_MODULES]
-    + ["from builtins import *", "from typing import *", "sys.setrecursionlimit(50000)"])
+    + ["from builtins import *", "from typing import *", "sys.setrecursionlimit(50000)"]
+)
 #: the largest decompressed private-test payload accepted (a bound against zlib bombs)
 MAX_DECODED_BYTES = 512 * 1024**2
 _PICKLE_SAFE = {"PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "STOP"}
@@ -88,11 +115,13 @@ def decode_lcb_cases(text: str, max_bytes: int = MAX_DECODED_BYTES) -> list[dict
             inflater = zlib.decompressobj()
             raw = inflater.decompress(packed, max_bytes)
         except (binascii.Error, zlib.error, ValueError) as error:
-            raise ValueError(f"private_test_cases: neither JSON nor base64 zlib data ({error})"
-                             ) from None
+            raise ValueError(
+                f"private_test_cases: neither JSON nor base64 zlib data ({error})"
+            ) from None
         if inflater.unconsumed_tail or not inflater.eof:
-            raise ValueError(f"private_test_cases: more than {max_bytes} bytes decompressed, or "
-                             "truncated")
+            raise ValueError(
+                f"private_test_cases: more than {max_bytes} bytes decompressed, or truncated"
+            )
         records = json.loads(_pickled_string(raw))
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ValueError("test cases must be a JSON list of objects")
@@ -103,8 +132,9 @@ def _record_test(record: dict, func_name: str) -> TestCase:
     try:
         kind, given, wanted = record["testtype"], record["input"], record["output"]
     except KeyError as error:
-        raise ValueError(f"a test record lacks the field {error.args[0]!r} (expected input, "
-                         "output, testtype)") from None
+        raise ValueError(
+            f"a test record lacks the field {error.args[0]!r} (expected input, output, testtype)"
+        ) from None
     if kind == "stdin":
         return TestCase("stdio", input=str(given), expected=str(wanted))
     if kind == "functional":
@@ -130,8 +160,9 @@ def _json_field(row: dict, name: str, default):
     return value
 
 
-def lcb_problem(row: dict, seed: int = DEFAULT_SPLIT_SEED,
-                heldout_fraction: float = HELDOUT_PROBLEM_FRACTION) -> CodeProblem:
+def lcb_problem(
+    row: dict, seed: int = DEFAULT_SPLIT_SEED, heldout_fraction: float = HELDOUT_PROBLEM_FRACTION
+) -> CodeProblem:
     """A LiveCodeBench ``code_generation_lite`` row (fields in the module docstring)."""
     metadata = _json_field(row, "metadata", {}) or {}
     func_name = str(metadata.get("func_name") or "")
@@ -140,12 +171,19 @@ def lcb_problem(row: dict, seed: int = DEFAULT_SPLIT_SEED,
     private = decode_lcb_cases(private) if isinstance(private, str) else list(private)
     tests = lcb_cases(private, func_name)
     return make_problem(
-        str(row.get("question_id", "")), str(row.get("question_content", "")), tests,
-        seed=seed, heldout_fraction=heldout_fraction, starter_code=str(row.get("starter_code")
-                                                                       or ""),
-        func_name=func_name, style="call" if func_name else "stdio",
-        public_tests=lcb_cases(public, func_name), prelude=LCB_PRELUDE,
-        data_source="livecodebench", difficulty=str(row.get("difficulty", "")))
+        str(row.get("question_id", "")),
+        str(row.get("question_content", "")),
+        tests,
+        seed=seed,
+        heldout_fraction=heldout_fraction,
+        starter_code=str(row.get("starter_code") or ""),
+        func_name=func_name,
+        style="call" if func_name else "stdio",
+        public_tests=lcb_cases(public, func_name),
+        prelude=LCB_PRELUDE,
+        data_source="livecodebench",
+        difficulty=str(row.get("difficulty", "")),
+    )
 
 
 def _call_name(tests) -> str:
@@ -160,13 +198,21 @@ def _call_name(tests) -> str:
     return ""
 
 
-def mbpp_problem(row: dict, seed: int = DEFAULT_SPLIT_SEED,
-                 heldout_fraction: float = HELDOUT_PROBLEM_FRACTION) -> CodeProblem:
+def mbpp_problem(
+    row: dict, seed: int = DEFAULT_SPLIT_SEED, heldout_fraction: float = HELDOUT_PROBLEM_FRACTION
+) -> CodeProblem:
     """An MBPP row: ``text`` (or ``prompt``), ``test_list``, optional ``test_setup_code``."""
     tests = assert_tests("\n".join(row["test_list"]), setup=str(row.get("test_setup_code") or ""))
-    return make_problem(str(row.get("task_id", "")), str(row.get("text") or row.get("prompt")),
-                        tests, seed=seed, heldout_fraction=heldout_fraction,
-                        func_name=_call_name(tests), style="assert", data_source="mbpp")
+    return make_problem(
+        str(row.get("task_id", "")),
+        str(row.get("text") or row.get("prompt")),
+        tests,
+        seed=seed,
+        heldout_fraction=heldout_fraction,
+        func_name=_call_name(tests),
+        style="assert",
+        data_source="mbpp",
+    )
 
 
 def _imports_of(source: str) -> str:
@@ -174,20 +220,30 @@ def _imports_of(source: str) -> str:
         module = ast.parse(source)
     except SyntaxError:
         return ""
-    return "\n".join(ast.unparse(s) for s in module.body
-                     if isinstance(s, (ast.Import, ast.ImportFrom)))
+    return "\n".join(
+        ast.unparse(s) for s in module.body if isinstance(s, (ast.Import, ast.ImportFrom))
+    )
 
 
-def humaneval_problem(row: dict, seed: int = DEFAULT_SPLIT_SEED,
-                      heldout_fraction: float = HELDOUT_PROBLEM_FRACTION) -> CodeProblem:
+def humaneval_problem(
+    row: dict, seed: int = DEFAULT_SPLIT_SEED, heldout_fraction: float = HELDOUT_PROBLEM_FRACTION
+) -> CodeProblem:
     """A HumanEval row: ``prompt`` (signature and docstring), ``test``, ``entry_point``. The
     prompt's imports become the prelude (the model writes the whole function)."""
     entry = str(row["entry_point"])
     tests = check_function_tests(str(row["test"]), entry)
-    return make_problem(str(row.get("task_id", "")), str(row["prompt"]), tests, seed=seed,
-                        heldout_fraction=heldout_fraction, starter_code=str(row["prompt"]),
-                        func_name=entry, style="assert", prelude=_imports_of(str(row["prompt"])),
-                        data_source="humaneval")
+    return make_problem(
+        str(row.get("task_id", "")),
+        str(row["prompt"]),
+        tests,
+        seed=seed,
+        heldout_fraction=heldout_fraction,
+        starter_code=str(row["prompt"]),
+        func_name=entry,
+        style="assert",
+        prelude=_imports_of(str(row["prompt"])),
+        data_source="humaneval",
+    )
 
 
 def _apps_tests(value: dict, func_name: str) -> tuple[TestCase, ...]:
@@ -200,8 +256,9 @@ def _apps_tests(value: dict, func_name: str) -> tuple[TestCase, ...]:
         if name:  # LiveCodeBench's strings (JSON lines / JSON) or APPS's lists of values
             given = given if isinstance(given, str) else "\n".join(json.dumps(a) for a in given)
             wanted = wanted if isinstance(wanted, str) else json.dumps(wanted)
-            tests.append(_record_test({"input": given, "output": wanted,
-                                       "testtype": "functional"}, name))
+            tests.append(
+                _record_test({"input": given, "output": wanted, "testtype": "functional"}, name)
+            )
         else:
             wanted = "\n".join(wanted) if isinstance(wanted, list) else wanted
             given = "\n".join(given) if isinstance(given, list) else given
@@ -232,13 +289,16 @@ def ground_truth_tests(value, func_name: str = "") -> tuple[tuple[TestCase, ...]
     if isinstance(value, dict) and "test" in value and "entry_point" in value:
         return check_function_tests(str(value["test"]), str(value["entry_point"])), "assert"
     if isinstance(value, dict) and "test_list" in value:
-        return assert_tests("\n".join(value["test_list"]),
-                            setup=str(value.get("test_setup_code") or "")), "assert"
+        return assert_tests(
+            "\n".join(value["test_list"]), setup=str(value.get("test_setup_code") or "")
+        ), "assert"
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
         tests = lcb_cases(value, func_name)
         return tests, "call" if tests[0].kind == "call" else "stdio"
-    raise ValueError("reward_model.ground_truth holds no tests: expected JSON with inputs/outputs "
-                     "(and fn_name), a list of {input, output, testtype}, or assert source")
+    raise ValueError(
+        "reward_model.ground_truth holds no tests: expected JSON with inputs/outputs "
+        "(and fn_name), a list of {input, output, testtype}, or assert source"
+    )
 
 
 def _question(prompt) -> str:
@@ -251,8 +311,9 @@ def _question(prompt) -> str:
     return str(prompt)
 
 
-def release_problem(row: dict, seed: int = DEFAULT_SPLIT_SEED,
-                    heldout_fraction: float = HELDOUT_PROBLEM_FRACTION) -> CodeProblem:
+def release_problem(
+    row: dict, seed: int = DEFAULT_SPLIT_SEED, heldout_fraction: float = HELDOUT_PROBLEM_FRACTION
+) -> CodeProblem:
     """A row of the release's parquet layout: ``prompt`` (chat list), ``data_source``,
     ``reward_model.ground_truth`` (the tests), optional ``extra_info`` with ``index``,
     ``func_name``, ``starter_code``."""
@@ -265,11 +326,18 @@ def release_problem(row: dict, seed: int = DEFAULT_SPLIT_SEED,
     tests, style = ground_truth_tests(reward_model["ground_truth"], func_name)
     func_name = func_name or next((t.func_name for t in tests if t.func_name), "")
     source = str(row.get("data_source") or "")
-    return make_problem(str(extra.get("index", row.get("uid", ""))), _question(row["prompt"]),
-                        tests, seed=seed, heldout_fraction=heldout_fraction,
-                        starter_code=str(extra.get("starter_code") or ""), func_name=func_name,
-                        style=style, prelude=LCB_PRELUDE if style != "assert" else "",
-                        data_source=source)
+    return make_problem(
+        str(extra.get("index", row.get("uid", ""))),
+        _question(row["prompt"]),
+        tests,
+        seed=seed,
+        heldout_fraction=heldout_fraction,
+        starter_code=str(extra.get("starter_code") or ""),
+        func_name=func_name,
+        style=style,
+        prelude=LCB_PRELUDE if style != "assert" else "",
+        data_source=source,
+    )
 
 
 def _reader(row: dict):
@@ -284,9 +352,12 @@ def _reader(row: dict):
     return None
 
 
-def read_code_problems(path: str | Path, seed: int = DEFAULT_SPLIT_SEED,
-                       heldout_fraction: float = HELDOUT_PROBLEM_FRACTION,
-                       limit: int | None = None) -> list[CodeProblem]:
+def read_code_problems(
+    path: str | Path,
+    seed: int = DEFAULT_SPLIT_SEED,
+    heldout_fraction: float = HELDOUT_PROBLEM_FRACTION,
+    limit: int | None = None,
+) -> list[CodeProblem]:
     """Coding problems from a ``.jsonl`` / ``.parquet`` file of LiveCodeBench, MBPP, HumanEval
     or release-layout rows (detected per row by their fields).
 
@@ -304,9 +375,11 @@ def read_code_problems(path: str | Path, seed: int = DEFAULT_SPLIT_SEED,
         record = _plain(record)
         reader = _reader(record) if isinstance(record, dict) else None
         if reader is None:
-            raise ValueError(f"{path}: {where}: not a coding row (expected LiveCodeBench's "
-                             "private_test_cases, MBPP's test_list, HumanEval's test and "
-                             "entry_point, or reward_model.ground_truth)")
+            raise ValueError(
+                f"{path}: {where}: not a coding row (expected LiveCodeBench's "
+                "private_test_cases, MBPP's test_list, HumanEval's test and "
+                "entry_point, or reward_model.ground_truth)"
+            )
         try:
             problem = reader(record, seed=seed, heldout_fraction=heldout_fraction)
         except (ValueError, KeyError, TypeError) as error:
@@ -331,8 +404,10 @@ def question_text(problem: CodeProblem) -> str:
     """The statement with LiveCodeBench-style instructions: complete the starter code (a
     functional problem) or read stdin and write stdout, answer in one ```python block."""
     if problem.starter_code:
-        how = (f"Complete this starter code:\n```python\n{problem.starter_code.rstrip()}\n```\n"
-               "Give the whole solution")
+        how = (
+            f"Complete this starter code:\n```python\n{problem.starter_code.rstrip()}\n```\n"
+            "Give the whole solution"
+        )
     else:
         how = "Read the input from stdin and write the answer to stdout. Give the whole program"
     return f"{problem.question.rstrip()}\n\n{how} in one ```python code block."
@@ -348,16 +423,25 @@ def release_row(problem: CodeProblem, question: str | None = None) -> dict:
         ValueError: an assert-style problem (its tests are Python source, not inputs/outputs).
     """
     if any(t.kind not in ("stdio", "call") for t in problem.tests):
-        raise ValueError(f"problem {problem.uid!r}: only stdin/stdout and functional tests fit "
-                         "the inputs/outputs layout")
-    truth = {"inputs": [t.input for t in problem.tests],
-             "outputs": [t.expected for t in problem.tests]}
+        raise ValueError(
+            f"problem {problem.uid!r}: only stdin/stdout and functional tests fit "
+            "the inputs/outputs layout"
+        )
+    truth = {
+        "inputs": [t.input for t in problem.tests],
+        "outputs": [t.expected for t in problem.tests],
+    }
     if problem.func_name:
         truth["fn_name"] = problem.func_name
     text = question if question is not None else question_text(problem)
-    return {"prompt": [{"role": "user", "content": text}],
-            "data_source": problem.data_source or "code",
-            "reward_model": {"style": "rule", "ground_truth": json.dumps(truth)},
-            "extra_info": {"index": problem.uid, "func_name": problem.func_name,
-                           "starter_code": problem.starter_code,
-                           "difficulty": problem.difficulty}}
+    return {
+        "prompt": [{"role": "user", "content": text}],
+        "data_source": problem.data_source or "code",
+        "reward_model": {"style": "rule", "ground_truth": json.dumps(truth)},
+        "extra_info": {
+            "index": problem.uid,
+            "func_name": problem.func_name,
+            "starter_code": problem.starter_code,
+            "difficulty": problem.difficulty,
+        },
+    }

@@ -25,8 +25,15 @@ from pathlib import Path
 from srpo.code.cases import TestCase, call_equal, compare, parse_value, stdio_equal
 from srpo.code.sandbox import RunResult, Sandbox, SandboxConfig
 
-__all__ = ["VERDICTS", "Outcome", "GradeReport", "CodeGrader", "extract_code", "judge",
-           "program_for"]
+__all__ = [
+    "VERDICTS",
+    "Outcome",
+    "GradeReport",
+    "CodeGrader",
+    "extract_code",
+    "judge",
+    "program_for",
+]
 
 VERDICTS = ("passed", "failed", "timed_out", "crashed", "sandbox_error")
 FENCE = "```"
@@ -51,7 +58,7 @@ def extract_code(response: str, drop: Sequence[str] = ()) -> str | None:
     fences = [i for i, line in enumerate(lines) if line.lstrip().startswith(FENCE)]
     if len(fences) < 2:
         return None
-    code = "\n".join(lines[fences[-2] + 1:fences[-1]])
+    code = "\n".join(lines[fences[-2] + 1 : fences[-1]])
     for text in drop:
         code = code.replace(text, "")
     return code
@@ -174,8 +181,9 @@ class CodeGrader:
     ``totals`` counts every verdict since creation. Use as a context manager or ``close()``.
     """
 
-    def __init__(self, config: SandboxConfig | None = None, workers: int = 2,
-                 retries: int = 1) -> None:
+    def __init__(
+        self, config: SandboxConfig | None = None, workers: int = 2, retries: int = 1
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1; got {workers}")
         self.sandbox = Sandbox(config)
@@ -203,19 +211,21 @@ class CodeGrader:
                 break
         return outcome
 
-    def grade_many(self, jobs: Sequence[tuple[str | None, Sequence[TestCase], str]]
-                   ) -> list[GradeReport]:
+    def grade_many(
+        self, jobs: Sequence[tuple[str | None, Sequence[TestCase], str]]
+    ) -> list[GradeReport]:
         """Grade several programs at once: ``jobs`` = ``[(code, tests, prelude), ...]``; all
         their tests share the pool. Returns one report per job, in order."""
-        futures = [[self.pool.submit(self._run_one, code, test, prelude) for test in tests]
-                   for code, tests, prelude in jobs]
+        futures = [
+            [self.pool.submit(self._run_one, code, test, prelude) for test in tests]
+            for code, tests, prelude in jobs
+        ]
         reports = [GradeReport(tuple(f.result() for f in row)) for row in futures]
         for report in reports:
             self.totals.update(o.verdict for o in report.outcomes)
         return reports
 
-    def grade(self, code: str | None, tests: Sequence[TestCase], prelude: str = ""
-              ) -> GradeReport:
+    def grade(self, code: str | None, tests: Sequence[TestCase], prelude: str = "") -> GradeReport:
         """Grade one program (None: no code, every test fails without running)."""
         return self.grade_many([(code, tests, prelude)])[0]
 
@@ -224,8 +234,9 @@ class CodeGrader:
         fraction passed (the advantage's raw reward), correct = all passed."""
         if len(responses) != len(problems):
             raise ValueError(f"{len(responses)} responses for {len(problems)} problems")
-        reports = self.grade_many([(extract_code(r), p.reward_tests, p.prelude)
-                                   for r, p in zip(responses, problems)])
+        reports = self.grade_many(
+            [(extract_code(r), p.reward_tests, p.prelude) for r, p in zip(responses, problems)]
+        )
         return [(r.reward, r.correct) for r in reports]
 
     def reward(self, response: str, problem) -> tuple[float, bool]:
@@ -234,8 +245,9 @@ class CodeGrader:
 
     def evaluate_many(self, responses: Sequence[str], problems: Sequence) -> list[GradeReport]:
         """Reports on the tests training never sees (``problem.eval_tests``)."""
-        return self.grade_many([(extract_code(r), p.eval_tests, p.prelude)
-                                for r, p in zip(responses, problems)])
+        return self.grade_many(
+            [(extract_code(r), p.eval_tests, p.prelude) for r, p in zip(responses, problems)]
+        )
 
     def evaluate(self, response: str, problem) -> GradeReport:
         return self.evaluate_many([response], [problem])[0]

@@ -38,19 +38,34 @@ CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = (
-    1024, 2048, 4096, 16384, 1 << 18, 1 << 21)
+    1024,
+    2048,
+    4096,
+    16384,
+    1 << 18,
+    1 << 21,
+)
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 #: statvfs flag -> mount flag, to keep the locked flags of a bind mount when remounting it
-STATVFS_TO_MS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-                 (getattr(os, "ST_NOATIME", 1024), MS_NOATIME),
-                 (getattr(os, "ST_NODIRATIME", 2048), MS_NODIRATIME),
-                 (getattr(os, "ST_RELATIME", 4096), MS_RELATIME))
+STATVFS_TO_MS = (
+    (os.ST_NOSUID, MS_NOSUID),
+    (os.ST_NODEV, MS_NODEV),
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (getattr(os, "ST_NOATIME", 1024), MS_NOATIME),
+    (getattr(os, "ST_NODIRATIME", 2048), MS_NODIRATIME),
+    (getattr(os, "ST_RELATIME", 4096), MS_RELATIME),
+)
 DEVICES = ("null", "zero", "full", "random", "urandom")
-RLIMITS = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS, "fsize": resource.RLIMIT_FSIZE,
-           "nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC,
-           "core": resource.RLIMIT_CORE}
+RLIMITS = {
+    "cpu": resource.RLIMIT_CPU,
+    "as": resource.RLIMIT_AS,
+    "fsize": resource.RLIMIT_FSIZE,
+    "nofile": resource.RLIMIT_NOFILE,
+    "nproc": resource.RLIMIT_NPROC,
+    "core": resource.RLIMIT_CORE,
+}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -66,9 +81,11 @@ def _check(result: int, what: str) -> None:
 
 
 def _mount(source, target, fstype, flags, data=None) -> None:
-    enc = (lambda s: None if s is None else s.encode())  # noqa: E731
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {target}")
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(
+        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}",
+    )
 
 
 def _prctl(option: int, value: int) -> None:
@@ -116,8 +133,7 @@ def enter_namespaces(layers: dict) -> None:
     of every process of its mount namespace, and L must keep the grader's view.)"""
     if layers.get("userns"):
         enter_user_namespace()
-    for name, flag in (("netns", CLONE_NEWNET), ("pidns", CLONE_NEWPID),
-                       ("ipcns", CLONE_NEWIPC)):
+    for name, flag in (("netns", CLONE_NEWNET), ("pidns", CLONE_NEWPID), ("ipcns", CLONE_NEWIPC)):
         if layers.get(name):
             _check(_libc.unshare(flag), f"unshare for layer {name}")
 
@@ -141,8 +157,7 @@ def _bind(source: str, target: str, read_only: bool = True) -> None:
         for st_flag, ms_flag in STATVFS_TO_MS:
             if flags & st_flag:
                 locked |= ms_flag
-        _mount(None, target, None,
-               MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked)
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked)
 
 
 def _mirror(path: str, root: str) -> None:
@@ -165,14 +180,24 @@ def build_root(cfg: dict) -> str:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted here propagates back
     root = os.path.join(cfg["host_dir"], "root")
     os.makedirs(root, exist_ok=True)
-    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={cfg['tmpfs_bytes']},nr_inodes={cfg['tmpfs_inodes']},mode=755")
+    _mount(
+        "tmpfs",
+        root,
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"size={cfg['tmpfs_bytes']},nr_inodes={cfg['tmpfs_inodes']},mode=755",
+    )
     for path in cfg["bind_ro"]:
         _mirror(path, root)
     for path in cfg["hide"]:
         if os.path.isdir(root + path):
-            _mount("tmpfs", root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
-                   "size=4096,mode=555")
+            _mount(
+                "tmpfs",
+                root + path,
+                "tmpfs",
+                MS_RDONLY | MS_NOSUID | MS_NODEV,
+                "size=4096,mode=555",
+            )
     os.makedirs(root + "/dev", exist_ok=True)
     for name in DEVICES:
         if os.path.exists("/dev/" + name):
@@ -258,9 +283,14 @@ def run_init(cfg: dict, status: Status) -> int:
         except ChildProcessError:
             return 0
         if child == pid:
-            status.send("exit", returncode=os.waitstatus_to_exitcode(code),
-                        cpu_s=usage.ru_utime + usage.ru_stime, maxrss_kb=usage.ru_maxrss,
-                        wall_s=time.monotonic() - started, exec_failed=bool(failure))
+            status.send(
+                "exit",
+                returncode=os.waitstatus_to_exitcode(code),
+                cpu_s=usage.ru_utime + usage.ru_stime,
+                maxrss_kb=usage.ru_maxrss,
+                wall_s=time.monotonic() - started,
+                exec_failed=bool(failure),
+            )
             return 0 if not failure else 1
 
 
@@ -280,7 +310,7 @@ def _children(pid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 1 and int(fields[1]) == pid:
             found.append(int(entry))
     return found

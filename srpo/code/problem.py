@@ -26,9 +26,16 @@ import numpy as np
 from srpo.code.cases import TestCase, cases_to_json
 from srpo.tasks import Problem
 
-__all__ = ["CodeProblem", "split_key", "heldout_mask", "split_tests", "is_heldout_problem",
-           "make_problem",
-           "DEFAULT_SPLIT_SEED", "HELDOUT_PROBLEM_FRACTION"]
+__all__ = [
+    "CodeProblem",
+    "split_key",
+    "heldout_mask",
+    "split_tests",
+    "is_heldout_problem",
+    "make_problem",
+    "DEFAULT_SPLIT_SEED",
+    "HELDOUT_PROBLEM_FRACTION",
+]
 
 DEFAULT_SPLIT_SEED = 0
 HELDOUT_PROBLEM_FRACTION = 0.2
@@ -63,8 +70,9 @@ class CodeProblem(Problem):
 
     def __post_init__(self) -> None:
         if len(self.heldout_mask) != len(self.tests):
-            raise ValueError(f"heldout_mask has {len(self.heldout_mask)} entries for "
-                             f"{len(self.tests)} tests")
+            raise ValueError(
+                f"heldout_mask has {len(self.heldout_mask)} entries for {len(self.tests)} tests"
+            )
 
     @property
     def reward_tests(self) -> tuple[TestCase, ...]:
@@ -93,42 +101,54 @@ def split_key(tests) -> str:
 
 
 def _rng(seed: int, purpose: str, key: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(
-        [int(seed), int(hashlib.sha256(purpose.encode()).hexdigest()[:8], 16),
-         int(key, 16)]))
+    return np.random.default_rng(
+        np.random.SeedSequence(
+            [int(seed), int(hashlib.sha256(purpose.encode()).hexdigest()[:8], 16), int(key, 16)]
+        )
+    )
 
 
-def heldout_mask(tests, seed: int = DEFAULT_SPLIT_SEED, key: str | None = None
-                 ) -> tuple[bool, ...]:
+def heldout_mask(tests, seed: int = DEFAULT_SPLIT_SEED, key: str | None = None) -> tuple[bool, ...]:
     """Per test, whether it is in the held-out half: floor(n/2) tests chosen by a permutation
     seeded with ``seed`` and the problem's key (default ``split_key(tests)``)."""
     tests = tuple(tests)
     key = key or split_key(tests)
     order = _rng(seed, "tests", key).permutation(len(tests))
-    held = {int(i) for i in order[:len(tests) // 2]}
+    held = {int(i) for i in order[: len(tests) // 2]}
     return tuple(i in held for i in range(len(tests)))
 
 
-def split_tests(tests, seed: int = DEFAULT_SPLIT_SEED, key: str | None = None
-                ) -> tuple[tuple[TestCase, ...], tuple[TestCase, ...]]:
+def split_tests(
+    tests, seed: int = DEFAULT_SPLIT_SEED, key: str | None = None
+) -> tuple[tuple[TestCase, ...], tuple[TestCase, ...]]:
     """``(reward, heldout)``: ceil(n/2) and floor(n/2) of the tests (``heldout_mask``), each
     half in file order."""
     tests = tuple(tests)
     mask = heldout_mask(tests, seed, key)
-    return (tuple(t for t, h in zip(tests, mask) if not h),
-            tuple(t for t, h in zip(tests, mask) if h))
+    return (
+        tuple(t for t, h in zip(tests, mask) if not h),
+        tuple(t for t, h in zip(tests, mask) if h),
+    )
 
 
-def is_heldout_problem(key: str, seed: int = DEFAULT_SPLIT_SEED,
-                       fraction: float = HELDOUT_PROBLEM_FRACTION) -> bool:
+def is_heldout_problem(
+    key: str, seed: int = DEFAULT_SPLIT_SEED, fraction: float = HELDOUT_PROBLEM_FRACTION
+) -> bool:
     """Whether the problem with this key is held out (probability ``fraction``, seeded)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1]; got {fraction}")
     return bool(_rng(seed, "problems", key).random() < fraction)
 
 
-def make_problem(uid: str, question: str, tests, *, seed: int = DEFAULT_SPLIT_SEED,
-                 heldout_fraction: float = HELDOUT_PROBLEM_FRACTION, **fields) -> CodeProblem:
+def make_problem(
+    uid: str,
+    question: str,
+    tests,
+    *,
+    seed: int = DEFAULT_SPLIT_SEED,
+    heldout_fraction: float = HELDOUT_PROBLEM_FRACTION,
+    **fields,
+) -> CodeProblem:
     """A ``CodeProblem`` with both splits applied to ``tests`` (its graded tests).
 
     Raises:
@@ -139,6 +159,12 @@ def make_problem(uid: str, question: str, tests, *, seed: int = DEFAULT_SPLIT_SE
         raise ValueError(f"problem {uid!r} has no tests")
     key = split_key(tests)
     held_problem = len(tests) < 2 or is_heldout_problem(key, seed, heldout_fraction)
-    return CodeProblem(uid=uid, question=question, answer="", tests=tests,
-                       heldout_mask=heldout_mask(tests, seed, key), heldout_problem=held_problem,
-                       **fields)
+    return CodeProblem(
+        uid=uid,
+        question=question,
+        answer="",
+        tests=tests,
+        heldout_mask=heldout_mask(tests, seed, key),
+        heldout_problem=held_problem,
+        **fields,
+    )

@@ -48,8 +48,18 @@ from srpo.code.supervise import RunResult, base_python, supervise
 
 __all__ = ["LAYERS", "SandboxConfig", "RunResult", "Sandbox", "SandboxUnavailable"]
 
-LAYERS = ("session", "subreaper", "rlimits", "uid", "userns", "mountns", "netns", "pidns",
-          "ipcns", "output_cap")
+LAYERS = (
+    "session",
+    "subreaper",
+    "rlimits",
+    "uid",
+    "userns",
+    "mountns",
+    "netns",
+    "pidns",
+    "ipcns",
+    "output_cap",
+)
 NAMESPACE_LAYERS = ("mountns", "netns", "pidns", "ipcns")
 #: fresh uids for programs when the grader is root: far above any account, one per run, so the
 #: per-uid process count (RLIMIT_NPROC) and file ownership are private to the run
@@ -103,15 +113,25 @@ class SandboxConfig:
         for name in ("disable", "require"):
             unknown = set(getattr(self, name)) - set(LAYERS)
             if unknown:
-                raise ValueError(f"SandboxConfig.{name}: unknown layers {sorted(unknown)}; "
-                                 f"expected some of {LAYERS}")
+                raise ValueError(
+                    f"SandboxConfig.{name}: unknown layers {sorted(unknown)}; "
+                    f"expected some of {LAYERS}"
+                )
         if "session" in self.disable:
-            raise ValueError("SandboxConfig.disable: the 'session' layer cannot be turned off "
-                             "(the parent's last-resort kill is a kill of that process group)")
+            raise ValueError(
+                "SandboxConfig.disable: the 'session' layer cannot be turned off "
+                "(the parent's last-resort kill is a kill of that process group)"
+            )
         if not self.wall_timeout_s > 0:
             raise ValueError(f"SandboxConfig.wall_timeout_s must be > 0; got {self.wall_timeout_s}")
-        for name in ("cpu_time_s", "memory_bytes", "file_size_bytes", "open_files", "processes",
-                     "max_output_bytes"):
+        for name in (
+            "cpu_time_s",
+            "memory_bytes",
+            "file_size_bytes",
+            "open_files",
+            "processes",
+            "max_output_bytes",
+        ):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"SandboxConfig.{name} must be > 0 or None; got {value}")
@@ -182,7 +202,8 @@ class Sandbox:
             raise SandboxUnavailable(
                 f"sandbox layers {sorted(missing)} are required (SandboxConfig.require) but not "
                 f"available on this machine (active: {list(layers)}); docs/code.md lists what "
-                "each needs")
+                "each needs"
+            )
         return layers, python
 
     def _works(self, layers: dict, python: str) -> bool:
@@ -191,14 +212,19 @@ class Sandbox:
 
     def _find_layers(self) -> tuple[tuple[str, ...], str]:
         want = self._wanted()
-        pythons = [self.config.python] if self.config.python else list(dict.fromkeys(
-            [base_python(), "/usr/bin/python3", "/usr/local/bin/python3"]))
+        pythons = (
+            [self.config.python]
+            if self.config.python
+            else list(dict.fromkeys([base_python(), "/usr/bin/python3", "/usr/local/bin/python3"]))
+        )
         for python in (p for p in pythons if p and os.path.exists(p)):
             layers = self._best_layers(want, python)
             if layers is not None:
                 return tuple(n for n in LAYERS if layers.get(n)), python
-        raise SandboxUnavailable(f"no interpreter of {pythons} runs in the sandbox, even without "
-                                 "namespaces (see docs/code.md)")
+        raise SandboxUnavailable(
+            f"no interpreter of {pythons} runs in the sandbox, even without "
+            "namespaces (see docs/code.md)"
+        )
 
     def _best_layers(self, want: dict, python: str) -> dict | None:
         """All wanted layers if they work; else the namespaces that work, added one at a time
@@ -239,8 +265,11 @@ class Sandbox:
         if c.cpu_time_s is not None:
             seconds = max(1, int(-(-c.cpu_time_s // 1)))
             limits["cpu"] = [seconds, seconds + 1]
-        for key, value in (("as", c.memory_bytes), ("fsize", c.file_size_bytes),
-                           ("nofile", c.open_files)):
+        for key, value in (
+            ("as", c.memory_bytes),
+            ("fsize", c.file_size_bytes),
+            ("nofile", c.open_files),
+        ):
             if value is not None:
                 limits[key] = int(value)
         if c.processes is not None:
@@ -254,8 +283,11 @@ class Sandbox:
         try:
             uid = None
             if layers.get("uid"):
-                uid = c.uid if c.uid is not None else secrets.randbelow(
-                    UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+                uid = (
+                    c.uid
+                    if c.uid is not None
+                    else secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+                )
             work = Path(host_dir) / "work"
             work.mkdir()
             for name, text in files.items():
@@ -268,13 +300,27 @@ class Sandbox:
             binds, hide = _system_binds(python)
             argv = [python, "-s", "-S", "-B"] + (["-c", "pass"] if probe else [entry])
             cfg = {
-                "host_dir": host_dir, "work_dir": str(work), "cwd": "/work" if mounted else str(work),
-                "layers": {n: bool(layers.get(n)) for n in ("subreaper", "userns", *NAMESPACE_LAYERS)},
-                "uid": uid, "rlimits": self._limits(layers), "argv": argv,
-                "env": {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-                        "PYTHONIOENCODING": "utf-8", "HOME": "/work" if mounted else str(work)},
-                "bind_ro": binds, "hide": hide, "tmpfs_bytes": c.tmpfs_bytes,
-                "tmpfs_inodes": c.tmpfs_inodes, "wall_timeout_s": c.wall_timeout_s,
+                "host_dir": host_dir,
+                "work_dir": str(work),
+                "cwd": "/work" if mounted else str(work),
+                "layers": {
+                    n: bool(layers.get(n)) for n in ("subreaper", "userns", *NAMESPACE_LAYERS)
+                },
+                "uid": uid,
+                "rlimits": self._limits(layers),
+                "argv": argv,
+                "env": {
+                    "PATH": "/usr/bin:/bin",
+                    "LANG": "C.UTF-8",
+                    "PYTHONHASHSEED": "0",
+                    "PYTHONIOENCODING": "utf-8",
+                    "HOME": "/work" if mounted else str(work),
+                },
+                "bind_ro": binds,
+                "hide": hide,
+                "tmpfs_bytes": c.tmpfs_bytes,
+                "tmpfs_inodes": c.tmpfs_inodes,
+                "wall_timeout_s": c.wall_timeout_s,
             }
             cap = c.max_output_bytes if layers.get("output_cap") else None
             result = supervise(cfg, stdin, cap, c.wall_timeout_s, c.cpu_time_s)

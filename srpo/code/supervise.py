@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunResult", "supervise", "base_python", "LAUNCHER", "LAUNCHER_GRACE_S",
-           "STDERR_CAP"]
+__all__ = ["RunResult", "supervise", "base_python", "LAUNCHER", "LAUNCHER_GRACE_S", "STDERR_CAP"]
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
 #: seconds the launcher may take beyond the wall clock (setup, sweep) before the parent kills it
@@ -57,7 +56,6 @@ def base_python() -> str:
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
-
 def _exited(pid: int) -> bool:
     """Whether the launcher has exited, without reaping it: while it is a zombie its pid (the
     process group's id) cannot be reused, so killing the group afterwards is safe."""
@@ -76,10 +74,12 @@ class _Streams:
         self.out_truncated = self.err_truncated = self.aborted = False
         self.selector = selectors.DefaultSelector()
         self.status_file = os.fdopen(status_fd, "rb", buffering=0)
-        for stream, kind, event in ((proc.stdout, "out", selectors.EVENT_READ),
-                                    (proc.stderr, "err", selectors.EVENT_READ),
-                                    (self.status_file, "status", selectors.EVENT_READ),
-                                    (proc.stdin, "in", selectors.EVENT_WRITE)):
+        for stream, kind, event in (
+            (proc.stdout, "out", selectors.EVENT_READ),
+            (proc.stderr, "err", selectors.EVENT_READ),
+            (self.status_file, "status", selectors.EVENT_READ),
+            (proc.stdin, "in", selectors.EVENT_WRITE),
+        ):
             os.set_blocking(stream.fileno(), False)
             self.selector.register(stream, event, kind)
         if not stdin:
@@ -112,13 +112,13 @@ class _Streams:
             self.status += data
         elif kind == "err":
             room = STDERR_CAP - len(self.err)
-            self.err += data[:max(room, 0)]
+            self.err += data[: max(room, 0)]
             self.err_truncated |= len(data) > room
         elif self.cap is None:
             self.out += data
         else:
             room = self.cap - len(self.out)
-            self.out += data[:max(room, 0)]
+            self.out += data[: max(room, 0)]
             if len(data) > room:
                 self.out_truncated = True
                 if not self.aborted:  # the launcher kills the program and reports "aborted"
@@ -180,8 +180,9 @@ class _Streams:
                 pass
 
 
-def supervise(cfg: dict, stdin: bytes, cap: int | None, wall_timeout_s: float,
-              cpu_time_s: float | None) -> RunResult:
+def supervise(
+    cfg: dict, stdin: bytes, cap: int | None, wall_timeout_s: float, cpu_time_s: float | None
+) -> RunResult:
     """Start the launcher on ``cfg``, move the data, kill the group if it overruns (the wall
     clock plus ``LAUNCHER_GRACE_S``), read the events."""
     status_read, status_write = os.pipe()
@@ -189,13 +190,19 @@ def supervise(cfg: dict, stdin: bytes, cap: int | None, wall_timeout_s: float,
     try:
         proc = subprocess.Popen(
             [base_python(), "-s", "-S", "-B", str(LAUNCHER), json.dumps(cfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=(status_write,), start_new_session=True, cwd=cfg["host_dir"],
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(status_write,),
+            start_new_session=True,
+            cwd=cfg["host_dir"],
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )
     except OSError as error:
         os.close(status_read)
-        return RunResult("sandbox_error", None, b"", b"", error=f"cannot start the launcher: "
-                                                                    f"{error}")
+        return RunResult(
+            "sandbox_error", None, b"", b"", error=f"cannot start the launcher: {error}"
+        )
     finally:
         os.close(status_write)
     streams = _Streams(proc, status_read, stdin, cap)
@@ -211,8 +218,9 @@ def supervise(cfg: dict, stdin: bytes, cap: int | None, wall_timeout_s: float,
     return _result(streams, finished, launcher_status, cpu_time_s)
 
 
-def _result(streams: _Streams, finished: bool, launcher_status: int,
-            cpu_time_s: float | None) -> RunResult:
+def _result(
+    streams: _Streams, finished: bool, launcher_status: int, cpu_time_s: float | None
+) -> RunResult:
     events = []
     for line in bytes(streams.status).splitlines():
         try:
@@ -221,30 +229,51 @@ def _result(streams: _Streams, finished: bool, launcher_status: int,
             continue
     last = {e.get("event"): e for e in events}
     errors = [f"{e.get('stage')}: {e.get('message')}" for e in events if e.get("event") == "error"]
-    common = dict(stdout=bytes(streams.out), stderr=bytes(streams.err),
-                  stdout_truncated=streams.out_truncated, stderr_truncated=streams.err_truncated,
-                  fs_view=str(last.get("fs", {}).get("mechanism", "")))
+    common = dict(
+        stdout=bytes(streams.out),
+        stderr=bytes(streams.err),
+        stdout_truncated=streams.out_truncated,
+        stderr_truncated=streams.err_truncated,
+        fs_view=str(last.get("fs", {}).get("mechanism", "")),
+    )
     ended = last.get("exit", {})
-    usage = dict(cpu_s=float(ended.get("cpu_s", 0.0)), wall_s=float(ended.get("wall_s", 0.0)),
-                 maxrss_kb=int(ended.get("maxrss_kb", 0)))
+    usage = dict(
+        cpu_s=float(ended.get("cpu_s", 0.0)),
+        wall_s=float(ended.get("wall_s", 0.0)),
+        maxrss_kb=int(ended.get("maxrss_kb", 0)),
+    )
     tail = bytes(streams.err[-300:]).decode(errors="replace")
     if errors:
         return RunResult("sandbox_error", None, error="; ".join(errors), **common)
     if not finished:
-        return RunResult("sandbox_error", None, error="the launcher did not finish within the "
-                         f"wall clock + {LAUNCHER_GRACE_S} s", **common)
+        return RunResult(
+            "sandbox_error",
+            None,
+            error=f"the launcher did not finish within the wall clock + {LAUNCHER_GRACE_S} s",
+            **common,
+        )
     cause = last.get("end", {}).get("cause")
     if cause == "wall_timeout":
         return RunResult("wall_timeout", None, **common, **usage)
     if cause == "aborted":
-        return RunResult("output_limit" if streams.out_truncated else "sandbox_error", None,
-                         error="" if streams.out_truncated else "aborted", **common, **usage)
+        return RunResult(
+            "output_limit" if streams.out_truncated else "sandbox_error",
+            None,
+            error="" if streams.out_truncated else "aborted",
+            **common,
+            **usage,
+        )
     if cause != "exit" or "exit" not in last:
-        return RunResult("sandbox_error", None, error=f"the launcher ended without a report "
-                         f"(status {launcher_status}): {tail}", **common)
+        return RunResult(
+            "sandbox_error",
+            None,
+            error=f"the launcher ended without a report (status {launcher_status}): {tail}",
+            **common,
+        )
     code = int(ended["returncode"])
     limit = cpu_time_s
-    if code == -signal.SIGXCPU or (code == -signal.SIGKILL and limit is not None
-                                   and usage["cpu_s"] >= limit - 0.05):
+    if code == -signal.SIGXCPU or (
+        code == -signal.SIGKILL and limit is not None and usage["cpu_s"] >= limit - 0.05
+    ):
         return RunResult("cpu_limit", code, **common, **usage)
     return RunResult("exit", code, **common, **usage)

@@ -37,8 +37,16 @@ from srpo.code.problem import (
     make_problem,
 )
 
-__all__ = ["SyntheticCodeTask", "Program", "evaluate", "source", "near_miss", "lcb_row",
-           "release_row", "mbpp_row"]
+__all__ = [
+    "SyntheticCodeTask",
+    "Program",
+    "evaluate",
+    "source",
+    "near_miss",
+    "lcb_row",
+    "release_row",
+    "mbpp_row",
+]
 
 #: a program: ("x",) or (op, child, constant)
 Program = tuple
@@ -52,9 +60,16 @@ def evaluate(program: Program, x: int) -> int:
         return x
     op, child, c = program
     v = evaluate(child, x)
-    return {"+": lambda: v + c, "-": lambda: v - c, "*": lambda: v * c, "//": lambda: v // c,
-            "%": lambda: v % c, "max": lambda: max(v, c), "min": lambda: min(v, c),
-            "absdiff": lambda: abs(v - c)}[op]()
+    return {
+        "+": lambda: v + c,
+        "-": lambda: v - c,
+        "*": lambda: v * c,
+        "//": lambda: v // c,
+        "%": lambda: v % c,
+        "max": lambda: max(v, c),
+        "min": lambda: min(v, c),
+        "absdiff": lambda: abs(v - c),
+    }[op]()
 
 
 def _expr(program: Program, top: bool = True) -> str:
@@ -127,36 +142,54 @@ class SyntheticCodeTask:
         if self.depth < 1 or self.n_examples < 1 or self.n_tests < 2:
             raise ValueError("depth and n_examples must be >= 1 and n_tests >= 2")
         if self.n_examples + self.n_tests > self.max_input + 1:
-            raise ValueError(f"n_examples + n_tests = {self.n_examples + self.n_tests} distinct "
-                             f"inputs do not fit in 0..max_input={self.max_input}")
+            raise ValueError(
+                f"n_examples + n_tests = {self.n_examples + self.n_tests} distinct "
+                f"inputs do not fit in 0..max_input={self.max_input}"
+            )
 
     def question(self, examples) -> str:
         shown = ", ".join(f"f({x}) = {y}" for x, y in examples)
-        return (f"Write a one-line Python function f(x) such that {shown}. Answer with the "
-                "function in a ```python code block.")
+        return (
+            f"Write a one-line Python function f(x) such that {shown}. Answer with the "
+            "function in a ```python code block."
+        )
 
     def _draw(self, rng: np.random.Generator) -> CodeProblem:
         while True:
             program = _random_program(rng, self.depth)
-            inputs = [int(x) for x in rng.choice(self.max_input + 1,
-                                                 self.n_examples + self.n_tests, replace=False)]
+            inputs = [
+                int(x)
+                for x in rng.choice(
+                    self.max_input + 1, self.n_examples + self.n_tests, replace=False
+                )
+            ]
             outputs = [evaluate(program, x) for x in inputs]
             if len(set(outputs)) >= self.min_distinct:
                 break
-        shown = list(zip(inputs, outputs))[:self.n_examples]
-        tests = [TestCase("call", input=json.dumps(x), expected=json.dumps(y), func_name="f")
-                 for x, y in zip(inputs[self.n_examples:], outputs[self.n_examples:])]
-        public = [TestCase("call", input=json.dumps(x), expected=json.dumps(y), func_name="f")
-                  for x, y in shown]
+        shown = list(zip(inputs, outputs))[: self.n_examples]
+        tests = [
+            TestCase("call", input=json.dumps(x), expected=json.dumps(y), func_name="f")
+            for x, y in zip(inputs[self.n_examples :], outputs[self.n_examples :])
+        ]
+        public = [
+            TestCase("call", input=json.dumps(x), expected=json.dumps(y), func_name="f")
+            for x, y in shown
+        ]
         uid = f"synthetic:{source(program)}:{inputs}"
         self.programs[uid] = program
-        return make_problem(uid, self.question(shown), tests, seed=self.split_seed,
-                            heldout_fraction=self.heldout_fraction, func_name="f",
-                            style="call", public_tests=tuple(public),
-                            data_source="synthetic_code")
+        return make_problem(
+            uid,
+            self.question(shown),
+            tests,
+            seed=self.split_seed,
+            heldout_fraction=self.heldout_fraction,
+            func_name="f",
+            style="call",
+            public_tests=tuple(public),
+            data_source="synthetic_code",
+        )
 
-    def sample(self, n: int, rng: np.random.Generator, heldout: bool = False
-               ) -> list[CodeProblem]:
+    def sample(self, n: int, rng: np.random.Generator, heldout: bool = False) -> list[CodeProblem]:
         """``n`` training problems (``heldout=True``: held-out problems instead)."""
         problems = []
         while len(problems) < n:
@@ -190,12 +223,17 @@ def lcb_row(problem: CodeProblem) -> dict:
     """A LiveCodeBench ``code_generation_lite`` row: private tests as base64(zlib(pickle(JSON
     string))), as LiveCodeBench stores them."""
     private = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(_records(problem.tests)))))
-    return {"question_id": problem.uid, "question_title": problem.uid,
-            "question_content": problem.question, "platform": "synthetic",
-            "starter_code": "def f(x):\n    ", "difficulty": "easy",
-            "public_test_cases": json.dumps(_records(problem.public_tests)),
-            "private_test_cases": private.decode(),
-            "metadata": json.dumps({"func_name": problem.func_name})}
+    return {
+        "question_id": problem.uid,
+        "question_title": problem.uid,
+        "question_content": problem.question,
+        "platform": "synthetic",
+        "starter_code": "def f(x):\n    ",
+        "difficulty": "easy",
+        "public_test_cases": json.dumps(_records(problem.public_tests)),
+        "private_test_cases": private.decode(),
+        "metadata": json.dumps({"func_name": problem.func_name}),
+    }
 
 
 def mbpp_row(problem: CodeProblem) -> dict:
@@ -204,5 +242,9 @@ def mbpp_row(problem: CodeProblem) -> dict:
     for t in problem.tests:
         args = ", ".join(repr(json.loads(a)) for a in t.input.split("\n") if a.strip())
         lines.append(f"assert {t.func_name}({args}) == {json.loads(t.expected)!r}")
-    return {"task_id": problem.uid, "text": problem.question, "test_list": lines,
-            "test_setup_code": ""}
+    return {
+        "task_id": problem.uid,
+        "text": problem.question,
+        "test_list": lines,
+        "test_setup_code": "",
+    }

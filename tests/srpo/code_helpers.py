@@ -35,7 +35,7 @@ def _stat(pid: str) -> tuple[int, int] | None:
         uid = os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return None
-    fields = stat[stat.rfind(b")") + 2:].split()
+    fields = stat[stat.rfind(b")") + 2 :].split()
     return int(fields[1]), uid
 
 

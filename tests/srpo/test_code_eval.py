@@ -41,8 +41,10 @@ class CodeEngine:
         out = []
         for offset, request in enumerate(requests):
             text = f"Let me write it.</thought>\n```python\n{source(self.programs[start + offset])}\n```"
-            out.append([Chain(list(request.prompt_ids), [1], 0, [(0, 1)], text, 1, True, False,
-                              "length")] * request.n)
+            out.append(
+                [Chain(list(request.prompt_ids), [1], 0, [(0, 1)], text, 1, True, False, "length")]
+                * request.n
+            )
         if self.greedy:
             self.done += len(requests)
         self.greedy = not self.greedy
@@ -73,8 +75,17 @@ def test_greedy_and_pass_at_k_on_held_out_tests(bench):
 
     engine = CodeEngine(answers)
     rows = []
-    evaluate_file(engine, Tok(), DatasetTask(rows_in), rows_in, 0, args, set(), rows.extend,
-                  type("Bar", (), {"update": lambda self, n: None})())
+    evaluate_file(
+        engine,
+        Tok(),
+        DatasetTask(rows_in),
+        rows_in,
+        0,
+        args,
+        set(),
+        rows.extend,
+        type("Bar", (), {"update": lambda self, n: None})(),
+    )
     assert len(rows) == len(problems)
     for row, problem, answer in zip(rows, problems, answers):
         tests = problem.eval_tests
@@ -82,8 +93,9 @@ def test_greedy_and_pass_at_k_on_held_out_tests(bench):
         assert row["greedy_tests_passed"] == pytest.approx(sum(hits) / len(hits))
         assert row["greedy_correct"] == float(all(hits))
         assert row["eval_tests"] == len(tests)
-        assert row["eval_split"] == ("heldout_problem" if problem.heldout_problem
-                                     else "heldout_tests")
+        assert row["eval_split"] == (
+            "heldout_problem" if problem.heldout_problem else "heldout_tests"
+        )
         assert row["n_correct"] == 2 * all(hits) and row["pass@2"] == float(all(hits))
         assert row["tests_passed"] == sum(hits)
     frame = pd.DataFrame([{"file": str(path), "benchmark": path.stem, **r} for r in rows])
@@ -110,8 +122,17 @@ def test_the_release_validation_is_a_separate_labelled_number(bench):
 
 def test_a_bad_code_row_is_named_when_read(tmp_path):
     path = tmp_path / "broken_code.jsonl"
-    path.write_text(json.dumps({"prompt": [{"role": "user", "content": "x"}],
-                                "data_source": "livecodebench",
-                                "reward_model": {"ground_truth": "{\"inputs\": [1]}"}}) + "\n")
-    with pytest.raises(ValueError, match="line 1: field 'reward_model.ground_truth' \\(the tests\\)"):
+    path.write_text(
+        json.dumps(
+            {
+                "prompt": [{"role": "user", "content": "x"}],
+                "data_source": "livecodebench",
+                "reward_model": {"ground_truth": '{"inputs": [1]}'},
+            }
+        )
+        + "\n"
+    )
+    with pytest.raises(
+        ValueError, match="line 1: field 'reward_model.ground_truth' \\(the tests\\)"
+    ):
         read_problems(path)

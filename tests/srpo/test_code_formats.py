@@ -48,23 +48,41 @@ def compress(records) -> str:
 
 
 def stdin_row(n_private=6):
-    private = [{"input": f"{i} {i + 1}\n", "output": f"{2 * i + 1}\n", "testtype": "stdin"}
-               for i in range(n_private)]
-    return {"question_id": "abc001_a", "question_title": "Sum", "platform": "atcoder",
-            "question_content": "Print A+B.", "starter_code": "", "difficulty": "medium",
-            "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n",
-                                              "testtype": "stdin"}]),
-            "private_test_cases": compress(private), "metadata": "{}"}
+    private = [
+        {"input": f"{i} {i + 1}\n", "output": f"{2 * i + 1}\n", "testtype": "stdin"}
+        for i in range(n_private)
+    ]
+    return {
+        "question_id": "abc001_a",
+        "question_title": "Sum",
+        "platform": "atcoder",
+        "question_content": "Print A+B.",
+        "starter_code": "",
+        "difficulty": "medium",
+        "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]),
+        "private_test_cases": compress(private),
+        "metadata": "{}",
+    }
 
 
 def functional_row(n_private=5):
-    private = [{"input": f"{json.dumps(list(range(i)))}\n{i}", "output": json.dumps(i * i),
-                "testtype": "functional"} for i in range(n_private)]
-    return {"question_id": "3001", "question_content": "Return len(nums) * k.",
-            "starter_code": "class Solution:\n    def lenTimes(self, nums: List[int], k: int) -> int:\n",
-            "difficulty": "medium", "public_test_cases": "[]",
-            "private_test_cases": compress(private),
-            "metadata": json.dumps({"func_name": "lenTimes"})}
+    private = [
+        {
+            "input": f"{json.dumps(list(range(i)))}\n{i}",
+            "output": json.dumps(i * i),
+            "testtype": "functional",
+        }
+        for i in range(n_private)
+    ]
+    return {
+        "question_id": "3001",
+        "question_content": "Return len(nums) * k.",
+        "starter_code": "class Solution:\n    def lenTimes(self, nums: List[int], k: int) -> int:\n",
+        "difficulty": "medium",
+        "public_test_cases": "[]",
+        "private_test_cases": compress(private),
+        "metadata": json.dumps({"func_name": "lenTimes"}),
+    }
 
 
 # ---- LiveCodeBench ------------------------------------------------------------------------
@@ -82,8 +100,9 @@ def test_livecodebench_stdin_row():
 def test_livecodebench_functional_row():
     problem = lcb_problem(functional_row())
     assert problem.style == "call" and problem.func_name == "lenTimes"
-    assert problem.tests[2] == TestCase("call", input="[0, 1]\n2", expected="4",
-                                        func_name="lenTimes")
+    assert problem.tests[2] == TestCase(
+        "call", input="[0, 1]\n2", expected="4", func_name="lenTimes"
+    )
     assert len(problem.reward_tests) == 3 and len(problem.heldout_tests) == 2
 
 
@@ -106,8 +125,12 @@ class Bomb:
 @pytest.mark.parametrize("payload", ["bomb", "two strings", "a list", "a dict"])
 def test_private_tests_are_decoded_without_running_anything(payload, tmp_path):
     marker = tmp_path / "executed"
-    obj = {"bomb": Bomb(marker), "two strings": ("[]", "[]"), "a list": [1, 2],
-           "a dict": {"a": "[]"}}[payload]
+    obj = {
+        "bomb": Bomb(marker),
+        "two strings": ("[]", "[]"),
+        "a list": [1, 2],
+        "a dict": {"a": "[]"},
+    }[payload]
     data = base64.b64encode(zlib.compress(pickle.dumps(obj))).decode()
     with pytest.raises(ValueError, match="pickle|string"):
         decode_lcb_cases(data)
@@ -121,10 +144,13 @@ def test_a_decompression_bomb_is_refused():
     assert decode_lcb_cases(data) == []
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("private_test_cases", "!!not base64!!", "neither JSON nor base64"),
-    ("metadata", "{}", "func_name"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("private_test_cases", "!!not base64!!", "neither JSON nor base64"),
+        ("metadata", "{}", "func_name"),
+    ],
+)
 def test_bad_livecodebench_rows(field, value, message):
     row = functional_row()
     row[field] = value
@@ -136,11 +162,16 @@ def test_bad_livecodebench_rows(field, value, message):
 
 
 def test_mbpp_row():
-    row = {"task_id": 11, "text": "Remove first and last occurrence of a char.",
-           "test_list": ['assert remove_Occ("hello","l") == "heo"',
-                         'assert remove_Occ("abcda","a") == "bcd"',
-                         'assert remove_Occ("PHP","P") == "H"'],
-           "test_setup_code": "import math"}
+    row = {
+        "task_id": 11,
+        "text": "Remove first and last occurrence of a char.",
+        "test_list": [
+            'assert remove_Occ("hello","l") == "heo"',
+            'assert remove_Occ("abcda","a") == "bcd"',
+            'assert remove_Occ("PHP","P") == "H"',
+        ],
+        "test_setup_code": "import math",
+    }
     problem = mbpp_problem(row)
     assert problem.func_name == "remove_Occ" and problem.style == "assert"
     assert [t.kind for t in problem.tests] == ["expr"] * 3
@@ -149,16 +180,21 @@ def test_mbpp_row():
 
 
 def test_humaneval_row():
-    row = {"task_id": "HumanEval/0", "entry_point": "has_close_elements",
-           "prompt": "from typing import List\n\n\ndef has_close_elements(numbers: List[float], "
-                     "threshold: float) -> bool:\n    \"\"\"Close?\"\"\"\n",
-           "test": "METADATA = {'author': 'x'}\n\n\ndef check(candidate):\n"
-                   "    assert candidate([1.0, 2.0], 0.5) == False\n"
-                   "    assert candidate([1.0, 1.1], 0.5) == True\n"}
+    row = {
+        "task_id": "HumanEval/0",
+        "entry_point": "has_close_elements",
+        "prompt": "from typing import List\n\n\ndef has_close_elements(numbers: List[float], "
+        'threshold: float) -> bool:\n    """Close?"""\n',
+        "test": "METADATA = {'author': 'x'}\n\n\ndef check(candidate):\n"
+        "    assert candidate([1.0, 2.0], 0.5) == False\n"
+        "    assert candidate([1.0, 1.1], 0.5) == True\n",
+    }
     problem = humaneval_problem(row)
     assert problem.prelude == "from typing import List" and len(problem.tests) == 2
     assert problem.heldout_mask.count(True) == 1
-    looped = dict(row, test="def check(candidate):\n    for x in [1]:\n        assert candidate(x)\n")
+    looped = dict(
+        row, test="def check(candidate):\n    for x in [1]:\n        assert candidate(x)\n"
+    )
     single = humaneval_problem(looped)
     assert len(single.tests) == 1 and single.heldout_problem  # one test: held out whole
 
@@ -167,28 +203,48 @@ def test_humaneval_row():
 
 
 def release_rows():
-    call_truth = {"inputs": ["[1, 2]\n3", "[]\n1", "[5]\n0", "[1, 1, 1]\n2"],
-                  "outputs": ["6", "0", "0", "6"], "fn_name": "lenTimes"}
+    call_truth = {
+        "inputs": ["[1, 2]\n3", "[]\n1", "[5]\n0", "[1, 1, 1]\n2"],
+        "outputs": ["6", "0", "0", "6"],
+        "fn_name": "lenTimes",
+    }
     apps_truth = {"inputs": [[[1, 2], 3], [[], 1]], "outputs": [6, 0], "fn_name": "lenTimes"}
     stdin_truth = {"inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"]}
     lcb_records = [{"input": "[1]\n2", "output": "2", "testtype": "functional"}] * 2
     return [
-        {"prompt": [{"role": "system", "content": "You code."},
-                    {"role": "user", "content": "Return len(nums) * k."}],
-         "data_source": "livecodebench", "reward_model": {"style": "rule",
-                                                          "ground_truth": json.dumps(call_truth)},
-         "extra_info": {"index": "lcb-1"}},
-        {"prompt": [{"role": "user", "content": "Same, APPS encoding."}],
-         "data_source": "apps", "reward_model": {"ground_truth": json.dumps(apps_truth)},
-         "extra_info": {"index": "apps-1"}},
-        {"prompt": [{"role": "user", "content": "Print A+B."}], "data_source": "livecodebench",
-         "reward_model": {"ground_truth": json.dumps(stdin_truth)}, "extra_info": {"index": "3"}},
-        {"prompt": [{"role": "user", "content": "Double it."}], "data_source": "mbpp",
-         "reward_model": {"ground_truth": "assert f(1) == 2\nassert f(2) == 4"},
-         "extra_info": {"index": "4"}},
-        {"prompt": [{"role": "user", "content": "Records."}], "data_source": "livecodebench",
-         "reward_model": {"ground_truth": json.dumps(lcb_records)},
-         "extra_info": {"index": "5", "func_name": "lenTimes"}},
+        {
+            "prompt": [
+                {"role": "system", "content": "You code."},
+                {"role": "user", "content": "Return len(nums) * k."},
+            ],
+            "data_source": "livecodebench",
+            "reward_model": {"style": "rule", "ground_truth": json.dumps(call_truth)},
+            "extra_info": {"index": "lcb-1"},
+        },
+        {
+            "prompt": [{"role": "user", "content": "Same, APPS encoding."}],
+            "data_source": "apps",
+            "reward_model": {"ground_truth": json.dumps(apps_truth)},
+            "extra_info": {"index": "apps-1"},
+        },
+        {
+            "prompt": [{"role": "user", "content": "Print A+B."}],
+            "data_source": "livecodebench",
+            "reward_model": {"ground_truth": json.dumps(stdin_truth)},
+            "extra_info": {"index": "3"},
+        },
+        {
+            "prompt": [{"role": "user", "content": "Double it."}],
+            "data_source": "mbpp",
+            "reward_model": {"ground_truth": "assert f(1) == 2\nassert f(2) == 4"},
+            "extra_info": {"index": "4"},
+        },
+        {
+            "prompt": [{"role": "user", "content": "Records."}],
+            "data_source": "livecodebench",
+            "reward_model": {"ground_truth": json.dumps(lcb_records)},
+            "extra_info": {"index": "5", "func_name": "lenTimes"},
+        },
     ]
 
 
@@ -199,16 +255,20 @@ def test_release_parquet_layout(tmp_path):
     assert [p.uid for p in problems] == ["lcb-1", "apps-1", "3", "4", "5"]
     assert [p.style for p in problems] == ["call", "call", "stdio", "assert", "call"]
     assert problems[0].question == "Return len(nums) * k." and problems[0].func_name == "lenTimes"
-    assert problems[1].tests[0] == TestCase("call", input="[1, 2]\n3", expected="6",
-                                            func_name="lenTimes")
+    assert problems[1].tests[0] == TestCase(
+        "call", input="[1, 2]\n3", expected="6", func_name="lenTimes"
+    )
     assert problems[3].prelude == "" and problems[0].prelude == LCB_PRELUDE
     with CodeGrader(SandboxConfig(wall_timeout_s=5)) as grader:
-        right = "```python\nclass Solution:\n    def lenTimes(self, nums, k):\n" \
-                "        return len(nums) * k\n```"
+        right = (
+            "```python\nclass Solution:\n    def lenTimes(self, nums, k):\n"
+            "        return len(nums) * k\n```"
+        )
         assert grader.reward(right, problems[0]) == (1.0, True)
         assert grader.evaluate(right, problems[1]).correct
-        assert grader.reward("```python\nprint(sum(map(int, input().split())))\n```",
-                             problems[2]) == (1.0, True)
+        assert grader.reward(
+            "```python\nprint(sum(map(int, input().split())))\n```", problems[2]
+        ) == (1.0, True)
 
 
 def test_a_non_coding_row_is_named(tmp_path):
@@ -287,8 +347,9 @@ def test_synthetic_problems_are_seeded_and_non_trivial():
         outputs = [json.loads(t.expected) for t in p.tests]
         assert len(p.tests) == 8 and len(p.reward_tests) == 4 and len(set(outputs)) >= 2
         program = task.programs[p.uid]
-        assert all(evaluate(program, json.loads(t.input)) == json.loads(t.expected)
-                   for t in p.tests)
+        assert all(
+            evaluate(program, json.loads(t.input)) == json.loads(t.expected) for t in p.tests
+        )
     assert len(Counter(source(task.programs[p.uid]) for p in a)) > 10
 
 
@@ -310,12 +371,14 @@ def test_synthetic_reference_passes_and_a_near_miss_gets_its_fraction():
     misses = [near_miss(task.programs[p.uid], rng) for p in problems]
     wrong = [f"```python\n{source(m)}\n```" for m in misses]
     with CodeGrader(SandboxConfig(wall_timeout_s=5), workers=2) as grader:
-        rewards = grader.rewards([task.reference_response(p) for p in problems] + wrong,
-                                 problems + problems)
+        rewards = grader.rewards(
+            [task.reference_response(p) for p in problems] + wrong, problems + problems
+        )
     assert rewards[:4] == [(1.0, True)] * 4
     for (reward, correct), miss, p in zip(rewards[4:], misses, problems):
-        hits = [evaluate(miss, json.loads(t.input)) == json.loads(t.expected)
-                for t in p.reward_tests]
+        hits = [
+            evaluate(miss, json.loads(t.input)) == json.loads(t.expected) for t in p.reward_tests
+        ]
         assert reward == pytest.approx(sum(hits) / len(hits)) and correct == all(hits)
     assert any(r < 1.0 for r, _ in rewards[4:])
 

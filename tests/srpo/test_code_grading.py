@@ -30,17 +30,20 @@ def grader():
 # ---- extraction -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("response, code", [
-    ("no fence at all", None),
-    ("```python\nprint(1)", None),  # one fence line: unclosed, no code
-    ("text\n```python\nprint(1)\n```\nmore", "print(1)"),  # language tag ignored
-    ("```\nprint(1)\n```", "print(1)"),  # no tag
-    ("```py\na = 1\n```\nthen\n```python\nb = 2\n```", "b = 2"),  # the last block
-    ("```python\na = 1\n```\nprose\n```python\nb = 2", "prose"),  # odd: between the last two
-    ("  ```python\nx = 1\n  ```", "x = 1"),  # indented fences
-    ("```python\ns = '```'\n```", "s = '```'"),  # backticks inside a line: not a fence
-    ("```python\n```", ""),  # empty block
-])
+@pytest.mark.parametrize(
+    "response, code",
+    [
+        ("no fence at all", None),
+        ("```python\nprint(1)", None),  # one fence line: unclosed, no code
+        ("text\n```python\nprint(1)\n```\nmore", "print(1)"),  # language tag ignored
+        ("```\nprint(1)\n```", "print(1)"),  # no tag
+        ("```py\na = 1\n```\nthen\n```python\nb = 2\n```", "b = 2"),  # the last block
+        ("```python\na = 1\n```\nprose\n```python\nb = 2", "prose"),  # odd: between the last two
+        ("  ```python\nx = 1\n  ```", "x = 1"),  # indented fences
+        ("```python\ns = '```'\n```", "s = '```'"),  # backticks inside a line: not a fence
+        ("```python\n```", ""),  # empty block
+    ],
+)
 def test_extract_code(response, code):
     assert extract_code(response) == code
 
@@ -67,12 +70,23 @@ def test_stdio_rule_is_livecodebench_s():
 
 
 def test_parse_value_reads_literals_and_refuses_code():
-    assert parse_value("[1, (2, 3), {'a': {4}}, None, -1.5, 1+2j]") == [1, (2, 3), {"a": {4}},
-                                                                         None, -1.5, 1 + 2j]
+    assert parse_value("[1, (2, 3), {'a': {4}}, None, -1.5, 1+2j]") == [
+        1,
+        (2, 3),
+        {"a": {4}},
+        None,
+        -1.5,
+        1 + 2j,
+    ]
     assert parse_value("frozenset({1})") == frozenset({1}) and parse_value("set()") == set()
     assert parse_value("inf") == float("inf") and parse_value("-inf") < 0
-    for text in ("__import__('os').system('true')", "<__main__.A object at 0x7f>", "x",
-                 "[1] * 10**9", "(" * 500 + ")" * 500):
+    for text in (
+        "__import__('os').system('true')",
+        "<__main__.A object at 0x7f>",
+        "x",
+        "[1] * 10**9",
+        "(" * 500 + ")" * 500,
+    ):
         with pytest.raises(ValueError):
             parse_value(text)
 
@@ -93,24 +107,35 @@ def test_judge_reads_only_the_record_with_our_nonce():
     assert judge(test, run_result(b"", "wall_timeout", None), "n1").verdict == "timed_out"
     assert judge(test, run_result(b"", "cpu_limit", -24), "n1").verdict == "timed_out"
     assert judge(test, run_result(b"x", "output_limit", None), "n1").verdict == "failed"
-    assert judge(test, RunResult("sandbox_error", None, b"", b"", error="boom"),
-                 "n1").verdict == "sandbox_error"
+    assert (
+        judge(test, RunResult("sandbox_error", None, b"", b"", error="boom"), "n1").verdict
+        == "sandbox_error"
+    )
 
 
 # ---- verdicts of real runs ----------------------------------------------------------------
 
 
 def test_every_verdict(grader):
-    tests = [TestCase("stdio", input="2 3\n", expected="5\n"),  # passed
-             TestCase("stdio", input="2 2\n", expected="5\n"),  # failed
-             TestCase("stdio", input="0 0\n", expected="0\n"),  # timed out
-             TestCase("stdio", input="9 9\n", expected="18\n")]  # crashed
-    code = ("a, b = map(int, input().split())\nif a == 0:\n    while True:\n        pass\n"
-            "if a == 9:\n    raise SystemExit(3)\nprint(a + b)\n")
+    tests = [
+        TestCase("stdio", input="2 3\n", expected="5\n"),  # passed
+        TestCase("stdio", input="2 2\n", expected="5\n"),  # failed
+        TestCase("stdio", input="0 0\n", expected="0\n"),  # timed out
+        TestCase("stdio", input="9 9\n", expected="18\n"),
+    ]  # crashed
+    code = (
+        "a, b = map(int, input().split())\nif a == 0:\n    while True:\n        pass\n"
+        "if a == 9:\n    raise SystemExit(3)\nprint(a + b)\n"
+    )
     report = grader.grade(code, tests)
     assert [o.verdict for o in report.outcomes] == ["passed", "failed", "timed_out", "crashed"]
-    assert report.counts == {"passed": 1, "failed": 1, "timed_out": 1, "crashed": 1,
-                             "sandbox_error": 0}
+    assert report.counts == {
+        "passed": 1,
+        "failed": 1,
+        "timed_out": 1,
+        "crashed": 1,
+        "sandbox_error": 0,
+    }
     assert report.reward == 0.25 and not report.correct
     assert grader.totals["timed_out"] >= 1
     assert leftovers() == []
@@ -119,10 +144,14 @@ def test_every_verdict(grader):
 def test_call_tests_leetcode_style(grader):
     from srpo.code.formats import LCB_PRELUDE
 
-    tests = [TestCase("call", input="[1, 2, 3]\n2", expected="[3, 4, 5]", func_name="addAll"),
-             TestCase("call", input="[]\n7", expected="[]", func_name="addAll")]
-    code = ("class Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n"
-            "        return tuple(deque(x + k for x in nums))\n")  # List, deque: the prelude
+    tests = [
+        TestCase("call", input="[1, 2, 3]\n2", expected="[3, 4, 5]", func_name="addAll"),
+        TestCase("call", input="[]\n7", expected="[]", func_name="addAll"),
+    ]
+    code = (
+        "class Solution:\n    def addAll(self, nums: List[int], k: int) -> List[int]:\n"
+        "        return tuple(deque(x + k for x in nums))\n"
+    )  # List, deque: the prelude
     report = grader.grade(code, tests, LCB_PRELUDE)
     assert report.correct and report.reward == 1.0
     assert not grader.grade(code, tests).correct  # without the prelude: NameError
@@ -182,20 +211,32 @@ def test_the_pool_runs_at_most_workers_at_a_time(monkeypatch):
 
 
 def test_assert_shapes():
-    tests = assert_tests("import math\nassert f(3) == 6\nassert 8 == f(4)\n"
-                         "assert f(1) and not f(0)\nassert abs(f(1.5) - 3.0) < 1e-6\n"
-                         "assert a < b < c\nfor i in range(3):\n    assert f(i) == 2 * i\n"
-                         "assert 1 == 1\nassert f(2) in [4, 5]")
+    tests = assert_tests(
+        "import math\nassert f(3) == 6\nassert 8 == f(4)\n"
+        "assert f(1) and not f(0)\nassert abs(f(1.5) - 3.0) < 1e-6\n"
+        "assert a < b < c\nfor i in range(3):\n    assert f(i) == 2 * i\n"
+        "assert 1 == 1\nassert f(2) in [4, 5]"
+    )
     kinds = [(t.kind, t.op) for t in tests]
-    assert kinds == [("expr", "=="), ("expr", "=="), ("expr", "truth"), ("expr", "not"),
-                     ("expr", "<"), ("exec", "=="), ("exec", "=="), ("expr", "in")]
+    assert kinds == [
+        ("expr", "=="),
+        ("expr", "=="),
+        ("expr", "truth"),
+        ("expr", "not"),
+        ("expr", "<"),
+        ("exec", "=="),
+        ("exec", "=="),
+        ("expr", "in"),
+    ]
     assert tests[0].setup == "import math" and tests[1].sandbox_exprs == ["f(4)"]
     assert in_process_count(tests) == 2
 
 
 def test_humaneval_check_functions():
-    simple = ("METADATA = {}\n\ndef check(candidate):\n    '''doc'''\n"
-              "    assert candidate(1) == 2\n    assert candidate(2) == 4\n")
+    simple = (
+        "METADATA = {}\n\ndef check(candidate):\n    '''doc'''\n"
+        "    assert candidate(1) == 2\n    assert candidate(2) == 4\n"
+    )
     tests = check_function_tests(simple, "double")
     assert [t.kind for t in tests] == ["expr", "expr"]
     assert "candidate = double" in tests[0].setup and "METADATA = {}" in tests[0].setup
@@ -295,8 +336,10 @@ def test_set_order_is_the_same_in_every_run():
     """PYTHONHASHSEED=0 in the sandbox: a program that prints a set gives the same output in
     every run (same seed, same numbers), so its grade does not flip from run to run."""
     box = Sandbox(CONFIG)
-    outputs = {box.run({"main.py": "print(list({str(i) for i in range(30)}))"}, "main.py").stdout
-               for _ in range(3)}
+    outputs = {
+        box.run({"main.py": "print(list({str(i) for i in range(30)}))"}, "main.py").stdout
+        for _ in range(3)
+    }
     assert len(outputs) == 1
 
 

@@ -39,14 +39,17 @@ def test_two_thousand_gradings_hold_steady(capsys):
             rss.append(rss_kb())
             assert all(r.correct for r in reports)
         assert grader.totals["passed"] == GRADINGS + 1 and sum(grader.totals.values()) == (
-            GRADINGS + 1)
+            GRADINGS + 1
+        )
         cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_ms = 1000 * ((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)) / GRADINGS
     early, late = statistics.median(per_grading[:5]), statistics.median(per_grading[-5:])
     with capsys.disabled():
-        print(f"\nload: {GRADINGS} gradings, pool of 2: {1000 * early:.1f} ms per grading in the "
-              f"first 500, {1000 * late:.1f} ms in the last 500; {cpu_ms:.1f} ms CPU per run; "
-              f"grader RSS {rss[1] / 1024:.1f} -> {rss[-1] / 1024:.1f} MiB")
+        print(
+            f"\nload: {GRADINGS} gradings, pool of 2: {1000 * early:.1f} ms per grading in the "
+            f"first 500, {1000 * late:.1f} ms in the last 500; {cpu_ms:.1f} ms CPU per run; "
+            f"grader RSS {rss[1] / 1024:.1f} -> {rss[-1] / 1024:.1f} MiB"
+        )
     assert late <= 3 * early + 0.02  # steady: no slow-down that grows with the run count
     assert rss[-1] - rss[1] < 16 * 1024  # no memory that grows with the run count (KiB)
     assert len(os.listdir("/proc/self/fd")) == fds and threading.active_count() == threads

@@ -27,9 +27,16 @@ from srpo.code.sandbox import LAYERS, Sandbox, SandboxConfig
 from tests.srpo.code_helpers import leftovers, sandbox_dirs, time_limit  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = SandboxConfig(wall_timeout_s=3, cpu_time_s=1, memory_bytes=512 * 2**20,
-                     file_size_bytes=2**20, open_files=64, processes=16,
-                     max_output_bytes=2**20, tmpfs_bytes=8 * 2**20)
+BASE = SandboxConfig(
+    wall_timeout_s=3,
+    cpu_time_s=1,
+    memory_bytes=512 * 2**20,
+    file_size_bytes=2**20,
+    open_files=64,
+    processes=16,
+    max_output_bytes=2**20,
+    tmpfs_bytes=8 * 2**20,
+)
 ACTIVE = set(Sandbox(BASE).layers)
 
 
@@ -47,8 +54,10 @@ def needs(*layers):
     """Skip when none of ``layers`` is active here (the attack is then NOT stopped: the
     skip reason says so)."""
     if not ACTIVE & set(layers):
-        pytest.skip(f"no {' / '.join(layers)} layer on this machine: this attack is not stopped "
-                    "here (docs/code.md, fallbacks)")
+        pytest.skip(
+            f"no {' / '.join(layers)} layer on this machine: this attack is not stopped "
+            "here (docs/code.md, fallbacks)"
+        )
 
 
 def removable(*layers):
@@ -101,8 +110,10 @@ def test_sleeping_forever_is_stopped_by_the_wall_clock(wall_s, verdict):
 def test_fork_bomb_ends_and_leaves_nothing():
     needs("rlimits")
     start = time.monotonic()
-    result = run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
-                 "        pass\n", wall_timeout_s=1.5)
+    result = run(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        wall_timeout_s=1.5,
+    )
     assert result.cause in ("wall_timeout", "cpu_limit", "exit")
     assert time.monotonic() - start < 1.5 + 3.0
     assert leftovers() == []
@@ -193,8 +204,10 @@ def test_file_size_is_bounded_by_rlimit_fsize(removed):
 @pytest.mark.parametrize("removed", [None, "mountns"])
 def test_many_files_cannot_fill_the_disk(removed):
     needs("mountns")
-    result = run("for i in range(100):\n    open(f'f{i}', 'wb').write(b'x' * 200_000)\n"
-                 "print('written')\n", removed=(removed,) if removed else ())
+    result = run(
+        "for i in range(100):\n    open(f'f{i}', 'wb').write(b'x' * 200_000)\nprint('written')\n",
+        removed=(removed,) if removed else (),
+    )
     held = result.returncode != 0 and b"No space left" in result.stderr
     assert held == (removed is None), result.stderr[-200:]
 
@@ -363,9 +376,11 @@ def test_killing_the_grader_and_everything():
     kill(-1) (every process the program may signal)."""
     needs("pidns", "uid")
     me = os.getpid()
-    code = (f"import os, signal\nfor f, a in ((os.kill, {me}), (os.killpg, {os.getpgid(me)}), "
-            "(os.kill, -1)):\n    try:\n        f(a, signal.SIGKILL)\n    except OSError:\n"
-            "        pass\nprint('still here')\n")
+    code = (
+        f"import os, signal\nfor f, a in ((os.kill, {me}), (os.killpg, {os.getpgid(me)}), "
+        "(os.kill, -1)):\n    try:\n        f(a, signal.SIGKILL)\n    except OSError:\n"
+        "        pass\nprint('still here')\n"
+    )
     result = run(code)
     assert result.cause in ("exit", "sandbox_error") and os.getpid() == me  # we are alive
 
@@ -443,9 +458,20 @@ def test_an_unprivileged_grader_gets_namespaces_through_a_user_namespace(tmp_pat
     script.chmod(0o644)
     try:
         done = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, str(script),
-             str(REPO / "srpo")],
-            capture_output=True, text=True, timeout=120, cwd="/")
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                python,
+                str(script),
+                str(REPO / "srpo"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+        )
     finally:
         subprocess.run(["rm", "-rf", str(script.parent)], check=False)
     assert done.returncode == 0, done.stderr[-500:]
