@@ -85,16 +85,30 @@ def test_layers_are_reported_and_the_expected_ones_are_active_here():
         SandboxConfig(disable={"seccomp"})
 
 
-@pytest.mark.parametrize("removed", [None, "cpu limit"])
-def test_infinite_loop_is_stopped_by_the_cpu_limit(removed):
-    limits = {"cpu_time_s": None} if removed else {}
+def test_infinite_loop_is_stopped_by_the_cpu_limit():
     start = time.monotonic()
-    result = run("while True:\n    pass\n", **limits)
-    elapsed = time.monotonic() - start
+    result = run("while True:\n    pass\n", wall_timeout_s=10)  # room for a loaded machine
+    assert result.cause == "cpu_limit" and time.monotonic() - start < 10
     assert leftovers() == []
-    held = result.cause == "cpu_limit" and elapsed < BASE.wall_timeout_s
-    assert held == (removed is None), (result.cause, elapsed)
-    assert result.cause == ("wall_timeout" if removed else "cpu_limit")
+
+
+SPIN_2_CPU_SECONDS = """import time
+start = time.process_time()
+while time.process_time() - start < 2.0:
+    pass
+print("done")
+"""
+
+
+@pytest.mark.parametrize("removed", [None, "cpu limit"])
+def test_cpu_time_is_bounded_by_rlimit_cpu(removed):
+    # scaled ablation: 2 CPU seconds of spinning against a limit of 1 (an endless loop without
+    # the limit would burn CPU until the wall clock)
+    limits = {"cpu_time_s": None} if removed else {}
+    result = run(SPIN_2_CPU_SECONDS, wall_timeout_s=20, **limits)
+    held = result.cause == "cpu_limit"
+    assert held == (removed is None), (result.cause, result.stdout)
+    assert leftovers() == []
 
 
 @pytest.mark.parametrize("wall_s, verdict", [(1.0, "wall_timeout"), (10.0, "exit")])
@@ -103,7 +117,7 @@ def test_sleeping_forever_is_stopped_by_the_wall_clock(wall_s, verdict):
     start = time.monotonic()
     result = run("import time\ntime.sleep(2.5)\n", wall_timeout_s=wall_s)
     assert result.cause == verdict
-    assert time.monotonic() - start < wall_s + 2.0
+    assert time.monotonic() - start < wall_s + 5.0  # the launcher's own start is not on its clock
     assert leftovers() == []
 
 
@@ -115,7 +129,7 @@ def test_fork_bomb_ends_and_leaves_nothing():
         wall_timeout_s=1.5,
     )
     assert result.cause in ("wall_timeout", "cpu_limit", "exit")
-    assert time.monotonic() - start < 1.5 + 3.0
+    assert time.monotonic() - start < 1.5 + 5.0
     assert leftovers() == []
 
 
@@ -188,7 +202,7 @@ def test_a_10_gb_allocation_fails_fast():
     start = time.monotonic()
     result = run("x = bytearray(10 * 2**30)\n")
     assert result.cause == "exit" and result.returncode == 1 and b"MemoryError" in result.stderr
-    assert result.maxrss_kb < 256 * 1024 and time.monotonic() - start < 3.0
+    assert result.maxrss_kb < 256 * 1024 and time.monotonic() - start < 10.0
 
 
 @pytest.mark.parametrize("removed", [None, "file size limit"])
@@ -392,7 +406,9 @@ def test_huge_output_is_cut_at_the_cap(removed):
     else:  # unbounded: the run is ended at the cap
         start = time.monotonic()
         result = run("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n")
-        assert result.cause == "output_limit" and time.monotonic() - start < 3.0
+        assert (
+            result.cause == "output_limit" and time.monotonic() - start < BASE.wall_timeout_s + 5.0
+        )
     held = len(result.stdout) <= BASE.max_output_bytes
     assert held == (removed is None)
     assert leftovers() == []
