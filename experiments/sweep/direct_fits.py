@@ -24,6 +24,7 @@ import pandas as pd
 
 from experiments.sweep.common import METHOD_LABEL
 from experiments.sweep.direct import hoeffding_n
+from experiments.sweep.exp_direct import PREDICTION  # issue 8's, relative criterion
 from experiments.sweep.families import DEFAULTS, FAMILIES, FAMILY_LABEL, KNOBS
 from experiments.sweep.stats import bootstrap_mean, bootstrap_slope, fit_record
 
@@ -415,10 +416,6 @@ def _knob_records(rows, fam, out, pred):
                 f"{col}(RR)/{col}(CARO) vs p ({tag['criterion']}); prediction: "
                 "exact moments, committed before the run",
             )
-
-
-#: Predicted slope of n_RR / n_CARO vs p per family, relative criterion (issue 8, docs/sweep.md).
-PREDICTION = {"coverage": -2.0, "shifted": -0.6, "planted": -1.0, "lock": -0.7}
 
 
 def analyze(rows: pd.DataFrame) -> dict:
