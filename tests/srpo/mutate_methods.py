@@ -51,8 +51,8 @@ MUT = [
     (
         "failed parent chosen by reward <= 0.5",
         "srpo/methods/resets.py",
-        "if (spec.n_parents and not score.correct and len(self.parents) < spec.n_parents",
-        "if (spec.n_parents and score.reward <= 0.5 and len(self.parents) < spec.n_parents",
+        "            and not score.correct\n",
+        "            and score.reward <= 0.5\n",
     ),
     (
         "release GRPO estimator with ddof 0",

@@ -133,3 +133,15 @@ def test_token_entropies_equal_the_full_softmax():
     plain = token_logprobs(model, prompts, responses, temperature=0.7)
     for a, b in zip(lp, plain):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_the_mutation_table_still_matches_the_source():
+    """``tests/srpo/mutate_methods.py`` applies each plausible bug by replacing one line: every
+    line it replaces must still exist once (a refactor that moves it must update the table)."""
+    from pathlib import Path
+
+    from tests.srpo.mutate_methods import MUT
+
+    root = Path(__file__).resolve().parents[2]
+    for name, path, old, _new in MUT:
+        assert (root / path).read_text().count(old) == 1, name
