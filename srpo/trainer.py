@@ -645,6 +645,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
                 "first_error": e.first_error, "deviation": e.deviation, "clean": e.clean,
                 "prefix_tokens": e.prefix_tokens, "n_suffixes": len(e.suffix_rewards),
                 "suffix_successes": e.suffix_successes, "suffix_pass_at_k": e.suffix_pass_at_k,
+                "prefix_split": e.prefix_split, "prefix_exact": e.prefix_exact,
             })
         log_row(row)
         if config.checkpoint_every and (it % config.checkpoint_every == 0 or it == steps):

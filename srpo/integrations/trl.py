@@ -477,6 +477,7 @@ class SRPORollout:
                 "first_error": e.first_error, "deviation": e.deviation, "clean": e.clean,
                 "prefix_tokens": e.prefix_tokens, "n_suffixes": len(e.suffix_rewards),
                 "suffix_successes": e.suffix_successes, "suffix_pass_at_k": e.suffix_pass_at_k,
+                "prefix_split": e.prefix_split, "prefix_exact": e.prefix_exact,
             })
 
     def close(self) -> None:
