@@ -11,7 +11,8 @@ GPU with a real model and a local question/answer file (JSONL or parquet, the re
 included; see docs/llm.md): the release's limits are the default for a task file, and
 ``--recipe paper`` sets the paper's whole recipe (LoRA r64 alpha 64 on all linear layers, lr 5e-5,
 weight decay 0.01, clip 1.0, 32 prompts x 8 rollouts in 4 mini-batches, temperature 0.7, top_p
-0.95, 2 epochs):
+0.95, 2 epochs; SRPO/RRPO: REINFORCE, seq-mean-token-mean, population std; GRPO: the release's
+baseline, sample std + 1e-6, PPO-clip 0.2, token-mean):
 
     python experiments/llm_srpo.py --device cuda --model DIR --task numina.jsonl --lora-rank 64 \\
         --lr 5e-5 --prompts-per-step 32 --steps 24 --seeds 3
@@ -60,11 +61,11 @@ sys.path.insert(0, str(REPO_ROOT))
 try:  # torch-free: every input is checked before anything heavy is imported
     from srpo.config import (  # noqa: E402
         METHODS,
-        PAPER_RECIPE,
         CheckpointMismatch,
         ConfigError,
         TrainConfig,
         checkpoint_compatibility,
+        paper_recipe,
     )
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"llm_srpo.py: error: {_error}") from None
@@ -87,7 +88,8 @@ FLAG_FIELDS = {
     "steps": "steps", "epochs": "epochs", "prompts_per_step": "prompts_per_step",
     "rollouts_per_prompt": "rollouts_per_prompt", "max_fresh_chains": "max_fresh_chains",
     "lr": "lr", "weight_decay": "weight_decay", "grad_clip": "grad_clip", "loss": "loss",
-    "agg": "agg", "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
+    "agg": "agg", "adv_std": "adv_std", "adv_eps": "adv_eps", "clip_eps": "clip_eps",
+    "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
     "kl_coef": "kl_coef", "temperature": "temperature", "top_p": "top_p",
     "max_thoughts": "max_thoughts", "max_thought_tokens": "max_thought_tokens",
     "max_response_tokens": "max_response_tokens", "max_prompt_tokens": "max_prompt_tokens",
@@ -201,6 +203,12 @@ def build_parser() -> OneLineParser:
     g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip"))
     g.add_argument("--agg", default=None, choices=("seq-mean-token-mean", "token-mean"),
                    help="loss aggregation")
+    g.add_argument("--clip-eps", type=float, default=None, help="PPO clip epsilon (ppo-clip)")
+    g.add_argument("--adv-std", default=None, choices=("population", "unbiased", "none"),
+                   help="advantage std within a group: population (SRPO/RRPO), unbiased (sample "
+                        "std, ddof 1: the release's GRPO) or none")
+    g.add_argument("--adv-eps", type=float, default=None,
+                   help="added to the advantage's std (the release's GRPO: 1e-6; default 0)")
     g.add_argument("--updates-per-step", type=int, default=None,
                    help="optimizer passes per batch (ppo-clip only)")
     g.add_argument("--mini-batches", type=int, default=None,
@@ -388,19 +396,20 @@ def make_configs(args) -> list[TrainConfig]:
         values = dict(QUICK if args.quick else DEFAULT)
     else:
         values = dict(QUICK_FILE) if args.quick else {}
-    if args.recipe == "paper":
-        values.update(PAPER_RECIPE)
+    flags = {}
     for dest, field_name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:
-            values[field_name] = None if value == NO_CAP else value
+            flags[field_name] = None if value == NO_CAP else value
     out = Path(args.out)
     configs = []
     for seed in range(args.seeds):
         for method in args.method:
+            # the recipe depends on the method (grpo: the release's baseline estimator and loss)
+            recipe = paper_recipe(method) if args.recipe == "paper" else {}
             configs.append(TrainConfig(
-                **values, method=method, mask_prefix=not args.no_mask, seed=seed,
-                out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
+                **{**values, **recipe, **flags}, method=method, mask_prefix=not args.no_mask,
+                seed=seed, out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
             ))
     return configs
 

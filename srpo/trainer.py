@@ -590,7 +590,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
         )
         rewards = np.array([s.reward for s in batch.samples])
         gids = np.array([s.group_id for s in batch.samples])
-        adv = group_advantages(rewards, gids, std=config.adv_std)
+        adv = group_advantages(rewards, gids, std=config.adv_std, std_eps=config.adv_eps)
         t_update = time.perf_counter()
         upd = _policy_update(model, ref_model, optimizer, batch.samples, adv, config, tokenizer)
         time_update = time.perf_counter() - t_update

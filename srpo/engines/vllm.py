@@ -14,9 +14,12 @@ in-process) or on a client of a vLLM server (TRL's ``VLLMClient``):
   whether the chain ends (eos, boxed answer, caps) and where the next call starts. Tokens vLLM
   returned past the machine's end of thought are dropped (counted in ``stats["discarded"]``); a
   thought vLLM stopped early is continued in the next call. vLLM's ``token_ids`` may run past the
-  stop string with a byte-level BPE (``.</thought> Then`` can be one token): the machine cuts
-  there exactly as the Hugging Face engine does. Same weights, greedy: the same chains, spans,
-  cut points and reset groups as the Hugging Face engine (``tests/srpo/test_engines_vllm.py``).
+  stop string (under the Qwen2 / Llama-3 regexes ``>Then`` is one token): the thought ends at that
+  straddling token exactly as in the Hugging Face engine, its text past the delimiter starts the
+  next thought (``_Row.carry``), and a reset prefix is cut exactly at the delimiter by
+  ``srpo.boundaries.cut_prefix_tokens`` (shared by both engines through ``srpo.buffers``). Same
+  weights, greedy: the same chains, spans, cut points and reset groups as the Hugging Face engine
+  (``tests/srpo/test_engines_vllm.py``).
 - **Seeds.** A row's seed is mixed with the index of its call (``mix_seed``): every request has its
   own noise stream (two vLLM requests with one seed share theirs), and a row's tokens do not
   depend on the batch it is in. Sampled chains are not the Hugging Face engine's (another random
