@@ -12,7 +12,8 @@ every problem also gets N sampled chains (``--temperature``, ``--top-p``, seeded
 pass@k is the unbiased estimator 1 - C(N-c, k)/C(N, k) for each ``--k``.
 
 Graders (``srpo.graders``): math (math-verify on the last ``\\boxed{}``), mc (a choice letter),
-yesno, exact (normalized exact match). ``--grader NAME`` sets one for every file,
+yesno, exact (normalized exact match), substring (the reference's words inside the normalized
+prediction: the release's SciKnowEval free-text rule). ``--grader NAME`` sets one for every file,
 ``--grader FILE_STEM=NAME`` for one file; otherwise each row's ``grader`` field, else its
 ``data_source`` name, else the form of its answer decides (``srpo.graders.infer_grader``).
 

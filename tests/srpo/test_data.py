@@ -90,7 +90,7 @@ def test_grader_inference_and_errors():
     assert infer_grader("CommonsenseQA", "C") == "mc"
     assert infer_grader("strategyqa", "True") == "yesno"
     assert infer_grader("SciKnowEval-physics", "B") == "mc"
-    assert infer_grader("SciKnowEval-biology", "photosynthesis") == "exact"
+    assert infer_grader("SciKnowEval-biology", "photosynthesis") == "substring"
     assert infer_grader("hmmt_nov_2025", "12") == "math"
     assert infer_grader("", "e") == "math" and infer_grader("", "D") == "mc"
     with pytest.raises(ValueError, match="grader 'mc' needs a choice letter"):
