@@ -284,6 +284,9 @@ def _markdown(summary, args) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    from srpo.memory import configure_cuda_allocator
+
+    configure_cuda_allocator(args.device)  # before the first CUDA allocation
     import pandas as pd
     import torch
 

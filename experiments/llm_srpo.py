@@ -493,9 +493,10 @@ def summarize(metrics, resets) -> dict:
             "grad_signal_base": _mean(trained.grad_signal_base),
             "wall_time_s": float(last.wall_time.sum()),
         }
-        if "cuda_peak_gib" in d.columns:
-            peak = pd.to_numeric(d.cuda_peak_gib, errors="coerce")
-            entry["cuda_peak_gib"] = float(peak.max()) if peak.notna().any() else None
+        for column in ("cuda_peak_gib", "cuda_reserved_peak_gib"):
+            if column in d.columns:
+                peak = pd.to_numeric(d[column], errors="coerce")
+                entry[column] = float(peak.max()) if peak.notna().any() else None
         if len(r):
             clean = r[r.clean == True]  # noqa: E712 (nullable)
             dirty = r[r.clean == False]  # noqa: E712
@@ -648,6 +649,10 @@ def _train_parallel(configs: list[TrainConfig], jobs: int, out: Path) -> list:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from srpo.memory import configure_cuda_allocator
+
+    # before the first CUDA allocation: expandable segments (the HF engine; vLLM keeps its pool)
+    configure_cuda_allocator(args.device, args.configs[0].engine)
     import pandas as pd
     import torch
 

@@ -179,6 +179,12 @@ def build_parser() -> OneLineParser:
     return p
 
 
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def world_size() -> int:
     """Processes of this launch (``accelerate launch`` sets WORLD_SIZE)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -282,6 +288,11 @@ def grpo_config(args):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from srpo.memory import configure_cuda_allocator
+
+    # before the first CUDA allocation; not with vLLM (its own memory pool)
+    uses_vllm = args.use_vllm or args.config.engine == "vllm"
+    configure_cuda_allocator("cuda" if _cuda_visible() else "cpu", "vllm" if uses_vllm else "hf")
     import numpy as np
     import torch
 

@@ -14,7 +14,7 @@ One iteration (``train``):
    (``srpo.masked_pg_loss``) on log-probs computed in chunks (``srpo.logprobs``); optionally
    PPO-clip over several passes and a k3 KL penalty to the initial policy;
 5. log a metrics row (``srpo.metrics.METRIC_COLUMNS`` plus phase times, tokens and peak memory)
-   to ``metrics.jsonl``; every ``checkpoint_every`` iterations save model, optimizer, RNG and
+   to ``metrics.jsonl`` (peak memory: CUDA allocated and reserved, process RSS); every ``checkpoint_every`` iterations save model, optimizer, RNG and
    sampler states and all rows so far (``checkpoint.pt``, its key in ``checkpoint.json``) and the
    trained weights in Hugging Face form (``adapter/`` for LoRA: loadable by peft and vLLM;
    ``model/`` otherwise), so that a killed run resumes (``resume=True``) with no lost or
@@ -414,7 +414,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
     """
     from srpo.data import EpochSampler
     from srpo.engines import make_engine
-    from srpo.memory import auto_gen_batch_tokens
+    from srpo.memory import auto_gen_batch_tokens, cuda_peaks
     from srpo.model import resolve_dtype
     from srpo.rollout import GenerationConfig
 
@@ -559,8 +559,8 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
 
     def memory() -> dict:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-        peak = torch.cuda.max_memory_allocated(config.device) / 2**30 if cuda else float("nan")
-        return {"cuda_peak_gib": peak, "rss_max_gib": rss}
+        # allocated (live tensors) and reserved (what the caching allocator holds: what runs out)
+        return {**cuda_peaks(config.device), "rss_max_gib": rss}
 
     base = {"method": config.method, "seed": config.seed, "split": split,
             "mask_prefix": config.mask_prefix}
