@@ -341,13 +341,15 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--method oracle needs a step verifier, which only --task synthetic has")
         from srpo.data import read_problems
 
+        counts = {}
         for flag, path in (("--task", args.task), ("--eval", args.eval)):
             if path is None:
                 continue
             try:
-                read_problems(path, args.question_field, args.answer_field)
+                counts[flag] = len(read_problems(path, args.question_field, args.answer_field))
             except ValueError as err:
                 p.error(f"{flag}: {err}")
+        args.train_problems = counts["--task"]
     elif args.eval is not None or args.eval_split:
         p.error("--eval and --eval-split need --task FILE (the synthetic task draws its own "
                 "evaluation set)")
@@ -366,6 +368,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         elif flag is not None:
             message = f"{flag}: {message}"
         p.error(message)
+    if not synthetic:  # one step's prompts must exist, before any model loads or file is written
+        from srpo.data import check_batch_fits
+
+        cfg = args.configs[0]
+        held = int(round(cfg.eval_split * args.train_problems)) if cfg.eval_split else 0
+        try:
+            check_batch_fits(args.train_problems - held, cfg.prompts_per_step, args.task)
+        except ValueError as err:
+            p.error(str(err).replace("prompts_per_step", "--prompts-per-step", 1))
     if not args.fresh:
         for cfg in args.configs:
             _, mismatch = checkpoint_compatibility(cfg)

@@ -226,6 +226,14 @@ def parse_args(argv=None) -> argparse.Namespace:
             message = flag + message[len(err.field):]
         p.error(message)
     cfg = args.config
+    if not cfg.is_synthetic:  # a bad file or too few problems: one line, before anything loads
+        from srpo.data import check_batch_fits, read_problems
+
+        try:
+            n = len(read_problems(cfg.task, cfg.question_field, cfg.answer_field))
+            check_batch_fits(n, cfg.prompts_per_step, cfg.task)
+        except ValueError as err:
+            p.error(str(err).replace("prompts_per_step", "--prompts-per-step", 1))
     args.gradient_checkpointing = bool(cfg.grad_checkpointing)
     rows = cfg.prompts_per_step * cfg.rollouts_per_prompt
     per_update = cfg.mini_batches * args.grad_accum * world_size()

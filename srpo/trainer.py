@@ -88,7 +88,7 @@ def build_task(config: TrainConfig):
     ``eval_seed``), ``eval_task`` (a separate file), ``eval_split`` (held out of the task file) or
     ``train`` (a seeded subset of the training problems: not held out).
     """
-    from srpo.data import read_problems
+    from srpo.data import check_batch_fits, read_problems
     from srpo.tasks import DatasetTask, ModularArithmeticTask
 
     if config.is_synthetic:
@@ -116,6 +116,10 @@ def build_task(config: TrainConfig):
     else:
         eval_problems = _subset(problems, config.eval_size, config.eval_seed)
         source = "train"
+    try:  # before any model is loaded or file written
+        check_batch_fits(len(problems), config.prompts_per_step, config.task)
+    except ValueError as err:
+        raise ConfigError("prompts_per_step", str(err)) from None
     return DatasetTask(problems), eval_problems, source
 
 
@@ -433,10 +437,6 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
         eval_source = "task"
     torch.manual_seed(config.seed)  # a new LoRA adapter's initialisation draws from the global RNG
     model, tokenizer, model_path = load_policy(config, progress=warmstart_progress)
-    out.mkdir(parents=True, exist_ok=True)
-    jsonl = out / "metrics.jsonl"
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-
     dropped = 0
     problems = getattr(task, "problems", None)
     if problems is not None:  # a task file: drop prompts over max_prompt_tokens, as the release
@@ -446,10 +446,18 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
             raise ConfigError("max_prompt_tokens", f"max_prompt_tokens: every prompt of "
                                                    f"{config.task} is longer than "
                                                    f"{config.max_prompt_tokens} tokens")
+        if len(keep) < config.prompts_per_step:
+            raise ConfigError("prompts_per_step", f"prompts_per_step: {len(keep)} of "
+                                                  f"{len(problems)} training prompts fit in "
+                                                  f"max_prompt_tokens = {config.max_prompt_tokens}"
+                                                  f", fewer than one step's {config.prompts_per_step}")
         if dropped:
             note(f"dropped {dropped} of {len(problems)} training prompts longer than "
                  f"{config.max_prompt_tokens} tokens")
         task.problems = keep
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "metrics.jsonl"
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     if eval_source == "train":
         note(f"no held-out set: J is measured on {len(eval_problems)} training problems "
              "(pass an eval file or an eval split for a held-out J)")

@@ -83,7 +83,7 @@ def base_model_dir(path: str | Path) -> Path:
     (``adapter_config.json``) the base model it names."""
     import json
 
-    path = Path(path)
+    path = Path(path).resolve()  # absolute: recorded by adapters saved from it
     config = path / "adapter_config.json"
     if config.is_file():
         base = json.loads(config.read_text()).get("base_model_name_or_path")

@@ -391,8 +391,8 @@ def test_the_documented_multi_gpu_commands_parse_as_written(doc, model_dir, tmp_
 
     repo = Path(__file__).resolve().parents[2]
     task = tmp_path / "train.parquet"
-    pd.DataFrame({"question": ["What is 2 + 3?", "What is 4 + 4?"],
-                  "answer": ["5", "8"]}).to_parquet(task)
+    pd.DataFrame({"question": [f"What is {i} + 3?" for i in range(40)],
+                  "answer": [str(i + 3) for i in range(40)]}).to_parquet(task)
     commands = documented_trl_commands(repo / doc)
     worlds = {w for w, argv in commands if "--recipe" in argv}
     assert {2, 4} <= worlds, worlds
