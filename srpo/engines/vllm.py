@@ -166,12 +166,20 @@ class LLMBackend:
 class ClientBackend:
     """Generation calls on a vLLM server through TRL's ``VLLMClient`` (``vllm_mode="server"``).
 
-    One request per row (each row has its own seed), sent concurrently. The client posts the
-    sampling parameters as they are, so ``stop``, ``seed`` and ``stop_token_ids`` reach vLLM.
+    One request per row (each row has its own seed), up to ``max_workers`` at a time (default:
+    the client's ``max_concurrent_requests`` if it has one, else 32); with 1 they are sent one
+    after the other from the calling thread (a client that answers from an in-process offline
+    ``vllm.LLM``, which is not made for concurrent ``generate`` calls, says so with
+    ``max_concurrent_requests = 1``). The client posts the sampling parameters as they are, so
+    ``stop``, ``seed`` and ``stop_token_ids`` reach vLLM.
     """
 
-    def __init__(self, client, max_workers: int = 32) -> None:
+    def __init__(self, client, max_workers: int | None = None) -> None:
         self.client = client
+        if max_workers is None:
+            max_workers = int(getattr(client, "max_concurrent_requests", 32))
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1; got {max_workers}")
         self.max_workers = max_workers
 
     def generate(self, contexts: list[list[int]], params: list[dict], lora=None) -> list[_Output]:
@@ -194,8 +202,8 @@ class ClientBackend:
                        for x in out["logprobs"][0]]
             return _Output(ids, lps, None)
 
-        if len(contexts) == 1:
-            return [one(0)]
+        if len(contexts) == 1 or self.max_workers == 1:
+            return [one(i) for i in range(len(contexts))]
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(contexts))) as pool:
             return list(pool.map(one, range(len(contexts))))
 

