@@ -47,8 +47,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_cache_writes(rows: int, length: int, layers: int, steps: int, device: str,
-                      heads: int = 8, head_dim: int = 128) -> dict:
+def time_cache_writes(
+    rows: int,
+    length: int,
+    layers: int,
+    steps: int,
+    device: str,
+    heads: int = 8,
+    head_dim: int = 128,
+) -> dict:
     """Microseconds per decode step spent writing the KV cache, both caches, from ``length``."""
     import torch
     from transformers.cache_utils import DynamicLayer
@@ -59,8 +66,10 @@ def time_cache_writes(rows: int, length: int, layers: int, steps: int, device: s
     prefill = torch.randn(rows, heads, length, head_dim, dtype=dtype, device=device)
     step = torch.randn(rows, heads, 1, head_dim, dtype=dtype, device=device)
     out = {}
-    for name, make in (("growing", DynamicLayer),
-                       ("preallocated", lambda: PreallocatedLayer(length + steps))):
+    for name, make in (
+        ("growing", DynamicLayer),
+        ("preallocated", lambda: PreallocatedLayer(length + steps)),
+    ):
         caches = [make() for _ in range(layers)]
         for c in caches:
             c.update(prefill, prefill)
@@ -73,15 +82,15 @@ def time_cache_writes(rows: int, length: int, layers: int, steps: int, device: s
         out[name] = (time.perf_counter() - t0) / steps * 1e6
         del caches
     element = 2 if dtype == torch.bfloat16 else 4
-    out["copied_bytes_per_step_growing"] = 2 * layers * rows * heads * (length + steps / 2) \
-        * head_dim * element
+    out["copied_bytes_per_step_growing"] = (
+        2 * layers * rows * heads * (length + steps / 2) * head_dim * element
+    )
     out["ratio"] = out["growing"] / out["preallocated"]
     return out
 
 
 def time_decode(device: str, quick: bool) -> dict:
     """Tokens/s of the Hugging Face engine's greedy decode with each cache."""
-    import torch
 
     import srpo.engines.hf as hf
     from srpo.engines.base import GenerationConfig
@@ -89,14 +98,23 @@ def time_decode(device: str, quick: bool) -> dict:
     from srpo.model import build_random_model
     from srpo.tokenizer import build_bpe_tokenizer
 
-    tok = build_bpe_tokenizer([f"We add {i} and {i + 1}.</thought>" for i in range(200)],
-                              vocab_size=400)
-    model = build_random_model(tok, "qwen2", n_layer=2 if quick else 4,
-                               d_model=64 if quick else 256, n_head=4, n_kv_head=2, seed=0,
-                               device=device)
+    tok = build_bpe_tokenizer(
+        [f"We add {i} and {i + 1}.</thought>" for i in range(200)], vocab_size=400
+    )
+    model = build_random_model(
+        tok,
+        "qwen2",
+        n_layer=2 if quick else 4,
+        d_model=64 if quick else 256,
+        n_head=4,
+        n_kv_head=2,
+        seed=0,
+        device=device,
+    )
     thoughts, per_thought = (2, 16) if quick else (8, 64)
-    config = GenerationConfig(temperature=0.0, top_p=1.0, max_thoughts=thoughts,
-                              max_thought_tokens=per_thought)
+    config = GenerationConfig(
+        temperature=0.0, top_p=1.0, max_thoughts=thoughts, max_thought_tokens=per_thought
+    )
     prompts = [tok.encode(f"What is {i} + 1?\n") for i in range(4 if quick else 16)]
     result = {}
     original = hf.make_cache
@@ -125,23 +143,27 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    grid = ([(4, 128), (4, 512)] if args.quick else
-            [(8, 512), (8, 2048), (16, 2048), (16, 5120)])
+    grid = [(4, 128), (4, 512)] if args.quick else [(8, 512), (8, 2048), (16, 2048), (16, 5120)]
     layers, steps = (2, 8) if args.quick else (4, 32)
     writes = []
-    print(f"{'rows':>5} {'length':>7} {'growing us/step':>16} {'prealloc us/step':>17} "
-          f"{'ratio':>7} {'copied MB/step':>15}   ({layers} layers of 8 KV heads x 128)")
+    print(
+        f"{'rows':>5} {'length':>7} {'growing us/step':>16} {'prealloc us/step':>17} "
+        f"{'ratio':>7} {'copied MB/step':>15}   ({layers} layers of 8 KV heads x 128)"
+    )
     for rows, length in grid:
         r = time_cache_writes(rows, length, layers, steps, args.device)
         writes.append({"rows": rows, "length": length, "layers": layers, **r})
-        print(f"{rows:>5} {length:>7} {r['growing']:>16.0f} {r['preallocated']:>17.0f} "
-              f"{r['ratio']:>7.1f} {r['copied_bytes_per_step_growing'] / 1e6:>15.1f}")
+        print(
+            f"{rows:>5} {length:>7} {r['growing']:>16.0f} {r['preallocated']:>17.0f} "
+            f"{r['ratio']:>7.1f} {r['copied_bytes_per_step_growing'] / 1e6:>15.1f}"
+        )
     decode = time_decode(args.device, args.quick)
-    print(f"decode ({decode['model_cache']}): growing {decode['growing']:.0f} tokens/s, "
-          f"preallocated {decode['preallocated']:.0f} tokens/s, ratio {decode['ratio']:.2f}, "
-          f"same chains: {decode['same_chains']}")
-    report = {"device": args.device, "threads": args.threads, "writes": writes,
-              "decode": decode}
+    print(
+        f"decode ({decode['model_cache']}): growing {decode['growing']:.0f} tokens/s, "
+        f"preallocated {decode['preallocated']:.0f} tokens/s, ratio {decode['ratio']:.2f}, "
+        f"same chains: {decode['same_chains']}"
+    )
+    report = {"device": args.device, "threads": args.threads, "writes": writes, "decode": decode}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_kv_cache.json").write_text(json.dumps(report, indent=2))

@@ -30,22 +30,126 @@ THRESHOLD = "65536"
 
 #: knob settings: the model shape, the micro-batch, chunking, checkpointing and dtype
 GRID = [
-    dict(name="logits, chunk 256", vocab=32000, hidden=64, inter=128, layers=2, heads=4,
-         kv_heads=2, rows=4, prompt=32, response=224, chunk=256, ckpt=True, dtype="float32"),
-    dict(name="logits, chunk 512", vocab=32000, hidden=64, inter=128, layers=2, heads=4,
-         kv_heads=2, rows=4, prompt=32, response=224, chunk=512, ckpt=True, dtype="float32"),
-    dict(name="logits, chunk 512, bf16", vocab=32000, hidden=64, inter=128, layers=2, heads=4,
-         kv_heads=2, rows=4, prompt=32, response=224, chunk=512, ckpt=True, dtype="bfloat16"),
-    dict(name="blocks x2, no ckpt", vocab=512, hidden=256, inter=704, layers=2, heads=4,
-         kv_heads=2, rows=4, prompt=32, response=224, chunk=64, ckpt=False, dtype="float32"),
-    dict(name="blocks x6, no ckpt", vocab=512, hidden=256, inter=704, layers=6, heads=4,
-         kv_heads=2, rows=4, prompt=32, response=224, chunk=64, ckpt=False, dtype="float32"),
-    dict(name="blocks x6, no ckpt, bf16", vocab=512, hidden=256, inter=704, layers=6, heads=4,
-         kv_heads=2, rows=4, prompt=32, response=224, chunk=64, ckpt=False, dtype="bfloat16"),
-    dict(name="blocks x6, ckpt", vocab=512, hidden=256, inter=704, layers=6, heads=4,
-         kv_heads=2, rows=4, prompt=32, response=224, chunk=64, ckpt=True, dtype="float32"),
-    dict(name="blocks x6, ckpt, bf16", vocab=512, hidden=256, inter=704, layers=6, heads=4,
-         kv_heads=2, rows=4, prompt=32, response=224, chunk=64, ckpt=True, dtype="bfloat16"),
+    dict(
+        name="logits, chunk 256",
+        vocab=32000,
+        hidden=64,
+        inter=128,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        rows=4,
+        prompt=32,
+        response=224,
+        chunk=256,
+        ckpt=True,
+        dtype="float32",
+    ),
+    dict(
+        name="logits, chunk 512",
+        vocab=32000,
+        hidden=64,
+        inter=128,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        rows=4,
+        prompt=32,
+        response=224,
+        chunk=512,
+        ckpt=True,
+        dtype="float32",
+    ),
+    dict(
+        name="logits, chunk 512, bf16",
+        vocab=32000,
+        hidden=64,
+        inter=128,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        rows=4,
+        prompt=32,
+        response=224,
+        chunk=512,
+        ckpt=True,
+        dtype="bfloat16",
+    ),
+    dict(
+        name="blocks x2, no ckpt",
+        vocab=512,
+        hidden=256,
+        inter=704,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        rows=4,
+        prompt=32,
+        response=224,
+        chunk=64,
+        ckpt=False,
+        dtype="float32",
+    ),
+    dict(
+        name="blocks x6, no ckpt",
+        vocab=512,
+        hidden=256,
+        inter=704,
+        layers=6,
+        heads=4,
+        kv_heads=2,
+        rows=4,
+        prompt=32,
+        response=224,
+        chunk=64,
+        ckpt=False,
+        dtype="float32",
+    ),
+    dict(
+        name="blocks x6, no ckpt, bf16",
+        vocab=512,
+        hidden=256,
+        inter=704,
+        layers=6,
+        heads=4,
+        kv_heads=2,
+        rows=4,
+        prompt=32,
+        response=224,
+        chunk=64,
+        ckpt=False,
+        dtype="bfloat16",
+    ),
+    dict(
+        name="blocks x6, ckpt",
+        vocab=512,
+        hidden=256,
+        inter=704,
+        layers=6,
+        heads=4,
+        kv_heads=2,
+        rows=4,
+        prompt=32,
+        response=224,
+        chunk=64,
+        ckpt=True,
+        dtype="float32",
+    ),
+    dict(
+        name="blocks x6, ckpt, bf16",
+        vocab=512,
+        hidden=256,
+        inter=704,
+        layers=6,
+        heads=4,
+        kv_heads=2,
+        rows=4,
+        prompt=32,
+        response=224,
+        chunk=64,
+        ckpt=True,
+        dtype="bfloat16",
+    ),
 ]
 
 
@@ -57,19 +161,29 @@ def _status(key: str) -> int:
 def shape_of(knobs: dict):
     from srpo.memory import ModelShape
 
-    return ModelShape(layers=knobs["layers"], hidden=knobs["hidden"], heads=knobs["heads"],
-                      kv_heads=knobs["kv_heads"], intermediate=knobs["inter"],
-                      vocab=knobs["vocab"], qkv_bias=True)
+    return ModelShape(
+        layers=knobs["layers"],
+        hidden=knobs["hidden"],
+        heads=knobs["heads"],
+        kv_heads=knobs["kv_heads"],
+        intermediate=knobs["inter"],
+        vocab=knobs["vocab"],
+        qkv_bias=True,
+    )
 
 
 def estimated(knobs: dict) -> float:
     """``srpo.memory.estimate``'s update bytes of a setting (activations + logits)."""
     from srpo.memory import GIB, estimate
 
-    est = estimate(shape_of(knobs), lora_rank=8,
-                   micro_batch_tokens=knobs["rows"] * (knobs["prompt"] + knobs["response"]),
-                   grad_checkpointing=knobs["ckpt"], logprob_chunk_tokens=knobs["chunk"],
-                   dtype_bytes=4 if knobs["dtype"] == "float32" else 2)
+    est = estimate(
+        shape_of(knobs),
+        lora_rank=8,
+        micro_batch_tokens=knobs["rows"] * (knobs["prompt"] + knobs["response"]),
+        grad_checkpointing=knobs["ckpt"],
+        logprob_chunk_tokens=knobs["chunk"],
+        dtype_bytes=4 if knobs["dtype"] == "float32" else 2,
+    )
     return (est["update_activations_gib"] + est["update_logits_gib"]) * GIB
 
 
@@ -83,10 +197,16 @@ def _measure_here(knobs: dict) -> int:
     from srpo.model import _enable_checkpointing
 
     dtype = getattr(torch, knobs["dtype"])
-    config = Qwen2Config(vocab_size=knobs["vocab"], hidden_size=knobs["hidden"],
-                         intermediate_size=knobs["inter"], num_hidden_layers=knobs["layers"],
-                         num_attention_heads=knobs["heads"], num_key_value_heads=knobs["kv_heads"],
-                         max_position_embeddings=4096, tie_word_embeddings=False)
+    config = Qwen2Config(
+        vocab_size=knobs["vocab"],
+        hidden_size=knobs["hidden"],
+        intermediate_size=knobs["inter"],
+        num_hidden_layers=knobs["layers"],
+        num_attention_heads=knobs["heads"],
+        num_key_value_heads=knobs["kv_heads"],
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
     config._attn_implementation = "sdpa"
     default = torch.get_default_dtype()
     with torch.random.fork_rng(devices=[]):
@@ -98,14 +218,19 @@ def _measure_here(knobs: dict) -> int:
             torch.set_default_dtype(default)
     if knobs["ckpt"]:
         _enable_checkpointing(model)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     model.train()
     g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(0, knobs["vocab"], (knobs["prompt"],), generator=g).tolist()
-               for _ in range(knobs["rows"])]
-    responses = [torch.randint(0, knobs["vocab"], (knobs["response"],), generator=g).tolist()
-                 for _ in range(knobs["rows"])]
+    prompts = [
+        torch.randint(0, knobs["vocab"], (knobs["prompt"],), generator=g).tolist()
+        for _ in range(knobs["rows"])
+    ]
+    responses = [
+        torch.randint(0, knobs["vocab"], (knobs["response"],), generator=g).tolist()
+        for _ in range(knobs["rows"])
+    ]
     # a first identical pass creates what lives on (rotary tables, the adapter's gradients,
     # kernels' one-time workspaces): the second one is the steady state a training run sees
     out = token_logprobs(model, prompts, responses, chunk_tokens=knobs["chunk"])
@@ -124,13 +249,25 @@ def _measure_here(knobs: dict) -> int:
 def measure(settings: list[dict], timeout: float = 600) -> list[int]:
     """Peak bytes of each setting, measured in one fresh subprocess (the mmap threshold must be
     set before the process starts)."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": THRESHOLD, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    code = ("import json, sys; sys.path.insert(0, %r); import measure_update_memory as m; "
-            "print(json.dumps([m._measure_here(k) for k in json.loads(sys.argv[1])]))"
-            % str(Path(__file__).resolve().parent))
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(settings)], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    env = {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": THRESHOLD,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import json, sys; sys.path.insert(0, {here!r}); import measure_update_memory as m; "
+        "print(json.dumps([m._measure_here(k) for k in json.loads(sys.argv[1])]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(settings)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"the measurement failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -150,9 +287,12 @@ def main() -> dict:
     (c, pc), (d, pd) = rows["blocks x2, no ckpt"], rows["blocks x6, no ckpt"]
     tokens = c["rows"] * (c["prompt"] + c["response"])
     per_block = (pd - pc) / (d["layers"] - c["layers"]) / tokens
-    derived = {"bytes_per_logit": per_logit, "bytes_per_logit_bf16_total": per_logit_bf16,
-               "bytes_per_token_block_fp32": per_block,
-               "itemised_block_fp32": None}
+    derived = {
+        "bytes_per_logit": per_logit,
+        "bytes_per_logit_bf16_total": per_logit_bf16,
+        "bytes_per_token_block_fp32": per_block,
+        "itemised_block_fp32": None,
+    }
     from srpo.memory import block_activation_bytes
 
     derived["itemised_block_fp32"] = block_activation_bytes(shape_of(c), 4, lora=True)

@@ -88,8 +88,16 @@ class Workload:
     gen_fraction: float = 0.6
 
 
-def _decode_phase(rows_total: float, context: float, new: float, shape, hw: Hardware,
-                  budget_tokens: float, weights: float, kv: float) -> dict:
+def _decode_phase(
+    rows_total: float,
+    context: float,
+    new: float,
+    shape,
+    hw: Hardware,
+    budget_tokens: float,
+    weights: float,
+    kv: float,
+) -> dict:
     """Seconds to decode ``rows_total`` rows of ``new`` tokens after ``context`` tokens."""
     per_row = context + new
     rows = max(1, min(int(budget_tokens // per_row), int(round(rows_total))))
@@ -98,9 +106,14 @@ def _decode_phase(rows_total: float, context: float, new: float, shape, hw: Hard
     bytes_per_step = weights + rows * mean_context * kv
     step_s = bytes_per_step / (hw.bandwidth_tb_s * 1e12)
     compute_s = 2 * shape.params * rows / (hw.peak_tflops * 1e12)
-    return {"rows_per_batch": rows, "batches": batches, "step_ms": step_s * 1e3,
-            "compute_ms": compute_s * 1e3, "seconds": batches * new * step_s,
-            "tokens": rows_total * new}
+    return {
+        "rows_per_batch": rows,
+        "batches": batches,
+        "step_ms": step_s * 1e3,
+        "compute_ms": compute_s * 1e3,
+        "seconds": batches * new * step_s,
+        "tokens": rows_total * new,
+    }
 
 
 def predict(shape, hw: Hardware = H200, work: Workload = Workload()) -> dict:
@@ -114,12 +127,29 @@ def predict(shape, hw: Hardware = H200, work: Workload = Workload()) -> dict:
     free = hw.memory_gb * 1e9 - weights - optimizer
     budget = work.gen_fraction * free / kv
     p, r = work.prompt_tokens, work.response_tokens
-    fresh = _decode_phase(work.prompts * work.fresh_per_prompt, p, r, shape, hw, budget,
-                          weights, kv)
-    local = _decode_phase(work.prompts, p + r + work.localization_extra_context,
-                          work.localization_tokens, shape, hw, budget, weights, kv)
-    suffix = _decode_phase(work.prompts * work.suffixes_per_prompt, p + work.mean_prefix_tokens,
-                           r - work.mean_prefix_tokens, shape, hw, budget, weights, kv)
+    fresh = _decode_phase(
+        work.prompts * work.fresh_per_prompt, p, r, shape, hw, budget, weights, kv
+    )
+    local = _decode_phase(
+        work.prompts,
+        p + r + work.localization_extra_context,
+        work.localization_tokens,
+        shape,
+        hw,
+        budget,
+        weights,
+        kv,
+    )
+    suffix = _decode_phase(
+        work.prompts * work.suffixes_per_prompt,
+        p + work.mean_prefix_tokens,
+        r - work.mean_prefix_tokens,
+        shape,
+        hw,
+        budget,
+        weights,
+        kv,
+    )
     tokens = work.prompts * work.rollouts_per_prompt * (p + r)
     attention = 4 * shape.layers * shape.hidden * (p + r) / 2
     flops = tokens * (6 * shape.params + 4 * attention)
@@ -127,19 +157,27 @@ def predict(shape, hw: Hardware = H200, work: Workload = Workload()) -> dict:
     update_gb = (est["update_activations_gib"] + est["update_logits_gib"]) * GIB / 1e9
     kv_gb = budget * kv / 1e9
     return {
-        "params_b": shape.params / 1e9, "weights_gb": weights / 1e9,
-        "optimizer_gb": optimizer / 1e9, "kv_kib_per_token": kv / 1024,
-        "gen_budget_tokens": int(budget), "kv_budget_gb": kv_gb, "update_gb": update_gb,
+        "params_b": shape.params / 1e9,
+        "weights_gb": weights / 1e9,
+        "optimizer_gb": optimizer / 1e9,
+        "kv_kib_per_token": kv / 1024,
+        "gen_budget_tokens": int(budget),
+        "kv_budget_gb": kv_gb,
+        "update_gb": update_gb,
         "peak_gb": (weights + optimizer) / 1e9 + max(kv_gb, update_gb),
-        "fresh": fresh, "localization": local, "suffix": suffix,
+        "fresh": fresh,
+        "localization": local,
+        "suffix": suffix,
         "update": {"tokens": tokens, "tflop": flops / 1e12, "seconds": update_s},
         "step_seconds": fresh["seconds"] + local["seconds"] + suffix["seconds"] + update_s,
     }
 
 
 def table(rows: dict, hw: Hardware = H200) -> str:
-    lines = [f"| one paper step on one {hw.name} | " + " | ".join(rows) + " |",
-             "|---|" + "---|" * len(rows)]
+    lines = [
+        f"| one paper step on one {hw.name} | " + " | ".join(rows) + " |",
+        "|---|" + "---|" * len(rows),
+    ]
 
     def line(label, fn):
         lines.append(f"| {label} | " + " | ".join(fn(v) for v in rows.values()) + " |")
@@ -148,19 +186,31 @@ def table(rows: dict, hw: Hardware = H200) -> str:
     line("weights, bf16 (GB)", lambda v: f"{v['weights_gb']:.1f}")
     line("LoRA r64 + AdamW (GB)", lambda v: f"{v['optimizer_gb']:.1f}")
     line("KV cache per token (KiB)", lambda v: f"{v['kv_kib_per_token']:.0f}")
-    line("generation budget (tokens) / its KV (GB)",
-         lambda v: f"{v['gen_budget_tokens']:,} / {v['kv_budget_gb']:.0f}")
-    line("update activations + logits, 16,384-token micro-batch (GB)",
-         lambda v: f"{v['update_gb']:.1f}")
+    line(
+        "generation budget (tokens) / its KV (GB)",
+        lambda v: f"{v['gen_budget_tokens']:,} / {v['kv_budget_gb']:.0f}",
+    )
+    line(
+        "update activations + logits, 16,384-token micro-batch (GB)",
+        lambda v: f"{v['update_gb']:.1f}",
+    )
     line("**memory peak (GB)**", lambda v: f"**{v['peak_gb']:.0f}**")
-    for phase, label in (("fresh", "fresh chains"), ("localization", "localization"),
-                         ("suffix", "suffixes")):
-        line(f"{label}: rows per batch x batches, ms per decode step (compute ms)",
-             lambda v, ph=phase: f"{v[ph]['rows_per_batch']} x {v[ph]['batches']}, "
-                                 f"{v[ph]['step_ms']:.1f} ({v[ph]['compute_ms']:.2f})")
+    for phase, label in (
+        ("fresh", "fresh chains"),
+        ("localization", "localization"),
+        ("suffix", "suffixes"),
+    ):
+        line(
+            f"{label}: rows per batch x batches, ms per decode step (compute ms)",
+            lambda v, ph=phase: (
+                f"{v[ph]['rows_per_batch']} x {v[ph]['batches']}, "
+                f"{v[ph]['step_ms']:.1f} ({v[ph]['compute_ms']:.2f})"
+            ),
+        )
         line(f"{label} (s)", lambda v, ph=phase: f"{v[ph]['seconds']:.0f}")
-    line("update: tokens, TFLOP", lambda v: f"{v['update']['tokens']:,}, "
-                                             f"{v['update']['tflop']:,.0f}")
+    line(
+        "update: tokens, TFLOP", lambda v: f"{v['update']['tokens']:,}, {v['update']['tflop']:,.0f}"
+    )
     line(f"update at MFU {hw.mfu} (s)", lambda v: f"{v['update']['seconds']:.0f}")
     line("**step (min)**", lambda v: f"**{v['step_seconds'] / 60:.1f}**")
     return "\n".join(lines)
@@ -172,8 +222,10 @@ def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--markdown", action="store_true")
     p.parse_args(argv)
-    rows = {"OLMo-3-7B": predict(PRESETS["olmo-3-7b"]),
-            "Qwen2.5-14B": predict(PRESETS["qwen2.5-14b"])}
+    rows = {
+        "OLMo-3-7B": predict(PRESETS["olmo-3-7b"]),
+        "Qwen2.5-14B": predict(PRESETS["qwen2.5-14b"]),
+    }
     text = table(rows)
     print(text)
     return text

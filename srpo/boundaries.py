@@ -63,8 +63,9 @@ class PrefixCut:
 
 
 def _decode(tokenizer, ids: Sequence[int]) -> str:
-    return tokenizer.decode(list(ids), skip_special_tokens=False,
-                            clean_up_tokenization_spaces=False)
+    return tokenizer.decode(
+        list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
 
 
 #: per tokenizer object (weakly held): its token-text table
@@ -81,8 +82,11 @@ def _token_table(tokenizer) -> tuple[dict[str, int], int]:
     anchor = tokenizer.encode("a", add_special_tokens=False)[-1:]
     lead = _decode(tokenizer, anchor)
     size = len(tokenizer)
-    texts = tokenizer.batch_decode([anchor + [i] for i in range(size)], skip_special_tokens=False,
-                                   clean_up_tokenization_spaces=False)
+    texts = tokenizer.batch_decode(
+        [anchor + [i] for i in range(size)],
+        skip_special_tokens=False,
+        clean_up_tokenization_spaces=False,
+    )
     names = tokenizer.convert_ids_to_tokens(list(range(size)))
     special = set(getattr(tokenizer, "all_special_ids", []))
     table: dict[str, int] = {}
@@ -90,7 +94,7 @@ def _token_table(tokenizer) -> tuple[dict[str, int], int]:
     for i, (text, name) in enumerate(zip(texts, names)):
         if i in special or not text.startswith(lead):
             continue
-        piece = text[len(lead):]
+        piece = text[len(lead) :]
         if not piece or len(piece) > _MAX_TOKEN_CHARS:
             continue
         fallback = str(name).startswith("<0x")
@@ -107,7 +111,7 @@ def _spell(tokenizer, text: str) -> list[int] | None:
     out, position = [], 0
     while position < len(text):
         for size in range(min(longest, len(text) - position), 0, -1):
-            token = table.get(text[position:position + size])
+            token = table.get(text[position : position + size])
             if token is not None:
                 out.append(token)
                 position += size
@@ -126,16 +130,23 @@ def encode_piece(tokenizer, context_ids: Sequence[int], text: str) -> list[int] 
     """
     context = list(context_ids)[-_CONTEXT:]
     before = _decode(tokenizer, context)
-    for make in (lambda: list(tokenizer.encode(text, add_special_tokens=False)),
-                 lambda: _spell(tokenizer, text)):
+    for make in (
+        lambda: list(tokenizer.encode(text, add_special_tokens=False)),
+        lambda: _spell(tokenizer, text),
+    ):
         ids = make()
         if ids and _decode(tokenizer, context + ids) == before + text:
             return ids
     return None
 
 
-def cut_prefix_tokens(tokenizer, response_ids: Sequence[int], spans: Sequence[tuple[int, int]],
-                      k: int, delimiter: str = THOUGHT_DELIMITER) -> PrefixCut:
+def cut_prefix_tokens(
+    tokenizer,
+    response_ids: Sequence[int],
+    spans: Sequence[tuple[int, int]],
+    k: int,
+    delimiter: str = THOUGHT_DELIMITER,
+) -> PrefixCut:
     """The reset prefix at step k: thoughts 1..k-1, cut exactly at the (k-1)-th delimiter.
 
     Args:
@@ -165,12 +176,12 @@ def cut_prefix_tokens(tokenizer, response_ids: Sequence[int], spans: Sequence[tu
     stop = position + len(delimiter)
     if position < 0 or stop == len(text):  # capped / unfinished thought, or a clean boundary
         return PrefixCut(ids[:end], kept)
-    head = _decode(tokenizer, ids[start:end - 1])
+    head = _decode(tokenizer, ids[start : end - 1])
     piece_ids = None
     if text.startswith(head) and stop > len(head):
-        piece_ids = encode_piece(tokenizer, ids[:end - 1], text[len(head):stop])
+        piece_ids = encode_piece(tokenizer, ids[: end - 1], text[len(head) : stop])
     if piece_ids is None:
         return PrefixCut(ids[:end], kept, exact=False)
-    prefix = ids[:end - 1] + piece_ids
+    prefix = ids[: end - 1] + piece_ids
     kept[-1] = (start, len(prefix))
     return PrefixCut(prefix, kept, replaced=1)

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from srpo.localize import LocalizationResult, ParentView
 from srpo.boundaries import cut_prefix_tokens
+from srpo.localize import LocalizationResult, ParentView
 from srpo.thoughts import THOUGHT_DELIMITER, thought_texts
 
 __all__ = [

@@ -54,8 +54,9 @@ if DynamicLayer is not None:
             rows, heads, _, k_dim = key_states.shape
             capacity = max(self.capacity, key_states.shape[-2])
             self._k = key_states.new_empty((rows, heads, capacity, k_dim))
-            self._v = value_states.new_empty((rows, value_states.shape[1], capacity,
-                                              value_states.shape[-1]))
+            self._v = value_states.new_empty(
+                (rows, value_states.shape[1], capacity, value_states.shape[-1])
+            )
             self.length = 0
             self._views()
             self.is_initialized = True
@@ -79,8 +80,8 @@ if DynamicLayer is not None:
             end = self.length + key_states.shape[-2]
             if end > self._k.shape[2]:
                 self._grow(end)
-            self._k[:, :, self.length:end] = key_states
-            self._v[:, :, self.length:end] = value_states
+            self._k[:, :, self.length : end] = key_states
+            self._v[:, :, self.length : end] = value_states
             self.length = end
             self._views()
             return self.keys, self.values

@@ -28,9 +28,14 @@ exit 0
 def _bin(tmp_path, machine: str) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("python", FAKE_PYTHON),
-                       ("uname", f'#!/bin/bash\n[ "$1" = -m ] && echo {machine.split("-")[1]} '
-                                 f'|| echo {machine.split("-")[0]}\n')):
+    for name, text in (
+        ("python", FAKE_PYTHON),
+        (
+            "uname",
+            f'#!/bin/bash\n[ "$1" = -m ] && echo {machine.split("-")[1]} '
+            f"|| echo {machine.split('-')[0]}\n",
+        ),
+    ):
         path = bin_dir / name
         path.write_text(text)
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
@@ -39,10 +44,15 @@ def _bin(tmp_path, machine: str) -> Path:
 
 def _run(tmp_path, machine, **env):
     bin_dir = _bin(tmp_path, machine)
-    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path),
-            "CREDIT_RESETS_CI_CACHE": str(tmp_path / "cache"), **env}
-    return subprocess.run(["bash", str(REPO / ".ci" / "run")], env=full, capture_output=True,
-                          text=True, timeout=120)
+    full = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "CREDIT_RESETS_CI_CACHE": str(tmp_path / "cache"),
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(REPO / ".ci" / "run")], env=full, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.skipif(os.name != "posix", reason="bash script")

@@ -42,14 +42,15 @@ class ScriptedLM(torch.nn.Module):
     def _next(self, history: list[int]) -> int:
         if history[: len(self.prompt)] != self.prompt:
             raise AssertionError("ScriptedLM got another prompt")
-        response = history[len(self.prompt):]
+        response = history[len(self.prompt) :]
         n = len(response)
         if response == self.canonical[:n]:
             if n < len(self.canonical):
                 return self.canonical[n]
             return int(self.tokenizer.eos_token_id)
-        text = self.tokenizer.decode(response, skip_special_tokens=False,
-                                     clean_up_tokenization_spaces=False)
+        text = self.tokenizer.decode(
+            response, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
         if not self.target.startswith(text):
             raise AssertionError(f"ScriptedLM: the context {text!r} left the script")
         if text == self.target:
@@ -57,20 +58,33 @@ class ScriptedLM(torch.nn.Module):
         # the token that, after this context, writes the longest next piece of the target
         tail = response[-4:]
         lead = self.tokenizer.decode(tail, clean_up_tokenization_spaces=False)
-        texts = self.tokenizer.batch_decode([tail + [i] for i in range(self.vocab)],
-                                            clean_up_tokenization_spaces=False)
-        rest = self.target[len(text):]
-        best = max((len(t) - len(lead), i) for i, t in enumerate(texts)
-                   if t.startswith(lead) and len(t) > len(lead)
-                   and rest.startswith(t[len(lead):]))
+        texts = self.tokenizer.batch_decode(
+            [tail + [i] for i in range(self.vocab)], clean_up_tokenization_spaces=False
+        )
+        rest = self.target[len(text) :]
+        best = max(
+            (len(t) - len(lead), i)
+            for i, t in enumerate(texts)
+            if t.startswith(lead) and len(t) > len(lead) and rest.startswith(t[len(lead) :])
+        )
         return best[1]
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=True, logits_to_keep=None):
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        use_cache=True,
+        logits_to_keep=None,
+    ):
         cache = past_key_values if past_key_values is not None else ScriptCache()
         ids = input_ids.tolist()
-        mask = attention_mask[:, -input_ids.shape[1]:].tolist() if attention_mask is not None \
+        mask = (
+            attention_mask[:, -input_ids.shape[1] :].tolist()
+            if attention_mask is not None
             else [[1] * len(r) for r in ids]
+        )
         if not cache.rows:
             cache.rows = [[] for _ in ids]
         logits = torch.full((len(ids), 1, self.vocab), -1e4)

@@ -17,8 +17,16 @@ class Recorder:
         self.threads, self.active, self.most = [], 0, 0
         self.lock = threading.Lock()
 
-    def generate(self, prompts, n=1, temperature=1.0, top_p=1.0, max_tokens=16, logprobs=None,
-                 generation_kwargs=None):
+    def generate(
+        self,
+        prompts,
+        n=1,
+        temperature=1.0,
+        top_p=1.0,
+        max_tokens=16,
+        logprobs=None,
+        generation_kwargs=None,
+    ):
         with self.lock:
             self.active += 1
             self.most = max(self.most, self.active)
@@ -30,8 +38,9 @@ class Recorder:
 
 
 def _params(k):
-    return [{"temperature": 0.0, "top_p": 1.0, "max_tokens": 4, "n": 1, "seed": i}
-            for i in range(k)]
+    return [
+        {"temperature": 0.0, "top_p": 1.0, "max_tokens": 4, "n": 1, "seed": i} for i in range(k)
+    ]
 
 
 def test_a_one_request_client_is_called_in_order_from_the_calling_thread():

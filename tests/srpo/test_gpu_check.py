@@ -80,7 +80,7 @@ def test_vocabulary_padding_and_the_prediction_report(tmp_path):
     g = _gpu_check()
     tok = build_bpe_tokenizer(["We add 1 and 2.</thought>"] * 20, vocab_size=300)
     added = g.pad_vocabulary(tok, 1000)
-    assert len(tok) == 1000 and added > 0 and tok.decode([999]) == "<|reserved_%d|>" % (added - 1)
+    assert len(tok) == 1000 and added > 0 and tok.decode([999]) == f"<|reserved_{added - 1}|>"
     olmo = PRESETS["olmo-3-7b"]
     model = tmp_path / "m"
     model.mkdir()

@@ -24,8 +24,9 @@ def tok():
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def model(request, tok):
-    return build_random_model(tok, request.param, n_layer=2, d_model=64, n_head=4, n_kv_head=2,
-                              seed=3)
+    return build_random_model(
+        tok, request.param, n_layer=2, d_model=64, n_head=4, n_kv_head=2, seed=3
+    )
 
 
 def _decode(model, ids, mask, cache, steps, drop_at, repeat):
@@ -33,8 +34,13 @@ def _decode(model, ids, mask, cache, steps, drop_at, repeat):
     feed each row's tokens ``steps[row]`` one by one, dropping row 0 before step ``drop_at``.
     Returns per-step logits (a list of (rows_t, V)), the rows kept and the cache."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                past_key_values=cache)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        past_key_values=cache,
+    )
     cache, logits = out.past_key_values, [out.logits[:, -1]]
     cache.batch_select_indices(repeat)
     mask, positions = mask[repeat], positions[repeat]
@@ -47,8 +53,13 @@ def _decode(model, ids, mask, cache, steps, drop_at, repeat):
             cache.batch_select_indices(keep)
             mask, nxt, rows = mask[keep], nxt[keep], rows[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], -1)
-        out = model(input_ids=steps[rows, t:t + 1], attention_mask=mask,
-                    position_ids=nxt.unsqueeze(-1), use_cache=True, past_key_values=cache)
+        out = model(
+            input_ids=steps[rows, t : t + 1],
+            attention_mask=mask,
+            position_ids=nxt.unsqueeze(-1),
+            use_cache=True,
+            past_key_values=cache,
+        )
         cache, nxt = out.past_key_values, nxt + 1
         logits.append(out.logits[:, -1])
     return logits, rows, cache
@@ -62,8 +73,8 @@ def test_preallocated_equals_growing_cache_and_a_full_recompute(model, tok, capa
     ids = torch.full((3, width), tok.pad_token_id)
     mask = torch.zeros((3, width), dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
     repeat = torch.tensor([0, 0, 1, 2, 2])
     steps = torch.randint(0, len(tok), (5, 8))
     with torch.no_grad():
@@ -95,14 +106,16 @@ def test_the_engine_decodes_in_a_preallocated_cache_with_the_same_chains(model, 
     monkeypatch.setattr(hf, "make_cache", spy)
     ours = RolloutEngine(model, tok, config).greedy(prompts)
     suffixes = RolloutEngine(model, tok, config).sample_suffixes(
-        prompts[0], ours[0].response_ids[:4], 3, torch.Generator().manual_seed(0), 0.7)
+        prompts[0], ours[0].response_ids[:4], 3, torch.Generator().manual_seed(0), 0.7
+    )
     assert made and all(kind is PreallocatedCache for kind, _ in made)
     # the capacity is the batch's reach: the longest context plus the largest remaining budget
     assert made[0][1] == max(len(p) for p in prompts) + 3 * 6
     monkeypatch.setattr(hf, "make_cache", lambda m, capacity: None)  # transformers' own cache
     ref = RolloutEngine(model, tok, config).greedy(prompts)
     ref_suffixes = RolloutEngine(model, tok, config).sample_suffixes(
-        prompts[0], ours[0].response_ids[:4], 3, torch.Generator().manual_seed(0), 0.7)
+        prompts[0], ours[0].response_ids[:4], 3, torch.Generator().manual_seed(0), 0.7
+    )
     assert [c.response_ids for c in ours] == [c.response_ids for c in ref]
     assert [c.spans for c in ours] == [c.spans for c in ref]
     assert [c.response_ids for c in suffixes] == [c.response_ids for c in ref_suffixes]
@@ -111,7 +124,15 @@ def test_the_engine_decodes_in_a_preallocated_cache_with_the_same_chains(model, 
 def test_sliding_window_models_keep_their_own_cache(tok):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                         use_sliding_window=True, sliding_window=16, max_window_layers=0)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        use_sliding_window=True,
+        sliding_window=16,
+        max_window_layers=0,
+    )
     assert make_cache(Qwen2ForCausalLM(config), 32) is None

@@ -33,18 +33,43 @@ from srpo.thoughts import THOUGHT_DELIMITER, check_spans, thought_texts
 from srpo.tokenizer import StopStringMatcher
 from tests.srpo.scripted_model import ScriptedLM
 
-QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-LLAMA3_TEMPLATE = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-                   "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
-                   "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA3_TEMPLATE = (
+    "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
 FIRST_WORDS = ["Then", "So", "Finally", "Next", "Now", "Thus", "First", "We", "Hence"]
-WORDS = ["we", "add", "the", "sum", "is", "check", "carry", "result", "gives", "value", "so",
-         "and", "it", "multiply", "answer", "step", "again"]
+WORDS = [
+    "we",
+    "add",
+    "the",
+    "sum",
+    "is",
+    "check",
+    "carry",
+    "result",
+    "gives",
+    "value",
+    "so",
+    "and",
+    "it",
+    "multiply",
+    "answer",
+    "step",
+    "again",
+]
 TOKENIZERS = ("qwen2", "llama3", "sentencepiece")
 
 
@@ -75,15 +100,26 @@ def corpus(n: int = 400, seed: int = 0) -> list[str]:
 
 def byte_level(regex: str, template: str, specials: list[str]) -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(regex), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(corpus(), trainers.BpeTrainer(
-        vocab_size=900, min_frequency=2, special_tokens=specials, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=specials[0],
-                                  pad_token=specials[0], padding_side="left")
+    core.train_from_iterator(
+        corpus(),
+        trainers.BpeTrainer(
+            vocab_size=900,
+            min_frequency=2,
+            special_tokens=specials,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token=specials[0], pad_token=specials[0], padding_side="left"
+    )
     tok.chat_template = template
     return tok
 
@@ -91,19 +127,40 @@ def byte_level(regex: str, template: str, specials: list[str]) -> PreTrainedToke
 def sentencepiece_style() -> PreTrainedTokenizerFast:
     texts = corpus()
     core = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
-    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first",
-                                                  split=True)
-    core.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
-                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    core.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="\u2581", prepend_scheme="first", split=True
+    )
+    core.decoder = decoders.Sequence(
+        [
+            decoders.Replace("\u2581", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
     specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     alphabet = sorted({c for t in texts for c in t.replace(" ", "\u2581")})
-    core.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=900, min_frequency=2, special_tokens=specials, initial_alphabet=alphabet,
-        show_progress=False))
+    core.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=900,
+            min_frequency=2,
+            special_tokens=specials,
+            initial_alphabet=alphabet,
+            show_progress=False,
+        ),
+    )
     core.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", core.token_to_id("<s>"))])
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
-                                  pad_token="</s>", unk_token="<unk>", padding_side="left")
+        single="<s> $A", special_tokens=[("<s>", core.token_to_id("<s>"))]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="</s>",
+        unk_token="<unk>",
+        padding_side="left",
+    )
     tok.chat_template = CHATML
     return tok
 
@@ -113,16 +170,19 @@ def tok(request):
     if request.param == "qwen2":
         return byte_level(QWEN2_REGEX, CHATML, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     if request.param == "llama3":
-        return byte_level(LLAMA3_REGEX, LLAMA3_TEMPLATE,
-                          ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-                           "<|eot_id|>"])
+        return byte_level(
+            LLAMA3_REGEX,
+            LLAMA3_TEMPLATE,
+            ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        )
     return sentencepiece_style()
 
 
 def straddlers(tok, ids) -> list[str]:
     """Texts of tokens that hold the delimiter's last character and a letter after it."""
-    return [t for t in (tok.decode([i]) for i in ids)
-            if ">" in t and t.split(">", 1)[1][:1].isalpha()]
+    return [
+        t for t in (tok.decode([i]) for i in ids) if ">" in t and t.split(">", 1)[1][:1].isalpha()
+    ]
 
 
 def step_lines(thoughts: list[str]) -> list[str]:
@@ -135,8 +195,9 @@ def test_the_tokenizers_merge_the_delimiter_with_the_next_word(tok):
     ids = tok.encode("".join(random_thoughts(rng, 5)), add_special_tokens=False)
     assert straddlers(tok, ids), [tok.decode([i]) for i in ids]
     if tok.chat_template:
-        assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                       add_generation_prompt=True).endswith("\n")
+        assert tok.apply_chat_template(
+            [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+        ).endswith("\n")
 
 
 def test_thought_texts_step_lines_and_cuts_on_sampled_ids(tok):
@@ -154,7 +215,8 @@ def test_thought_texts_step_lines_and_cuts_on_sampled_ids(tok):
         assert len(spans) == len(thoughts)
         assert thought_texts(tok, ids, spans) == thoughts
         assert step_lines(thought_texts(tok, ids, spans)) == [
-            t.replace(THOUGHT_DELIMITER, "").strip() for t in thoughts]
+            t.replace(THOUGHT_DELIMITER, "").strip() for t in thoughts
+        ]
         for k in range(1, len(spans) + 2):
             cut = cut_prefix_tokens(tok, ids, spans, k)
             assert cut.exact
@@ -195,8 +257,9 @@ class _FixedK:
 def _engine(tok, thoughts, question="Q: What is 2 + 3?\n", max_thoughts=20):
     prompt = tok.encode(question)
     model = ScriptedLM(tok, prompt, "".join(thoughts))
-    config = GenerationConfig(temperature=0.0, top_p=1.0, max_thoughts=max_thoughts,
-                              max_thought_tokens=64)
+    config = GenerationConfig(
+        temperature=0.0, top_p=1.0, max_thoughts=max_thoughts, max_thought_tokens=64
+    )
     return RolloutEngine(model, tok, config, eos_ids=[tok.eos_token_id]), prompt, question
 
 
@@ -211,10 +274,19 @@ def test_engine_spans_localizer_steps_and_reset_suffixes(tok, k):
     assert chain.finished and chain.stop_reason == "boxed"
 
     localizer = _FixedK(k)
-    batch = build_batch([question], _Task(), engine, tok, "1x4", localizer,
-                        np.random.default_rng(0), torch.Generator().manual_seed(0))
+    batch = build_batch(
+        [question],
+        _Task(),
+        engine,
+        tok,
+        "1x4",
+        localizer,
+        np.random.default_rng(0),
+        torch.Generator().manual_seed(0),
+    )
     assert [step_lines(v.thoughts) for v in localizer.views] == [
-        [t.replace(THOUGHT_DELIMITER, "").strip() for t in thoughts]]
+        [t.replace(THOUGHT_DELIMITER, "").strip() for t in thoughts]
+    ]
     resets = [s for s in batch.samples if s.is_reset_group]
     assert len(resets) == 4 and batch.events[0].k == k
     for sample in resets:
@@ -222,14 +294,18 @@ def test_engine_spans_localizer_steps_and_reset_suffixes(tok, k):
         assert tok.decode(prefix) == "".join(thoughts[: k - 1])
         assert tok.decode(sample.response_ids, skip_special_tokens=True) == "".join(thoughts)
         assert sample.loss_mask == [0] * sample.prefix_len + [1] * (
-            len(sample.response_ids) - sample.prefix_len)
+            len(sample.response_ids) - sample.prefix_len
+        )
 
 
 def test_a_boxed_answer_right_after_a_straddling_token_ends_the_chain(tok):
     """``</thought>\\boxed{7}</thought>``: the ``\\`` rides on the token that closes the first
     thought (``>\\``); the second thought still holds the box, so the chain ends there."""
-    thoughts = [f"We check.{THOUGHT_DELIMITER}", f"\\boxed{{7}}{THOUGHT_DELIMITER}",
-                f"Then more.{THOUGHT_DELIMITER}"]
+    thoughts = [
+        f"We check.{THOUGHT_DELIMITER}",
+        f"\\boxed{{7}}{THOUGHT_DELIMITER}",
+        f"Then more.{THOUGHT_DELIMITER}",
+    ]
     engine, prompt, _ = _engine(tok, thoughts)
     chain = engine.greedy([prompt])[0]
     assert thought_texts(tok, chain.response_ids, chain.spans)[:2] == thoughts[:2]
