@@ -94,3 +94,17 @@ def test_vocabulary_padding_and_the_prediction_report(tmp_path):
     assert set(report["seconds"]) == set(report["measured_seconds"]) == {
         "fresh", "localization", "suffix", "update"}
     assert 60 < report["peak_gb"] < 141 and report["measured_reserved_gb"] > 90
+
+
+def test_the_docs_table_is_what_paper_step_prints():
+    """docs/llm.md's predicted H200 table is benchmarks/paper_step.py's output, row for row."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import paper_step
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    docs = (REPO / "docs" / "llm.md").read_text()
+    printed = paper_step.main([]).splitlines()
+    assert len(printed) == 18
+    missing = [line for line in printed if line not in docs]
+    assert not missing, missing
