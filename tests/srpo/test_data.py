@@ -113,5 +113,5 @@ def test_epoch_sampler_covers_each_epoch_once_and_resumes():
     again.rng.bit_generator.state = rng_state
     again.load_state_dict(state)
     assert [again.next_batch() for _ in range(4)] == rest
-    with pytest.raises(ValueError, match="fewer than one batch"):
+    with pytest.raises(ValueError, match="prompts_per_step must be <= the 2 training problems"):
         EpochSampler(2, 3, np.random.default_rng(0))
