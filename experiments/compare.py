@@ -155,14 +155,15 @@ def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFA
         result.figures += figures
         result.report, result.report_json = report, report_json
         result.quality, result.speedups = quality, speedups
-        # the table travels with the figures so the tracked folder holds the numbers too
-        groups.append((figures + [report], main_provs))
+        # the table (and its JSON, the source paper_repro.md is rendered from) travels with the
+        # figures so the tracked folder holds the numbers too
+        groups.append((figures + [report, report_json], main_provs))
     if cov is not None:
-        figs, md, _js, cres = cv.coverage_outputs(cov, out, provenance=cov_provs,
+        figs, md, js, cres = cv.coverage_outputs(cov, out, provenance=cov_provs,
                                                   sim_phase=sim_phase, n_boot=max(n_boot, 200))
         result.figures += figs
         result.coverage = cres
-        groups.append((figs + [md], cov_provs))
+        groups.append((figs + [md, js], cov_provs))
 
     if figures_copy is not None:
         dest = Path(figures_copy)

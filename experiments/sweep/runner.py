@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.artifacts import stable_json
 from experiments.sweep.backends import BACKENDS, ray_available, run_cells
 from experiments.sweep.cells import Cell, CellStore, atomic_write_bytes, write_parquet_atomic
 from experiments.sweep.registry import DEFAULT_SEEDS, EXPERIMENT_NAMES, SIZES, get_experiment
@@ -209,7 +210,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         write_parquet_atomic(results, out / "results.parquet")
         summary, figures = analyze_and_plot(results, opts.only, out / "figures",
                                             say=lambda m: _say(opts, m))
-        atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+        # sorted keys, floats rounded to what their intervals support: a rerun that changes no
+        # result writes the same bytes (experiments/artifacts.py)
+        atomic_write_bytes(out / "summary.json", stable_json(summary).encode())
         if opts.figures_copy is not None:
             dest = Path(opts.figures_copy)
             dest.mkdir(parents=True, exist_ok=True)

@@ -237,7 +237,7 @@ def test_compare_never_publishes_smoke_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(pv, "llm_provenance", lambda d, metrics=None: pv.RunProvenance(
         "language model", str(d), "default", "fixture"))
     res = cmp.run_comparison(cpi, llm, tmp_path / "out", figures_copy=published, n_boot=20)
-    assert len(res.copied) == 9 and (published / "compare_phase_map.png").read_bytes() != \
+    assert len(res.copied) == 10 and (published / "compare_phase_map.png").read_bytes() != \
         b"published"
 
 
