@@ -101,6 +101,10 @@ def write_json(path: Path, obj: Any) -> Path:
     return path
 
 
+#: callables ``check(fig, stem)`` run on every figure before it is saved (the figure tests add
+#: :func:`experiments.figure_checks.layout_problems` here); empty in normal runs
+FIGURE_CHECKS: list = []
+
 #: metadata matplotlib would otherwise stamp into every file (dates, its version)
 PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
 PNG_METADATA = {"Software": None}
@@ -122,6 +126,8 @@ def save_figure(fig, stem: Path, dpi: int = 130, close: bool = True, **savefig_k
     import matplotlib.pyplot as plt
 
     stem = Path(stem)
+    for check in FIGURE_CHECKS:
+        check(fig, stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
     fig.savefig(png, dpi=dpi, metadata=PNG_METADATA, **savefig_kw)

@@ -41,6 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from experiments.cli_checks import out_dir_problem, whole_number_problem  # noqa: E402
 from experiments.comparison import figures as fg  # noqa: E402
 from experiments.comparison import provenance as pv  # noqa: E402
 from experiments.comparison import stats as st  # noqa: E402
@@ -210,8 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.n_boot < 10:
-        print("compare: error: --n-boot must be at least 10", file=sys.stderr)
+    if problem := whole_number_problem("--n-boot", args.n_boot, 10):
+        print(f"compare: error: {problem}", file=sys.stderr)
+        return 2
+    if problem := out_dir_problem(args.out):  # before any input is read
+        print(f"compare: error: {problem}", file=sys.stderr)
         return 2
     coverage = args.coverage
     if coverage is None and args.only != "main" and DEFAULT_COVERAGE.is_dir():

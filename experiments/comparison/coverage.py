@@ -309,8 +309,10 @@ def _phase_panel(ax, cov: CoverageInputs, quality: dict, sim_phase: pd.DataFrame
         if p0.finite and prod0.finite:
             ax.plot([p0.value], [max(prod0.value, lo_p)], "*", ms=12, mfc="none",
                     mec=COLORS["self"], mew=1.4, zorder=4)
+            right = p0.value > 0.5  # near the right edge: label to the left, inside the panel
             ax.annotate(f"j={j}", (p0.value, max(prod0.value, lo_p)), textcoords="offset points",
-                        xytext=(6, -10), fontsize=7, color="0.25")
+                        xytext=(-8 if right else 6, -10), ha="right" if right else "left",
+                        fontsize=7, color="0.25")
         qs = quality.get(j, {})
         for m, marker in (("self", "*"), ("random", "s"), ("oracle", "P")):
             qq = qs.get(m)

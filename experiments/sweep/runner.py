@@ -218,8 +218,14 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
             dest.mkdir(parents=True, exist_ok=True)
             for f in figures:
                 shutil.copy2(f, dest / f.name)
-            # The fitted laws travel with the figures so the tracked folder holds the numbers too.
-            shutil.copy2(out / "summary.json", dest / "cpi_sweep_summary.json")
+            # The fitted laws travel with the figures so the tracked folder holds the numbers too;
+            # an --only subset updates its own keys and keeps the other experiments' (a partial
+            # summary must not wipe the published numbers paper_repro.md is rendered from).
+            published = dest / "cpi_sweep_summary.json"
+            merged = summary
+            if set(opts.only) != set(EXPERIMENT_NAMES) and published.is_file():
+                merged = {**json.loads(published.read_text()), **summary}
+            atomic_write_bytes(published, stable_json(merged).encode())
         result.results, result.summary, result.figures = results, summary, figures
     result.seconds = time.perf_counter() - t0
     import resource

@@ -167,11 +167,18 @@ def _check_outputs(out: Path) -> None:
     assert set(curves["method"]) == {"none", "random", "self", "oracle"}
 
 
-def test_function_entry_point(inputs, tmp_path):
+def test_function_entry_point(inputs, tmp_path, monkeypatch):
+    from experiments import artifacts
+    from experiments.figure_checks import layout_problems
+
+    problems: list[str] = []  # every figure is checked for readability as it is saved
+    monkeypatch.setattr(artifacts, "FIGURE_CHECKS",
+                        [lambda fig, stem: problems.extend(layout_problems(fig, stem.name))])
     cpi, llm = inputs
     figs = tmp_path / "figs"
     result = run_comparison(cpi, llm, tmp_path / "out", figures_copy=figs, n_boot=50)
     _check_outputs(tmp_path / "out")
+    assert problems == [], "\n".join(problems)
     expected = sorted([f.name for f in result.figures] + ["comparison.md", "comparison.json"])
     assert sorted(p.name for p in figs.iterdir()) == expected
     # every comparison key paper_repro.md cites is one the writer produces (the committed file
