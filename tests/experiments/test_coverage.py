@@ -259,7 +259,8 @@ def test_llm_coverage_quick_end_to_end(tmp_path):
                           text=True, cwd=tmp_path, env=ENV, timeout=900)
     assert proc.returncode != 0 and "prediction" in proc.stderr + proc.stdout
     assert not (out / "metrics.parquet").exists()
-    _run(base, tmp_path)
+    first = _run(base, tmp_path)
+    assert "smoke size (--quick)" in first and "J 0.000 -> 0.000 is expected" in first
     pre = json.loads((out / "pre_rl.json").read_text())
     pred = json.loads((out / "prediction.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
