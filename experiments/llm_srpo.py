@@ -80,6 +80,8 @@ QUICK_FILE = dict(steps=2, prompts_per_step=4, eval_size=16, eval_every=1)
 DEFAULT = dict(steps=24, prompts_per_step=16, eval_size=256, eval_every=4)
 DEFAULT_OUT = "runs/llm"
 QUICK_OUT = "runs/llm_quick"
+#: any other non-default configuration without --out (only the default run writes runs/llm)
+CUSTOM_OUT = "runs/llm_custom"
 FIGURES_DIR = REPO_ROOT / "figures"
 FILE_TASK_METHODS = ("grpo", "rrpo", "srpo")
 
@@ -255,7 +257,8 @@ def build_parser() -> OneLineParser:
                    help="runs trained at once in worker processes (default on a CPU: 2 when "
                         "--threads x 2 fits the cores, else 1; the numbers do not depend on it)")
     g.add_argument("--out", default=None,
-                   help=f"output directory (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)")
+                   help=f"output directory (default {DEFAULT_OUT} for the default run; "
+                        f"{QUICK_OUT} with --quick, {CUSTOM_OUT} for any other setting)")
     g.add_argument("--fresh", action="store_true",
                    help="discard existing checkpoints in --out and start over")
     g.add_argument("--cache-dir", default=None,
@@ -284,8 +287,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(problem)
     if args.jobs > 1 and args.device == "cuda":
         p.error(f"--jobs {args.jobs}: parallel runs are for CPU; use --jobs 1 with --device cuda")
-    if args.out is None:
+    if args.out is None:  # settled below, once the methods are known
         args.out = QUICK_OUT if args.quick else DEFAULT_OUT
+        args.out_given = False
+    else:
+        args.out_given = True
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         p.error(f"--out {args.out!r} is a file; expected a directory")
@@ -350,6 +356,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.oracle_dropped = not synthetic
     else:
         args.oracle_dropped = False
+    if not args.out_given and not args.quick and not is_default_run(
+            argparse.Namespace(**{**vars(args), "out": str(REPO_ROOT / DEFAULT_OUT)})):
+        args.out = CUSTOM_OUT  # a smaller or other run never writes the default run's folder
     try:
         args.configs = make_configs(args)
     except ConfigError as err:
@@ -413,7 +422,8 @@ def is_default_run(args) -> bool:
     """The full default run: every flag that can change results at its default."""
     defaults = vars(parse_defaults())
     for key, value in vars(args).items():
-        if key in NEUTRAL_FLAGS or key in ("configs", "oracle_dropped", "seeds", "method"):
+        if key in NEUTRAL_FLAGS or key in ("configs", "oracle_dropped", "seeds", "method",
+                                           "out_given"):
             continue
         if defaults.get(key) != value:
             return False

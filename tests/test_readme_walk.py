@@ -8,7 +8,8 @@ continuations joined) and either run or skipped for a stated reason:
   from the copy);
 * ``python experiments/...`` runs as written, at the smallest size a flag of the script allows:
   ``--quick`` where the README line has no size flag (the sweep), a one-step run of every method
-  where the README runs the full LLM default (``--seeds 1 --steps 1 --eval-size 8``);
+  where the README runs the full LLM default (``--seeds 1 --steps 1 --eval-size 8``), and the
+  comparison pointed at those small runs' own folders;
 * the test command (``pytest``) is skipped: it is what runs this test;
 * GPU lines (``--device cuda``, ``accelerate launch``, the CUDA install) are skipped: no GPU here.
 
@@ -44,6 +45,9 @@ GPU_MARKERS = ("--device cuda", "accelerate launch", "TRL_CFG=", '".[llm,vllm]"'
 SMALL = {
     "experiments/cpi_sweep.py": ["--quick"],
     "experiments/llm_srpo.py": ["--seeds", "1", "--steps", "1", "--eval-size", "8"],
+    # the small runs above write their own folders (a smoke size never writes the default run's),
+    # so the comparison reads those
+    "experiments/compare.py": ["--cpi", "runs/cpi_sweep_quick", "--llm", "runs/llm_custom"],
 }
 SIZE_FLAGS = ("--quick", "--full", "--tiny", "--steps", "--seeds")
 
@@ -72,7 +76,7 @@ def classify(command: str) -> tuple[str, str]:
     if words[0] == "pip":
         return "pip", command
     if words[0] == "python" and len(words) > 1 and words[1] in SMALL | {
-            "experiments/compare.py": [], "experiments/llm_coverage.py": []}:
+            "experiments/llm_coverage.py": []}:
         extra = []
         if not any(w.split("=")[0] in SIZE_FLAGS for w in words[2:]):
             extra = SMALL.get(words[1], [])
@@ -97,6 +101,7 @@ def test_readme_parser():
         classify("python experiments/new_thing.py")
     assert classify("python experiments/llm_srpo.py --quick")[1].endswith("--quick")
     assert classify("python experiments/llm_srpo.py")[1].endswith("--eval-size 8")
+    assert classify("python experiments/compare.py")[1].endswith("--llm runs/llm_custom")
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),

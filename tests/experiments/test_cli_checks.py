@@ -140,6 +140,10 @@ def test_smoke_sizes_never_write_the_default_folder(tmp_path, capsys, monkeypatc
     from experiments import llm_coverage
 
     assert llm_coverage.parse_args(["--quick"]).out == Path("runs/llm_coverage_quick")
+    from experiments import llm_srpo
+
+    assert llm_srpo.parse_args(["--quick"]).out == llm_srpo.QUICK_OUT
+    assert llm_srpo.parse_args(["--seeds", "1", "--steps", "1"]).out == llm_srpo.CUSTOM_OUT
     assert "holds the default run" in _parse_error(
         llm_coverage.parse_args, ["--quick", "--out", "runs/llm_coverage"], capsys
     )
