@@ -25,13 +25,16 @@ from collections.abc import Iterator
 
 #: fixed expressions that are not measurements, and why
 ALLOWED: dict[str, str] = {
-    r"(?:§|section |Thm |Theorem |arXiv )\s?\d+(?:\.\d+)?": "a name: section, theorem, paper id",
+    r"(?:§|section |Thm |Theorem |arXiv |issue )\s?\d+(?:\.\d+)?": "a name (a section, the "
+    "theorem, the paper's id, an issue)",
+    r"(?<![\w.])[A-Za-z] \+ 1\b": "a formula's X + 1 (the lock's D + 1 ancestors)",
     r"(?<![\w.])1\s?[−-]\s?[A-Za-zβγδτ]": "a formula's 1 - x (1 − β, 1 - delta, 1 − q_j)",
     r"constant 1/8": "the K&L constant named in the claim (THEORY.md)",
     r"\(\d+ H R_max\)": "a constant of the bound's formula in the claim",
     r"95%": "the level of every interval",
     r"(?<![A-Za-z])(?:recover|p|τ|tau|α|alpha|β|γ|step|batch|j|depth|deviation|H|k|noise|eps|"
-    r"delta|lr|top_p|temperature|J)\s*(?:[=≤≥<>]\s*[-+]?[\d.]+(?:\s*(?:,|and|/|to)\s*[-+]?[\d.]+)*"
+    r"delta|lr|top_p|temperature|J|c|frac|side_level|off_level)\s*"
+    r"(?:(?:[<>]=?|=|≤|≥)\s*[-+]?[\d.]+(?:\s*(?:,|and|/|to)\s*[-+]?[\d.]+)*"
     r"|∈\s*\{[^}]*\})": "a setting written as name = value (or name ∈ {values}, J < bound)",
 }
 SETTING_COLUMNS = {"claim", "quantity", "knob", "family", "hard step j", "hard step j (p)"}
@@ -87,7 +90,7 @@ def table_problems(text: str, where: str) -> Iterator[str]:
         if line.startswith("```"):
             in_code = not in_code
             continue
-        if in_code or not line.lstrip().startswith("|"):
+        if in_code or not line.startswith("|"):
             header = None
             continue
         cells = _split_row(line)
@@ -113,7 +116,7 @@ def prose_problems(text: str, where: str) -> Iterator[str]:
         if line.startswith("```"):
             in_code = not in_code
             continue
-        if in_code or line.lstrip().startswith("|"):
+        if in_code or line.startswith("|"):
             continue
         for num in _PROSE_NUMBER.findall(_strip(line)):
             yield (

@@ -42,16 +42,20 @@ def band(ax, curve: pd.DataFrame, label: str, color=None, marker="o", ls="-") ->
     ax.fill_between(c["x"], c["lo"], c["hi"], color=color, alpha=0.2, lw=0)
 
 
-def theory_line(ax, curve: pd.DataFrame, slope: float, label: str, color="0.3") -> None:
-    """Dashed power law x^slope through the geometric mean of the measured points."""
+def theory_line(ax, curve: pd.DataFrame, slope: float, label: str, color="0.3",
+                anchor: str = "mean", ls="--") -> None:
+    """Power law x^slope drawn as a slope guide: through the geometric mean of the measured
+    points (``anchor="mean"``) or through the measured point at the smallest x
+    (``anchor="first"``; a theory fixes slopes, not constants, so say which in the label)."""
     c = curve.dropna(subset=["y"])
-    c = c[(c["x"] > 0) & (c["y"] > 0)]
+    c = c[(c["x"] > 0) & (c["y"] > 0)].sort_values("x")
     if len(c) < 2:
         return
     lx, ly = np.log(c["x"].to_numpy()), np.log(c["y"].to_numpy())
+    x0, y0 = (lx[0], ly[0]) if anchor == "first" else (lx.mean(), ly.mean())
     x = np.geomspace(c["x"].min(), c["x"].max(), 50)
-    y = np.exp(ly.mean() + slope * (np.log(x) - lx.mean()))
-    ax.plot(x, y, ls="--", color=color, lw=1.2, label=label)
+    y = np.exp(y0 + slope * (np.log(x) - x0))
+    ax.plot(x, y, ls=ls, color=color, lw=1.2, label=label)
 
 
 def legend_below(ax, ncol: int = 1) -> None:

@@ -35,12 +35,20 @@ REQUIRED_KEYS = ("sample_complexity_ratio_slope", "improvement_ratio_slope",
                  "rr_samples_tau_slope", "caro_samples_tau_slope", "approx_oracle_rate_slope",
                  # issue 8's new keys
                  "direct_sample_complexity_ratio_slope", "theorem_algorithms_ratio_slope",
-                 "bound_holds_fraction", "actions_slope")
+                 "bound_holds_fraction", "actions_slope",
+                 # issue 16's: the theorem's criterion, the knob curves, the sampled guarantee
+                 "direct_theorem_ratio_slope", "direct_theorem_knob_ratio_slope",
+                 "direct_knob_ratio_slope", "bound_holds_fraction_sampled_guarantee",
+                 "bound_holds_fraction_sampled_floor", "full_step_shortfall")
 #: Grouped keys ({family or method: record}) and a member each must have at tiny size.
 GROUPED = {"direct_sample_complexity_ratio_slope": ("coverage", "shifted", "planted", "lock"),
            "theorem_algorithms_ratio_slope": ("coverage",),
            "bound_holds_fraction": ("rr", "caro", "approx"),
-           "actions_slope": ("rr_samples", "caro_samples")}
+           "actions_slope": ("rr_samples", "caro_samples"),
+           "direct_theorem_ratio_slope": ("coverage", "shifted", "planted", "lock"),
+           "direct_knob_ratio_slope": ("shifted/side_level=0", "shifted/side_level=0.5"),
+           "bound_holds_fraction_sampled_guarantee": ("rr", "caro"),
+           "full_step_shortfall": ("concave/rr", "coverage/rr")}
 
 
 def _opts(out, **kw) -> SweepOptions:
@@ -122,7 +130,8 @@ def test_output_schema(full_tiny):
     for key, name, rec in iter_records(summary):
         assert set(rec) >= {"estimate", "ci", "theory", "n_points"}, (key, name)
         assert len(rec["ci"]) == 2
-        assert rec.get("kind", "tested") in ("tested", "identity", "measurement"), (key, name)
+        assert rec.get("kind", "tested") in ("tested", "identity", "measurement", "determined"), (
+            key, name)
         n += 1
     assert n >= len(summary)
     for rec in summary["bound_holds_fraction"].values():
