@@ -52,6 +52,7 @@ try:  # torch-free: every input is checked before anything heavy is imported
     from srpo.config import AGG_MODES, METHODS, ConfigError, TrainConfig, paper_recipe
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"trl_srpo.py: error: {_error}") from None
+from experiments.cli_checks import out_dir_problem, user_words, whole_number_problem  # noqa: E402
 
 DEFAULT_OUT = "runs/trl_srpo"
 QUICK_OUT = "runs/trl_quick"
@@ -206,8 +207,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--use-vllm generates with TRL's vLLM; it does not go with --engine {args.engine}")
     if args.engine == "trl" and not args.use_vllm:
         p.error("--engine trl needs --use-vllm")
-    if args.grad_accum < 1:
-        p.error(f"--grad-accum must be >= 1; got {args.grad_accum}")
+    if problem := whole_number_problem("--grad-accum", args.grad_accum, 1):
+        p.error(problem)
     values = dict(QUICK) if args.quick else {}
     if args.recipe == "paper":  # grpo: the release's baseline estimator and loss
         values.update(paper_recipe(args.method))
@@ -222,9 +223,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                   out_dir=args.out, checkpoint_every=0)
     except ConfigError as err:
         message, flag = str(err), FIELD_FLAGS.get(err.field)
-        if flag is not None and message.startswith(err.field + " "):
-            message = flag + message[len(err.field):]
-        p.error(message)
+        if flag is not None and not message.startswith(err.field + " "):
+            message = f"{flag}: {message}"
+        p.error(user_words(message, FIELD_FLAGS))
     cfg = args.config
     if not cfg.is_synthetic:  # a bad file or too few problems: one line, before anything loads
         from srpo.data import check_batch_fits, read_problems
@@ -249,6 +250,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if cfg.engine == "vllm" and cfg.model is None:
         p.error("--engine vllm needs --model DIR (vLLM's CPU attention refuses the tiny "
                 "warm-started model's head size 16)")
+    if problem := out_dir_problem(args.out):  # last (no folder for a bad command), before TRL
+        p.error(problem)
     return args
 
 
