@@ -12,10 +12,11 @@ every problem also gets N sampled chains (``--temperature``, ``--top-p``, seeded
 pass@k is the unbiased estimator 1 - C(N-c, k)/C(N, k) for each ``--k``.
 
 Graders (``srpo.graders``): math (math-verify on the last ``\\boxed{}``), mc (a choice letter),
-yesno, exact (normalized exact match), code (the code between the last two fence lines runs in
-the sandbox on the tests training never sees: a training problem's held-out half, all tests of a
-held-out problem; correct = all pass; rows also get the fraction passed, see docs/code.md).
-``--grader NAME`` sets one for every file,
+yesno, exact (normalized exact match), substring (the reference's words inside the normalized
+prediction: the release's SciKnowEval free-text rule), code (the code between the last two fence
+lines runs in the sandbox on the tests training never sees: a training problem's held-out half,
+all tests of a held-out problem; correct = all pass; rows also get the fraction passed, see
+docs/code.md). ``--grader NAME`` sets one for every file,
 ``--grader FILE_STEM=NAME`` for one file; otherwise each row's ``grader`` field, else its
 ``data_source`` name, else the form of its answer decides (``srpo.graders.infer_grader``).
 
@@ -294,6 +295,9 @@ def _markdown(summary, args) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    from srpo.memory import configure_cuda_allocator
+
+    configure_cuda_allocator(args.device)  # before the first CUDA allocation
     import pandas as pd
     import torch
 

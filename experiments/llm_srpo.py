@@ -11,7 +11,8 @@ GPU with a real model and a local question/answer file (JSONL or parquet, the re
 included; see docs/llm.md): the release's limits are the default for a task file, and
 ``--recipe paper`` sets the paper's whole recipe (LoRA r64 alpha 64 on all linear layers, lr 5e-5,
 weight decay 0.01, clip 1.0, 32 prompts x 8 rollouts in 4 mini-batches, temperature 0.7, top_p
-0.95, 2 epochs):
+0.95, 2 epochs; SRPO/RRPO: REINFORCE, seq-mean-token-mean, population std; GRPO: the release's
+baseline, sample std + 1e-6, PPO-clip 0.2, token-mean):
 
     python experiments/llm_srpo.py --device cuda --model DIR --task numina.jsonl --lora-rank 64 \\
         --lr 5e-5 --prompts-per-step 32 --steps 24 --seeds 3
@@ -60,11 +61,11 @@ sys.path.insert(0, str(REPO_ROOT))
 try:  # torch-free: every input is checked before anything heavy is imported
     from srpo.config import (  # noqa: E402
         METHODS,
-        PAPER_RECIPE,
         CheckpointMismatch,
         ConfigError,
         TrainConfig,
         checkpoint_compatibility,
+        paper_recipe,
     )
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"llm_srpo.py: error: {_error}") from None
@@ -92,7 +93,8 @@ FLAG_FIELDS = {
     "steps": "steps", "epochs": "epochs", "prompts_per_step": "prompts_per_step",
     "rollouts_per_prompt": "rollouts_per_prompt", "max_fresh_chains": "max_fresh_chains",
     "lr": "lr", "weight_decay": "weight_decay", "grad_clip": "grad_clip", "loss": "loss",
-    "agg": "agg", "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
+    "agg": "agg", "adv_std": "adv_std", "adv_eps": "adv_eps", "clip_eps": "clip_eps",
+    "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
     "kl_coef": "kl_coef", "temperature": "temperature", "top_p": "top_p",
     "max_thoughts": "max_thoughts", "max_thought_tokens": "max_thought_tokens",
     "max_response_tokens": "max_response_tokens", "max_prompt_tokens": "max_prompt_tokens",
@@ -206,6 +208,12 @@ def build_parser() -> OneLineParser:
     g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip"))
     g.add_argument("--agg", default=None, choices=("seq-mean-token-mean", "token-mean"),
                    help="loss aggregation")
+    g.add_argument("--clip-eps", type=float, default=None, help="PPO clip epsilon (ppo-clip)")
+    g.add_argument("--adv-std", default=None, choices=("population", "unbiased", "none"),
+                   help="advantage std within a group: population (SRPO/RRPO), unbiased (sample "
+                        "std, ddof 1: the release's GRPO) or none")
+    g.add_argument("--adv-eps", type=float, default=None,
+                   help="added to the advantage's std (the release's GRPO: 1e-6; default 0)")
     g.add_argument("--updates-per-step", type=int, default=None,
                    help="optimizer passes per batch (ppo-clip only)")
     g.add_argument("--mini-batches", type=int, default=None,
@@ -341,13 +349,15 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--method oracle needs a step verifier, which only --task synthetic has")
         from srpo.data import read_problems
 
+        counts = {}
         for flag, path in (("--task", args.task), ("--eval", args.eval)):
             if path is None:
                 continue
             try:
-                read_problems(path, args.question_field, args.answer_field)
+                counts[flag] = len(read_problems(path, args.question_field, args.answer_field))
             except ValueError as err:
                 p.error(f"{flag}: {err}")
+        args.train_problems = counts["--task"]
     elif args.eval is not None or args.eval_split:
         p.error("--eval and --eval-split need --task FILE (the synthetic task draws its own "
                 "evaluation set)")
@@ -367,6 +377,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         if flag is not None and not message.startswith(err.field + " "):
             message = f"{flag}: {message}"
         p.error(user_words(message, FIELD_FLAGS))
+    if not synthetic:  # one step's prompts must exist, before any model loads or file is written
+        from srpo.data import check_batch_fits
+
+        cfg = args.configs[0]
+        held = int(round(cfg.eval_split * args.train_problems)) if cfg.eval_split else 0
+        try:
+            check_batch_fits(args.train_problems - held, cfg.prompts_per_step, args.task)
+        except ValueError as err:
+            p.error(user_words(str(err), FIELD_FLAGS))
     if not args.fresh:
         for cfg in args.configs:
             _, mismatch = checkpoint_compatibility(cfg)
@@ -401,19 +420,20 @@ def make_configs(args) -> list[TrainConfig]:
         values = dict(QUICK if args.quick else DEFAULT)
     else:
         values = dict(QUICK_FILE) if args.quick else {}
-    if args.recipe == "paper":
-        values.update(PAPER_RECIPE)
+    flags = {}
     for dest, field_name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:
-            values[field_name] = None if value == NO_CAP else value
+            flags[field_name] = None if value == NO_CAP else value
     out = Path(args.out)
     configs = []
     for seed in range(args.seeds):
         for method in args.method:
+            # the recipe depends on the method (grpo: the release's baseline estimator and loss)
+            recipe = paper_recipe(method) if args.recipe == "paper" else {}
             configs.append(TrainConfig(
-                **values, method=method, mask_prefix=not args.no_mask, seed=seed,
-                out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
+                **{**values, **recipe, **flags}, method=method, mask_prefix=not args.no_mask,
+                seed=seed, out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
             ))
     return configs
 
@@ -497,9 +517,10 @@ def summarize(metrics, resets) -> dict:
             "grad_signal_reset": _mean(trained.grad_signal_reset),
             "grad_signal_base": _mean(trained.grad_signal_base),
         }
-        if "cuda_peak_gib" in d.columns:
-            peak = pd.to_numeric(d.cuda_peak_gib, errors="coerce")
-            entry["cuda_peak_gib"] = float(peak.max()) if peak.notna().any() else None
+        for column in ("cuda_peak_gib", "cuda_reserved_peak_gib"):
+            if column in d.columns:
+                peak = pd.to_numeric(d[column], errors="coerce")
+                entry[column] = float(peak.max()) if peak.notna().any() else None
         if len(r):
             clean = r[r.clean == True]  # noqa: E712 (nullable)
             dirty = r[r.clean == False]  # noqa: E712
@@ -671,6 +692,10 @@ def _train_parallel(configs: list[TrainConfig], jobs: int, out: Path) -> list:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from srpo.memory import configure_cuda_allocator
+
+    # before the first CUDA allocation: expandable segments (the HF engine; vLLM keeps its pool)
+    configure_cuda_allocator(args.device, args.configs[0].engine)
     import pandas as pd
     import torch
 

@@ -38,7 +38,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.slow, pytest.mark.llm]
+# a fresh venv and an install: longer than the suite's default limit
+pytestmark = [pytest.mark.slow, pytest.mark.llm, pytest.mark.timeout(2700)]
 
 GPU_MARKERS = ("--device cuda", "accelerate launch", "TRL_CFG=", '".[llm,vllm]"', "deepspeed")
 #: per script: the flags added where the README line runs the full default

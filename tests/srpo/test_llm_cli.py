@@ -26,7 +26,7 @@ TINY = ["--prompts-per-step", "2", "--steps", "2", "--seeds", "1", "--max-though
 def real(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     model = make_model_dir(root / "qwen2-tiny")
-    task = write_jsonl(root / "numina.jsonl", arithmetic_rows(6))
+    task = write_jsonl(root / "numina.jsonl", arithmetic_rows(40))  # one paper step's 32 prompts
     return model, task
 
 
@@ -134,6 +134,9 @@ BAD_INPUTS = [
     (["--lr", "-0.1"], "--lr"),
     (["--steps", "-1"], "--steps"),
     (["--task", "{bad_jsonl}", "--model", "{model}"], "--task"),
+    # a file smaller than one step's prompts (issue 21: a traceback after the model loaded)
+    (["--task", "{short}", "--model", "{model}", "--prompts-per-step", "8"], "--prompts-per-step"),
+    (["--task", "{short}", "--model", "{model}", "--recipe", "paper"], "--prompts-per-step"),
 ]
 
 
@@ -143,8 +146,10 @@ def test_bad_input_is_one_line_naming_the_flag_and_writes_nothing(argv, flag, tm
     (tmp_path / "empty").mkdir()
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "bad.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "q"}\n')
+    write_jsonl(tmp_path / "short.jsonl", arithmetic_rows(3))
     names = {"empty": tmp_path / "empty", "file": tmp_path / "a_file",
-             "bad_jsonl": tmp_path / "bad.jsonl", "model": model}
+             "bad_jsonl": tmp_path / "bad.jsonl", "short": tmp_path / "short.jsonl",
+             "model": model}
     argv = [a.format(**names) for a in argv]
     cache = tmp_path / "cache"
     before = tree(tmp_path)
@@ -153,6 +158,21 @@ def test_bad_input_is_one_line_naming_the_flag_and_writes_nothing(argv, flag, tm
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith("llm_srpo.py: error: ") and flag in result.stderr
     assert tree(tmp_path) == before  # no runs/, no cache, nothing
+
+
+def test_a_short_training_file_fails_in_train_before_the_model_loads(tmp_path):
+    """The library path: ``train`` checks one step's prompts before loading the model (here a
+    directory that is no model at all) and before writing config.json."""
+    from srpo.config import ConfigError, TrainConfig
+    from srpo.trainer import train
+
+    task = write_jsonl(tmp_path / "short.jsonl", arithmetic_rows(3))
+    (tmp_path / "not_a_model").mkdir()
+    config = TrainConfig(task=str(task), model=str(tmp_path / "not_a_model"), prompts_per_step=8,
+                         out_dir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="prompts_per_step must be <= the 3 training problems"):
+        train(config)
+    assert not (tmp_path / "out").exists()
 
 
 def test_more_bad_inputs_in_process(real, capsys):
