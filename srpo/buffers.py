@@ -55,7 +55,8 @@ def build_batch(
         A ``Batch`` with R samples per prompt.
     """
     ctx = RolloutContext(
-        engine=engine, codec=TokenizerCodec(tokenizer, task), scorer=TaskScorer(task), task=task,
+        engine=engine, scorer=TaskScorer(task), task=task,
+        codec=TokenizerCodec(tokenizer, task, getattr(getattr(engine, "config", None), "delimiter", None)),
         rng=rng, generator=generator, localizer=None if split == "grpo" else localizer,
         rollouts_per_prompt=rollouts_per_prompt, max_fresh_chains=max_fresh_chains,
         mask_prefix=mask_prefix, localization_offset=localization_offset,

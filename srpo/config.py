@@ -27,7 +27,7 @@ from srpo.methods.resets import SPLITS
 __all__ = [
     "METHODS", "LOCALIZER_OF", "LOSSES", "AGG_MODES", "ADV_STD_MODES", "AUTO", "TRAINER_VERSION",
     "SYNTHETIC_PROFILE", "RELEASE_PROFILE", "PAPER_RECIPE", "ConfigError", "CheckpointMismatch",
-    "TrainConfig", "checkpoint_compatibility", "recipe_values", "paper_recipe",
+    "TrainConfig", "checkpoint_compatibility", "recipe_values", "paper_recipe", "PAPER_GRPO",
 ]
 
 #: loss aggregation modes (``srpo.loss.aggregate``)
@@ -101,6 +101,17 @@ PAPER_RECIPE = {
 #: earlier runs keep their keys and checkpoints
 _KEY_IF_SET = {"localization_offset": 0, "method_options": {}, "entropy_coef": 0.0,
                "adv_eps": 0.0}
+
+#: ``--recipe paper --method grpo`` on top of ``PAPER_RECIPE``: the release's GRPO baseline, verl's
+#: outcome estimator (r - mean) / (sample std, ddof 1, + 1e-6), PPO-clip 0.2, token-mean (the GRPO
+#: method's release recipe, ``srpo.methods.grpo``, holds the same values and its lr / temperature)
+PAPER_GRPO = {
+    "adv_std": "unbiased",
+    "adv_eps": 1e-6,
+    "loss": "ppo-clip",
+    "clip_eps": 0.2,
+    "agg": "token-mean",
+}
 
 #: fields that change memory or speed only (not the trajectory): left out of the run key, so a
 #: run resumes after they change

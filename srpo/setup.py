@@ -64,7 +64,7 @@ def build_task(config: TrainConfig):
     ``eval_seed``), ``eval_task`` (a separate file), ``eval_split`` (held out of the task file) or
     ``train`` (a seeded subset of the training problems: not held out).
     """
-    from srpo.data import read_problems
+    from srpo.data import check_batch_fits, read_problems
     from srpo.tasks import DatasetTask, ModularArithmeticTask
 
     if config.is_synthetic:
@@ -101,6 +101,10 @@ def build_task(config: TrainConfig):
     else:
         eval_problems = _subset(problems, config.eval_size, config.eval_seed)
         source = "train"
+    try:  # before any model is loaded or file written
+        check_batch_fits(len(problems), config.prompts_per_step, config.task)
+    except ValueError as err:
+        raise ConfigError("prompts_per_step", str(err)) from None
     return DatasetTask(problems), eval_problems, source
 
 
@@ -260,6 +264,11 @@ def _drop_long_prompts(config, task, tokenizer, note) -> int:
             f"max_prompt_tokens: every prompt of {config.task} "
             f"is longer than {config.max_prompt_tokens} tokens",
         )
+    if len(keep) < config.prompts_per_step:
+        raise ConfigError("prompts_per_step", f"prompts_per_step: {len(keep)} of {len(problems)} "
+                                              f"training prompts fit in max_prompt_tokens = "
+                                              f"{config.max_prompt_tokens}, fewer than one "
+                                              f"step's {config.prompts_per_step}")
     if len(keep) < len(problems):
         note(
             f"dropped {len(problems) - len(keep)} of {len(problems)} training prompts longer "
@@ -373,10 +382,10 @@ def make_run(
         eval_source = "task"
     torch.manual_seed(config.seed)  # a new LoRA adapter's initialisation draws from the global RNG
     model, tokenizer, model_path = load_policy(config, progress=warmstart_progress)
+    dropped = _drop_long_prompts(config, task, tokenizer, note)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    dropped = _drop_long_prompts(config, task, tokenizer, note)
     if eval_source == "train":
         note(
             f"no held-out set: J is measured on {len(eval_problems)} training problems "
@@ -407,7 +416,7 @@ def make_run(
     options = config.options()
     ctx = RolloutContext(
         engine=engine,
-        codec=TokenizerCodec(tokenizer, task),
+        codec=TokenizerCodec(tokenizer, task, engine.config.delimiter),
         scorer=TaskScorer(task),
         task=task,
         rng=rng_reset,

@@ -16,7 +16,7 @@ One iteration is a sequence of phases that never looks at the method's name:
    micro-batches capped in sequences and tokens (``srpo.update``); the engine is synced;
 6. **evaluate**: greedy pass@1 on the held-out problems every ``eval_every`` iterations and at the
    end; a metrics row (``srpo.metrics.METRIC_COLUMNS`` plus phase times, tokens by purpose and
-   peak memory) goes to ``metrics.jsonl``;
+   peak memory: CUDA allocated and reserved, process RSS) goes to ``metrics.jsonl``;
 7. **checkpoint**: every ``checkpoint_every`` iterations model, optimizer, RNG and sampler states
    and all rows so far (``checkpoint.pt``, its key in ``checkpoint.json``) and the trained weights
    in Hugging Face form (``adapter/`` for LoRA, ``model/`` otherwise), so that a killed run
@@ -143,10 +143,11 @@ def _adv_abs_mean(adv: np.ndarray, arrays: dict) -> float:
 
 
 def _memory(config) -> dict:
+    from srpo.memory import cuda_peaks
+
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    cuda = str(config.device).startswith("cuda")
-    peak = torch.cuda.max_memory_allocated(config.device) / 2**30 if cuda else float("nan")
-    return {"cuda_peak_gib": peak, "rss_max_gib": rss}
+    # allocated (live tensors) and reserved (what the caching allocator holds: what runs out)
+    return {**cuda_peaks(config.device), "rss_max_gib": rss}
 
 
 def _base_columns(run: Run) -> dict:
@@ -198,6 +199,7 @@ def _reset_rows(run: Run, it: int, events) -> None:
             "first_error": e.first_error, "deviation": e.deviation, "clean": e.clean,
             "prefix_tokens": e.prefix_tokens, "n_suffixes": len(e.suffix_rewards),
             "suffix_successes": e.suffix_successes, "suffix_pass_at_k": e.suffix_pass_at_k,
+            "prefix_split": e.prefix_split, "prefix_exact": e.prefix_exact,
         })
 
 

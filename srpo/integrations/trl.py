@@ -130,8 +130,9 @@ class SRPOSettings:
         vllm: ``VLLMOptions`` of ``engine="vllm"``.
         seed: seeds the sampling and the random resets (mixed with the process index).
         reinforce_minibatches: with several mini-batches per generation, train every one with
-            the uncorrected REINFORCE gradient as the release and ``srpo.trainer`` do (drops
-            TRL's old log-probs); False keeps TRL's clipped ratio on mini-batches 2.. .
+            the uncorrected REINFORCE gradient as the release and ``srpo.trainer`` do (TRL then
+            does not compute old log-probs at all); False keeps TRL's clipped ratio on its old
+            log-probs for mini-batches 2.. (the release's PPO-clip GRPO baseline).
         reset_table: file name of the reset table in ``output_dir`` (None: not written).
     """
 
@@ -515,6 +516,7 @@ class SRPORollout:
                 "first_error": e.first_error, "deviation": e.deviation, "clean": e.clean,
                 "prefix_tokens": e.prefix_tokens, "n_suffixes": len(e.suffix_rewards),
                 "suffix_successes": e.suffix_successes, "suffix_pass_at_k": e.suffix_pass_at_k,
+                "prefix_split": e.prefix_split, "prefix_exact": e.prefix_exact,
             })
 
     def close(self) -> None:
@@ -664,8 +666,30 @@ class SRPOTrainer(_grpo_trainer_base()):
                          train_dataset=train_dataset, eval_dataset=eval_dataset,
                          rollout_func=rollout, callbacks=callbacks, **kwargs)
 
+    @contextlib.contextmanager
+    def _without_old_logprobs(self):
+        """With ``reinforce_minibatches`` (the release's uncorrected REINFORCE on every
+        mini-batch) TRL's old log-probs would be thrown away: keep TRL from computing them, a
+        no-grad forward pass over the whole generation. TRL 1.16 computes them when
+        ``gradient_accumulation_steps`` is not a multiple of ``steps_per_generation x
+        num_iterations`` (or for vLLM's importance-sampling correction, which
+        ``check_grpo_config`` forbids), a test it makes only in
+        ``_generate_and_score_completions``; during that call it reads 0. With ``ppo-clip``
+        (the release's GRPO baseline) TRL's old log-probs are kept and used by its clipped
+        loss."""
+        if not self.srpo_settings.reinforce_minibatches:
+            yield
+            return
+        saved = self.args.gradient_accumulation_steps
+        self.args.gradient_accumulation_steps = 0
+        try:
+            yield
+        finally:
+            self.args.gradient_accumulation_steps = saved
+
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        with self._without_old_logprobs():
+            output = super()._generate_and_score_completions(inputs)
         import torch
 
         # SRPO's advantages exactly (TRL's r - mean of the block equals them up to rounding)

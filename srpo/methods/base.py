@@ -7,8 +7,10 @@ A plan only talks to four seams, each a small object:
   ``complete(...)`` (through the localizer only), and a ``config`` with ``max_new_tokens`` that a
   plan may lower for a segment (``engine_limits``);
 * the **codec** (``TokenizerCodec`` for a language model): ``prompt_ids(problem)``,
-  ``thoughts(chain)`` (texts, for verifiers and the localizer), ``question(problem)`` and
-  ``followup_ids(prompt_ids, response_ids, message)`` (a second-attempt or refinement prompt);
+  ``thoughts(chain)`` (texts, for verifiers and the localizer), ``question(problem)``,
+  ``cut_prefix(chain, k) -> PrefixCut`` (thoughts 1..k-1 on ids; a tokenizer-free codec can use
+  ``srpo.thoughts.cut_prefix``) and ``followup_ids(prompt_ids, response_ids, message)`` (a
+  second-attempt or refinement prompt);
 * the **scorer** (``TaskScorer``): ``score(problem, chain) -> Score(reward, correct)``;
 * the **localizer** (``srpo.localize``): ``locate(parents, rng, generator=...)``;
 
@@ -85,17 +87,33 @@ class TaskScorer:
         return Score(reward, reward > 0.5)
 
 
+@dataclass(frozen=True)
+class PrefixCut:
+    """A reset prefix: ``ids`` (thoughts 1..k-1), their ``spans``, how many trailing parent ids
+    were replaced (a straddling token split at the delimiter) and whether it is ``exact``."""
+
+    ids: list[int]
+    spans: list[tuple[int, int]]
+    replaced: int = 0
+    exact: bool = True
+
+
 class TokenizerCodec:
-    """The codec of a language model: prompts and follow-up prompts as token ids, thought texts.
+    """The codec of a language model: prompts and follow-up prompts as token ids, thought texts,
+    reset prefixes cut exactly at the delimiter.
 
     Args:
         tokenizer: a Hugging Face tokenizer.
         task: the task (``prompt(problem)``).
+        delimiter: the thought delimiter (the engine's ``GenerationConfig.delimiter``).
     """
 
-    def __init__(self, tokenizer: Any, task: Any) -> None:
+    def __init__(self, tokenizer: Any, task: Any, delimiter: str | None = None) -> None:
+        from srpo.thoughts import THOUGHT_DELIMITER
+
         self.tokenizer = tokenizer
         self.task = task
+        self.delimiter = delimiter or THOUGHT_DELIMITER
 
     def prompt_ids(self, problem: Any) -> list[int]:
         return list(self.tokenizer.encode(self.task.prompt(problem)))
@@ -106,7 +124,15 @@ class TokenizerCodec:
     def thoughts(self, chain: Any) -> list[str]:
         from srpo.thoughts import thought_texts
 
-        return thought_texts(self.tokenizer, chain.response_ids, chain.spans)
+        return thought_texts(self.tokenizer, chain.response_ids, chain.spans, self.delimiter)
+
+    def cut_prefix(self, chain: Any, k: int) -> PrefixCut:
+        """Thoughts 1..k-1 of ``chain`` on token ids, cut exactly at the delimiter (a token that
+        straddles it, e.g. ``>Then``, is split: ``srpo.boundaries``)."""
+        from srpo.boundaries import cut_prefix_tokens
+
+        cut = cut_prefix_tokens(self.tokenizer, chain.response_ids, chain.spans, k, self.delimiter)
+        return PrefixCut(list(cut.ids), list(cut.spans), cut.replaced, cut.exact)
 
     def followup_ids(
         self, prompt_ids: Sequence[int], response_ids: Sequence[int], message: str

@@ -78,6 +78,11 @@ class ResetEvent:
         prefix_tokens: tokens in the kept prefix.
         suffix_rewards: rewards of the suffixes.
         suffix_correct: the task's verdicts of the suffixes (counted by ``suffix_successes``).
+        prefix_split: the parent's token that straddled the kept thought's delimiter and the next
+            thought (``>Then``) was replaced by the ids of its in-thought text
+            (``srpo.boundaries``).
+        prefix_exact: the prefix decodes to exactly thoughts 1..k-1 (False: a straddling token
+            could not be split and was kept whole).
     """
 
     prompt_index: int
@@ -92,6 +97,8 @@ class ResetEvent:
     prefix_tokens: int
     suffix_rewards: list[float] = field(default_factory=list)
     suffix_correct: list[bool] = field(default_factory=list)
+    prefix_split: bool = False
+    prefix_exact: bool = True
 
     @property
     def suffix_successes(self) -> int:

@@ -234,32 +234,24 @@ def _base_samples(states) -> tuple[list[TrainingSample], int]:
 
 
 def _reset_events(ctx, refs, views, results) -> tuple[list, list]:
-    """Clamp (and offset) every k, cut the prefixes, and make one event per parent."""
-    from srpo.thoughts import cut_prefix
-
+    """Clamp (and offset) every k, cut the prefixes (exactly at the delimiter: the codec's
+    ``cut_prefix``), and make one event per parent."""
     task = ctx.task
     groups, events = [], []
     for (s, ci, n_suffix), view, res in zip(refs, views, results):
         parent = s.chains[ci]
         n = len(parent.spans)
         k = min(max(res.k - ctx.localization_offset, 1), n)
-        prefix = cut_prefix(parent.response_ids, parent.spans, k)
+        cut = ctx.codec.cut_prefix(parent, k)
         verifier = getattr(task, "has_step_verifier", False)
         fe = task.first_error(s.problem, view.thoughts) if verifier else None
         dev = None if fe is None else k - int(fe)
         event = ResetEvent(
-            s.index,
-            n,
-            k,
-            res.source,
-            res.is_fallback,
-            res.raw,
-            fe,
-            dev,
-            None if dev is None else dev <= 0,
-            len(prefix),
+            s.index, n, k, res.source, res.is_fallback, res.raw, fe, dev,
+            None if dev is None else dev <= 0, len(cut.ids),
+            prefix_split=cut.replaced > 0, prefix_exact=cut.exact,
         )
-        groups.append((s.prompt_ids, prefix, parent.spans[: k - 1], n_suffix))
+        groups.append((s.prompt_ids, cut.ids, cut.spans, n_suffix))
         events.append((s, event))
     return groups, events
 

@@ -63,9 +63,44 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def full_tiny(tmp_path_factory):
-    """One uninterrupted tiny sweep of every experiment (the reference for the other tests)."""
+    """One uninterrupted tiny sweep of every experiment (the reference for the other tests); the
+    readability checks of every figure it draws ride along (``layout_problems``)."""
+    from experiments import artifacts
+    from experiments.figure_checks import layout_problems
+
     out = tmp_path_factory.mktemp("sweep_full")
-    return run_sweep(_opts(out, only=EXPERIMENT_NAMES, jobs=2))
+    problems: list[str] = []
+
+    def check(fig, stem):
+        problems.extend(layout_problems(fig, stem.name))
+
+    artifacts.FIGURE_CHECKS.append(check)
+    try:
+        result = run_sweep(_opts(out, only=EXPERIMENT_NAMES, jobs=2))
+    finally:
+        artifacts.FIGURE_CHECKS.remove(check)
+    result.layout_problems = problems
+    return result
+
+
+def test_every_sweep_figure_reads(full_tiny):
+    """No text over text, no empty panel, no offset axis, legend values short (figure_checks)."""
+    pngs = [f for f in full_tiny.figures if f.suffix == ".png"]
+    assert len(pngs) >= len(EXPERIMENT_NAMES)
+    assert full_tiny.layout_problems == [], "\n".join(full_tiny.layout_problems)
+
+
+def test_rerun_writes_the_same_bytes(tmp_path):
+    """The same run twice: summary.json and every PNG and PDF byte-identical (sorted, rounded
+    JSON; no dates in the figures), so a rerun that changes no result leaves git status clean."""
+    only = ("bounds", "first_error")
+    a = run_sweep(_opts(tmp_path / "a", only=only))
+    b = run_sweep(_opts(tmp_path / "b", only=only))
+    files = [Path("summary.json")] + [f.relative_to(a.out) for f in a.figures]
+    assert len(files) >= 5
+    for rel in files:
+        assert (a.out / rel).read_bytes() == (b.out / rel).read_bytes(), rel
+    assert b"CreationDate" not in (a.out / [f for f in files if f.suffix == ".pdf"][0]).read_bytes()
 
 
 def test_registry_names_match_modules():

@@ -89,6 +89,13 @@ class SCodec:
     def thoughts(self, chain):
         return [str(chain.response_ids[s:e]) for s, e in chain.spans]
 
+    def cut_prefix(self, chain, k):
+        from srpo.methods.base import PrefixCut
+        from srpo.thoughts import cut_prefix
+
+        ids = cut_prefix(chain.response_ids, chain.spans, k)
+        return PrefixCut(ids, list(chain.spans[: k - 1]))
+
     def followup_ids(self, prompt_ids, response_ids, message):
         verdict = 1 if "is correct" in message else 0
         return list(prompt_ids) + list(response_ids) + [900 + verdict]

@@ -53,8 +53,9 @@ def test_config_rejects_what_a_method_cannot_take():
 def test_command_line_methods_recipes_and_errors(capsys):
     from experiments.llm_srpo import parse_args
 
-    args = parse_args(["--method", "all", "--seeds", "1"])
+    args = parse_args(["--method", "all"])
     assert args.method == list(COMPARISON_METHODS) and args.out == "runs/llm_all"
+    assert parse_args(["--method", "all", "--seeds", "1"]).out == "runs/llm_custom"
     assert all(c.warmstart for c in args.configs)  # follow-up warm start for every method
     args = parse_args(
         [
