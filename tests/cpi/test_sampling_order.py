@@ -96,7 +96,7 @@ def tab_returns(mdp, pol, n, rng):
             for ln in range(m):
                 s[ln], _, r = tab_step(tb, ptab, S, A, h, s[ln], rng)
                 g[ln] += r
-        out[i0:i0 + m] = g
+        out[i0 : i0 + m] = g
     return out
 
 
@@ -346,8 +346,9 @@ def early_leaf_tree():
     from cpi import TreeMDP
 
     reward = np.array([0.0, 1.0, 0.2, -0.3, 0.5, 2.0, -1.0])
-    pol = np.array([[0.3, 0.7], [0.5, 0.5], [0.6, 0.4], [0.2, 0.8], [0.5, 0.5], [0.5, 0.5],
-                    [0.5, 0.5]])
+    pol = np.array(
+        [[0.3, 0.7], [0.5, 0.5], [0.6, 0.4], [0.2, 0.8], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+    )
     return TreeMDP(children, reward), pol
 
 
@@ -380,8 +381,9 @@ def test_returns_and_episodes_follow_the_frozen_order(case, n):
     mdp, pol = CASES[case]()
     tab = isinstance(mdp, TabularMDP)
     r1, r2 = pair(10 + n)
-    assert_same(simulate_returns(mdp, pol, n, r1), (tab_returns if tab else tree_returns)(
-        mdp, pol, n, r2))
+    assert_same(
+        simulate_returns(mdp, pol, n, r1), (tab_returns if tab else tree_returns)(mdp, pol, n, r2)
+    )
     assert same_state(r1, r2)
     xs, acts, rtg, steps = on_policy_episodes(mdp, pol, n, r1)
     assert_same((xs, acts, rtg), (tab_episodes if tab else tree_episodes)(mdp, pol, n, r2))
@@ -412,8 +414,9 @@ def test_resets_follow_the_frozen_order(case, shared):
                 s1, s2 = r1, r2
             b = sample_resets(mdp, pol, n, sel, G, r1, s1, max_candidates=cap)
             want = ref(mdp, pol, n, sel, G, r2, s2, max_candidates=cap)
-            assert_same((b.states, b.n_candidates, b.base_steps, b.candidates_in_G,
-                         b.accepted_in_G), want)
+            assert_same(
+                (b.states, b.n_candidates, b.base_steps, b.candidates_in_G, b.accepted_in_G), want
+            )
             assert same_state(r1, r2) and same_state(s1, s2)
 
 
