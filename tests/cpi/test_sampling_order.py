@@ -17,20 +17,101 @@ import numpy as np
 import pytest
 
 from cpi import TabularMDP
+from cpi.mdp import check_policy
 from cpi.rollouts import (
+    alias_pack,
     kl_estimates,
     on_policy_episodes,
-    policy_table,
     q_rollouts,
     sample_resets,
     simulate_returns,
-    state_table,
     tables,
 )
 from cpi.selectors import reset_distribution
+from cpi.tabular_kernels import LANES_MIN_HORIZON
 from tests.cpi import builders
 
 LANES = 8  # the kernels' lane count before issue 22 (part of the sampling order)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen alias tables (Vose's construction as before issue 22, in plain Python)
+# ---------------------------------------------------------------------------------------------
+def vose(ptr, succ, probs):
+    """(keep, alias) aligned with succ, row by row (the pre-issue-22 _alias_tables)."""
+    keep = np.ones(len(succ))
+    alias = np.array(succ, dtype=np.int64)
+    scaled = np.zeros(len(succ))
+    for r in range(len(ptr) - 1):
+        lo, hi = int(ptr[r]), int(ptr[r + 1])
+        k = hi - lo
+        if k <= 1:
+            continue
+        tot = 0.0
+        for j in range(lo, hi):
+            tot += probs[j]
+        small, large = [], []
+        for j in range(lo, hi):
+            scaled[j] = probs[j] * k / tot
+            (small if scaled[j] < 1.0 else large).append(j)
+        while small and large:
+            j = small.pop()
+            g = large[-1]
+            keep[j] = scaled[j]
+            alias[j] = succ[g]
+            scaled[g] = scaled[g] + scaled[j] - 1.0
+            if scaled[g] < 1.0:
+                large.pop()
+                small.append(g)
+    return keep, alias
+
+
+def frozen_pack(probs):
+    """The pre-issue-22 alias_pack: (m, k) rows -> (m k,) uint64 (threshold << 32 | alias)."""
+    probs = np.array(probs, dtype=np.float64)
+    m, k = probs.shape
+    probs[probs.sum(axis=1) <= 0, 0] = 1.0
+    keep, alias = vose(np.arange(m + 1) * k, np.tile(np.arange(k), m), probs.ravel())
+    thresh = np.minimum(np.floor(keep * 2.0**32), 2.0**32 - 1).astype(np.uint64)
+    thresh[keep >= 1.0] = np.uint64(2**32 - 1)
+    return (thresh << np.uint64(32)) | alias.astype(np.uint64)
+
+
+def policy_table(mdp, pol):
+    return frozen_pack(check_policy(mdp, pol).reshape(-1, mdp.n_actions))
+
+
+def state_table(w):
+    return frozen_pack(np.asarray(w, dtype=np.float64)[None, :])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 64])
+def test_alias_tables_are_the_frozen_ones(k):
+    rng = np.random.default_rng(k)
+    probs = rng.dirichlet(np.full(k, 0.3), size=9)
+    probs[0] = 0.0  # a zero row
+    probs[1] = 0.0
+    probs[1, k - 1] = 1.0  # a deterministic row
+    probs[2] *= 3.0  # unnormalised
+    np.testing.assert_array_equal(alias_pack(probs), frozen_pack(probs))
+    mdp, _ = sparse_tabular(seed=k)
+    tb = tables(mdp)
+    S, A = mdp.n_states, mdp.n_actions
+    flat = mdp.P.reshape(S * A, S)
+    rows, cols = np.nonzero(flat > 0)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=S * A))])
+    keep, alias = vose(ptr, cols, flat[rows, cols])
+    thresh = np.minimum(np.floor(keep * 2.0**32), 2.0**32 - 1).astype(np.uint32)
+    thresh[keep >= 1.0] = np.uint32(2**32 - 1)
+    np.testing.assert_array_equal(tb.ptr, ptr)
+    np.testing.assert_array_equal(tb.slots, np.stack([thresh, cols, alias], axis=1))
+
+
+def test_the_largest_uniform_stays_in_range():
+    """u k < k for the largest uniform u = 1 - 2**-53 (so an alias draw needs no clamp)."""
+    u = 1.0 - 2.0**-53
+    for k in [*range(1, 5000), 2**20 - 1, 2**31 + 7, 2**32 - 1]:
+        assert int(u * k) == k - 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,14 +411,16 @@ def tree_kl_means(tree, pol, coef, w, n, reps, rng):
 # ---------------------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------------------
-def sparse_tabular(S=9, A=3, H=5, seed=0):
+def sparse_tabular(S=9, A=3, H=5, seed=0, mu_zeros=0):
     rng = np.random.default_rng(seed)
     P = np.zeros((S, A, S))
     for s in range(S):
         for a in range(A):
             k = 1 + (s + a) % 4  # rows of 1..4 successors (a deterministic row included)
             P[s, a, rng.choice(S, k, replace=False)] = rng.dirichlet(np.ones(k))
-    mdp = TabularMDP(P, rng.normal(size=(S, A)), rng.dirichlet(np.ones(S)), H)
+    mu = rng.dirichlet(np.ones(S))
+    mu[rng.choice(S, mu_zeros, replace=False)] = 0.0  # start states without mass
+    mdp = TabularMDP(P, rng.normal(size=(S, A)), mu / mu.sum(), H)
     return mdp, rng.dirichlet(np.full(A, 0.5), size=(H, S))
 
 
@@ -354,6 +437,8 @@ def early_leaf_tree():
 
 CASES = {
     "tabular": sparse_tabular,
+    # H >= LANES_MIN_HORIZON: reset candidates walked in lanes; mu with zeros
+    "tabular_long": lambda: sparse_tabular(S=11, H=17, seed=2, mu_zeros=4),
     "tree": lambda: builders.full_tree(A=3, D=4, seed=1, internal_noise=0.1, with_policy=True),
     "tree_early_leaves": early_leaf_tree,
 }
@@ -406,6 +491,8 @@ def selectors(mdp, pol, seed):
 def test_resets_follow_the_frozen_order(case, shared):
     mdp, pol = CASES[case]()
     ref = tab_resets if isinstance(mdp, TabularMDP) else tree_resets
+    if case == "tabular_long":  # the lane kernel, not the serial one
+        assert mdp.horizon >= LANES_MIN_HORIZON
     for k, (sel, G) in enumerate(selectors(mdp, pol, 3)):
         for n, cap in ((1, 10**9), (37, 10**9), (60, 25)):
             r1, r2 = pair(100 + k)

@@ -1,0 +1,326 @@
+"""The sampling kernels of ``cpi.rollouts`` against their limits, measured in one run.
+
+For every sampler (episode returns, full episodes, reset candidates, Q-rollouts, batched
+Kakade-Langford terms) on three instances (a dense tabular MDP, a sweep-sized tabular MDP and a
+10^6-node tree), three loops are timed alternately (kernel, same-walk, draws-only, ...), each
+from the same Generator seed, so all three see the same machine load:
+
+* the kernel through its public function (policy and state tables cached after the first call,
+  as when a sampler is called again on the same policy);
+* the **same-walk limit** (:mod:`walk_limits`): the same uniforms and the same table reads,
+  nothing else;
+* the **draws-only limit**: a loop making as many uniforms of the same PCG64 stream as the
+  kernel consumed (counted by stepping a copy of the generator from the kernel's initial to its
+  final state) and nothing else.
+
+Before timing, every same-walk reference is checked to end its stream(s) where the kernel does
+and to produce the kernel's checksum (sum of returns, of accepted states, ...). Rates are
+environment steps per second as the kernels count them (a reset candidate at step h: h steps;
+a Q-rollout from step h: H - h; a tree episode: its length).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+import walk_limits as wl
+
+from cpi import TabularMDP, TreeMDP, rollouts
+from cpi.alias import policy_table, state_table, tables
+from cpi.pcg import draw, jump_table, open_stream
+from cpi.selectors import reset_distribution
+
+
+@dataclass
+class WalkRow:
+    kernel: str
+    instance: str
+    rate: float  # env steps/s of the kernel
+    walk: float  # env steps/s of the same-walk loop
+    draws: float  # env steps/s of the draws-only loop
+    walk_kind: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.rate >= 0.7 * self.walk
+
+
+@nb.njit(cache=True)
+def _count_draws(rs0, rs1, limit):  # pragma: no cover - compiled
+    """Uniforms between stream positions rs0 and rs1 (-1 if more than ``limit``)."""
+    for k in range(limit + 1):
+        if rs0[0] == rs1[0] and rs0[1] == rs1[1]:
+            return k
+        _, rs0 = draw(rs0)
+    return -1
+
+
+def count_draws(seed: int, rng_after: np.random.Generator) -> int:
+    rs1 = open_stream(rng_after)
+    n = _count_draws(open_stream(np.random.default_rng(seed)), rs1, 10**10)
+    assert n >= 0
+    return int(n)
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+@dataclass
+class Case:
+    """One kernel on one instance: callables of the three loops and what to check."""
+
+    kernel: str
+    instance: str
+    run_kernel: Callable[[], tuple]  # -> (checksum, env steps, rng(s) after)
+    walks: dict[str, Callable[[], tuple]]  # name -> () -> (checksum, stream(s) after)
+    seeds: tuple[int, ...]
+
+
+def _seeded(seed):
+    return np.random.default_rng(seed)
+
+
+def tabular_cases(
+    mdp: TabularMDP,
+    pol: np.ndarray,
+    label: str,
+    n_ep: int,
+    n_acc: int,
+    n_q: int,
+    kl_n: int,
+    kl_reps: int,
+) -> list[Case]:
+    tb = tables(mdp)
+    ptab = policy_table(mdp, pol)
+    view = rollouts._tab(tb)
+    H, A = mdp.horizon, mdp.n_actions
+    d = reset_distribution(mdp, pol)
+    X = d.size
+    r = np.random.default_rng(11)
+    sel = np.where(r.random(X) < 0.5, 0.7, 0.3)  # an approximate selector: draws for every offer
+    G = r.random(X) < 0.3
+    starts = rollouts.sample_resets(mdp, pol, n_q, np.ones(X), G, _seeded(1), _seeded(2)).states
+    coef = (A * (r.dirichlet(np.ones(A), size=X) - pol.reshape(X, A))).ravel()
+    w = d * (0.2 + r.random(X))
+    xtab = state_table(w)
+    jumps = jump_table(2 * H)
+    mu = tb.mu_cdf
+
+    def k_returns():
+        rng = _seeded(5)
+        out = rollouts.simulate_returns(mdp, pol, n_ep, rng)
+        return out.sum(), n_ep * H, (rng,)
+
+    def k_episodes():
+        rng = _seeded(5)
+        _, _, rtg, steps = rollouts.on_policy_episodes(mdp, pol, n_ep // 4, rng)
+        return rtg[:, 0].sum(), steps, (rng,)
+
+    def k_resets():
+        rng, rng_sel = _seeded(6), _seeded(7)
+        b = rollouts.sample_resets(mdp, pol, n_acc, sel, G, rng, rng_sel)
+        return int(b.states.sum()), b.base_steps, (rng, rng_sel)
+
+    def k_q():
+        rng = _seeded(8)
+        _, qs, steps = rollouts.q_rollouts(mdp, pol, starts, 4, rng)
+        return qs.sum(), steps, (rng,)
+
+    def k_kl():
+        rng = _seeded(9)
+        est, steps = rollouts.kl_estimates(mdp, pol, coef, w, kl_n, kl_reps, rng)
+        return est.sum() * kl_n, steps, (rng,)
+
+    ep = {"same walk": lambda n: wl.tab_episodes(*view, mu, ptab, H, n, open_stream(_seeded(5)))}
+    res = {
+        "serial": lambda: _pair(
+            wl.tab_resets_serial(
+                *view, mu, ptab, H, n_acc, sel, open_stream(_seeded(6)), open_stream(_seeded(7))
+            )
+        ),
+        "lanes": lambda: _pair(
+            wl.tab_resets_lanes(
+                *view,
+                mu,
+                ptab,
+                H,
+                n_acc,
+                sel,
+                jumps,
+                open_stream(_seeded(6)),
+                open_stream(_seeded(7)),
+            )
+        ),
+    }
+    q = {
+        "same walk": lambda: wl.tab_q(
+            False, *view, ptab, H, starts.size * 4, 4, starts, xtab, coef, open_stream(_seeded(8))
+        )
+    }
+    kl = {
+        "same walk": lambda: wl.tab_q(
+            True, *view, ptab, H, kl_n * kl_reps, kl_n, starts, xtab, coef, open_stream(_seeded(9))
+        )
+    }
+    return [
+        Case(
+            "simulate_returns",
+            label,
+            k_returns,
+            {k: (lambda f=f: f(n_ep)) for k, f in ep.items()},
+            (5,),
+        ),
+        Case(
+            "on_policy_episodes",
+            label,
+            k_episodes,
+            {k: (lambda f=f: f(n_ep // 4)) for k, f in ep.items()},
+            (5,),
+        ),
+        Case("sample_resets", label, k_resets, res, (6, 7)),
+        Case("q_rollouts (4 per state)", label, k_q, q, (8,)),
+        Case("kl_estimates", label, k_kl, kl, (9,)),
+    ]
+
+
+def _pair(out):
+    """(checksum, rs, rs_sel) -> (checksum, (rs, rs_sel))."""
+    return out[0], (out[1], out[2])
+
+
+def tree_cases(
+    tree: TreeMDP, pol: np.ndarray, label: str, n_ep: int, n_acc: int, n_q: int, kl_terms: int
+) -> list[Case]:
+    tb = tables(tree)
+    ptab = policy_table(tree, pol)
+    children, reward, A = rollouts._tree(tb)
+    N, H = tree.n_nodes, tree.horizon
+    d = reset_distribution(tree, pol)
+    r = np.random.default_rng(12)
+    sel = np.where(r.random(N) < 0.5, 0.7, 0.3)
+    G = r.random(N) < 0.3
+    starts = rollouts.sample_resets(tree, pol, n_q, np.ones(N), G, _seeded(1), _seeded(2)).states
+    coef = (A * (r.dirichlet(np.ones(A), size=N) - pol)).ravel()
+    w = d * (0.2 + r.random(N))
+    w[tree.is_leaf] = 0.0
+    xtab = state_table(w)
+    mu = tb.mu_cdf
+    assert not tb.full_depth  # leaves at two depths: candidates walk whole episodes
+
+    def k_returns():
+        rng = _seeded(5)
+        out = rollouts.simulate_returns(tree, pol, n_ep, rng)
+        return out.sum(), None, (rng,)
+
+    def k_episodes():
+        rng = _seeded(5)
+        _, _, rtg, steps = rollouts.on_policy_episodes(tree, pol, n_ep // 4, rng)
+        return rtg[:, 0].sum(), steps, (rng,)
+
+    def k_resets():
+        rng, rng_sel = _seeded(6), _seeded(7)
+        b = rollouts.sample_resets(tree, pol, n_acc, sel, G, rng, rng_sel)
+        return int(b.states.sum()), b.base_steps, (rng, rng_sel)
+
+    def k_q():
+        rng = _seeded(8)
+        _, qs, steps = rollouts.q_rollouts(tree, pol, starts, 4, rng)
+        return qs.sum(), steps, (rng,)
+
+    def k_kl():
+        rng = _seeded(9)
+        est, steps = rollouts.kl_estimates(tree, pol, coef, w, kl_terms // 100, 100, rng)
+        return est.sum() * (kl_terms // 100), steps, (rng,)
+
+    def walk_ep(n):
+        return wl.tree_episodes(children, reward, A, mu, ptab, n, open_stream(_seeded(5)))
+
+    return [
+        Case("simulate_returns", label, k_returns, {"same walk": lambda: walk_ep(n_ep)}, (5,)),
+        Case(
+            "on_policy_episodes", label, k_episodes, {"same walk": lambda: walk_ep(n_ep // 4)}, (5,)
+        ),
+        Case(
+            "sample_resets",
+            label,
+            k_resets,
+            {
+                "same walk": lambda: _pair(
+                    wl.tree_resets(
+                        children,
+                        A,
+                        mu,
+                        ptab,
+                        H,
+                        n_acc,
+                        sel,
+                        open_stream(_seeded(6)),
+                        open_stream(_seeded(7)),
+                    )
+                )
+            },
+            (6, 7),
+        ),
+        Case(
+            "q_rollouts (4 per state)",
+            label,
+            k_q,
+            {
+                "same walk": lambda: wl.tree_q(
+                    False,
+                    children,
+                    reward,
+                    A,
+                    ptab,
+                    starts,
+                    4,
+                    0,
+                    xtab,
+                    coef,
+                    open_stream(_seeded(8)),
+                )
+            },
+            (8,),
+        ),
+        Case(
+            "kl_estimates",
+            label,
+            k_kl,
+            {
+                "same walk": lambda: wl.tree_q(
+                    True,
+                    children,
+                    reward,
+                    A,
+                    ptab,
+                    starts,
+                    4,
+                    (kl_terms // 100) * 100,
+                    xtab,
+                    coef,
+                    open_stream(_seeded(9)),
+                )
+            },
+            (9,),
+        ),
+    ]
+
+
+def check_case(case: Case) -> tuple[float, int]:
+    """Run the kernel and every reference once; assert they walked the same path. Returns the
+    kernel's env steps and the uniforms it consumed."""
+    chk, steps, rngs = case.run_kernel()
+    ends = tuple(open_stream(g) for g in rngs)
+    for name, walk in case.walks.items():
+        wchk, wend = walk()
+        wend = wend if isinstance(wend[0], tuple) else (wend,)
+        assert tuple(tuple(int(v) for v in e[:2]) for e in wend) == tuple(
+            tuple(int(v) for v in e[:2]) for e in ends
+        ), f"{case.kernel}/{name}: other stream end"
+        assert close(float(wchk), float(chk)), f"{case.kernel}/{name}: checksum {wchk} vs {chk}"
+    n_draws = sum(count_draws(s, g) for s, g in zip(case.seeds, rngs, strict=True))
+    return steps, n_draws
