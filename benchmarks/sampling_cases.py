@@ -5,8 +5,9 @@ Kakade-Langford terms) on three instances (a dense tabular MDP, a sweep-sized ta
 10^6-node tree), three loops are timed alternately (kernel, same-walk, draws-only, ...), each
 from the same Generator seed, so all three see the same machine load:
 
-* the kernel through its public function (policy and state tables cached after the first call,
-  as when a sampler is called again on the same policy);
+* the kernel: the compiled sampler as the public function runs it (``cpi.rollouts.run_*``), on
+  tables built beforehand (the public functions add validation, a table-cache lookup and the
+  Generator's state transfer, a few microseconds a call);
 * the **same-walk limit** (:mod:`walk_limits`): the same uniforms and the same table reads,
   nothing else;
 * the **draws-only limit**: a loop making as many uniforms of the same PCG64 stream as the
@@ -58,8 +59,7 @@ def _count_draws(rs0, rs1, limit):  # pragma: no cover - compiled
     return -1
 
 
-def count_draws(seed: int, rng_after: np.random.Generator) -> int:
-    rs1 = open_stream(rng_after)
+def count_draws(seed: int, rs1) -> int:
     n = _count_draws(open_stream(np.random.default_rng(seed)), rs1, 10**10)
     assert n >= 0
     return int(n)
@@ -75,13 +75,17 @@ class Case:
 
     kernel: str
     instance: str
-    run_kernel: Callable[[], tuple]  # -> (checksum, env steps, rng(s) after)
+    run_kernel: Callable[[], tuple]  # -> (checksum, env steps, final stream(s))
     walks: dict[str, Callable[[], tuple]]  # name -> () -> (checksum, stream(s) after)
     seeds: tuple[int, ...]
 
 
 def _seeded(seed):
     return np.random.default_rng(seed)
+
+
+def _stream(seed):
+    return open_stream(np.random.default_rng(seed))
 
 
 def tabular_cases(
@@ -104,48 +108,46 @@ def tabular_cases(
     sel = np.where(r.random(X) < 0.5, 0.7, 0.3)  # an approximate selector: draws for every offer
     G = r.random(X) < 0.3
     starts = rollouts.sample_resets(mdp, pol, n_q, np.ones(X), G, _seeded(1), _seeded(2)).states
-    coef = (A * (r.dirichlet(np.ones(A), size=X) - pol.reshape(X, A))).ravel()
+    coef = np.ascontiguousarray((A * (r.dirichlet(np.ones(A), size=X) - pol.reshape(X, A))).ravel())
     w = d * (0.2 + r.random(X))
     xtab = state_table(w)
     jumps = jump_table(2 * H)
-    mu = tb.mu_cdf
+    start = (tb.start_cdf, tb.start_idx)
 
     def k_returns():
-        rng = _seeded(5)
-        out = rollouts.simulate_returns(mdp, pol, n_ep, rng)
-        return out.sum(), n_ep * H, (rng,)
+        out, rs = rollouts.run_returns(mdp, tb, ptab, n_ep, _stream(5))
+        return out.sum(), n_ep * H, (rs,)
 
     def k_episodes():
-        rng = _seeded(5)
-        _, _, rtg, steps = rollouts.on_policy_episodes(mdp, pol, n_ep // 4, rng)
-        return rtg[:, 0].sum(), steps, (rng,)
+        return _episodes_in_calls(mdp, tb, ptab, n_ep // 4)
 
     def k_resets():
-        rng, rng_sel = _seeded(6), _seeded(7)
-        b = rollouts.sample_resets(mdp, pol, n_acc, sel, G, rng, rng_sel)
-        return int(b.states.sum()), b.base_steps, (rng, rng_sel)
+        res = rollouts.run_resets(
+            mdp, tb, ptab, n_acc, sel, G, 10**9, _stream(6), _stream(7), False
+        )
+        return int(res[0].sum()), res[2], res[5:]
 
     def k_q():
-        rng = _seeded(8)
-        _, qs, steps = rollouts.q_rollouts(mdp, pol, starts, 4, rng)
-        return qs.sum(), steps, (rng,)
+        _, qs, steps, rs = rollouts.run_q(mdp, tb, ptab, starts, 4, _stream(8))
+        return qs.sum(), steps, (rs,)
 
     def k_kl():
-        rng = _seeded(9)
-        est, steps = rollouts.kl_estimates(mdp, pol, coef, w, kl_n, kl_reps, rng)
-        return est.sum() * kl_n, steps, (rng,)
+        est, steps, rs = rollouts.run_kl(mdp, tb, ptab, xtab, coef, kl_n, kl_reps, _stream(9))
+        return est.sum() * kl_n, steps, (rs,)
 
-    ep = {"same walk": lambda n: wl.tab_episodes(*view, mu, ptab, H, n, open_stream(_seeded(5)))}
+    ep = {
+        "same walk": lambda n: wl.tab_episodes(*view, *start, ptab, H, n, open_stream(_seeded(5)))
+    }
     res = {
         "serial": lambda: _pair(
             wl.tab_resets_serial(
-                *view, mu, ptab, H, n_acc, sel, open_stream(_seeded(6)), open_stream(_seeded(7))
+                *view, *start, ptab, H, n_acc, sel, open_stream(_seeded(6)), open_stream(_seeded(7))
             )
         ),
         "lanes": lambda: _pair(
             wl.tab_resets_lanes(
                 *view,
-                mu,
+                *start,
                 ptab,
                 H,
                 n_acc,
@@ -187,6 +189,25 @@ def tabular_cases(
     ]
 
 
+#: Episodes per call of the episode kernel: its three (n, H) outputs then stay in cache (a call
+#: of 10^5 episodes writes ~10^8 bytes of fresh memory, and the page faults set its pace).
+EPISODES_PER_CALL = 2000
+
+
+def _episodes_in_calls(mdp, tb, ptab, n: int) -> tuple:
+    """``n`` episodes in calls of EPISODES_PER_CALL (a multiple of LANES: the same uniforms and
+    walk as one call of n), the stream carried from call to call."""
+    rs = _stream(5)
+    chk = 0.0
+    steps = 0
+    for i0 in range(0, n, EPISODES_PER_CALL):
+        m = min(EPISODES_PER_CALL, n - i0)
+        xs, _, rtg, rs = rollouts.run_episodes(mdp, tb, ptab, m, tuple(np.uint64(v) for v in rs))
+        chk += rtg[:, 0].sum()
+        steps += int((xs >= 0).sum())
+    return chk, steps, (rs,)
+
+
 def _pair(out):
     """(checksum, rs, rs_sel) -> (checksum, (rs, rs_sel))."""
     return out[0], (out[1], out[2])
@@ -208,36 +229,34 @@ def tree_cases(
     w = d * (0.2 + r.random(N))
     w[tree.is_leaf] = 0.0
     xtab = state_table(w)
-    mu = tb.mu_cdf
+    start = (tb.start_cdf, tb.start_idx)
     assert not tb.full_depth  # leaves at two depths: candidates walk whole episodes
 
     def k_returns():
-        rng = _seeded(5)
-        out = rollouts.simulate_returns(tree, pol, n_ep, rng)
-        return out.sum(), None, (rng,)
+        out, rs = rollouts.run_returns(tree, tb, ptab, n_ep, _stream(5))
+        return out.sum(), None, (rs,)
 
     def k_episodes():
-        rng = _seeded(5)
-        _, _, rtg, steps = rollouts.on_policy_episodes(tree, pol, n_ep // 4, rng)
-        return rtg[:, 0].sum(), steps, (rng,)
+        return _episodes_in_calls(tree, tb, ptab, n_ep // 4)
 
     def k_resets():
-        rng, rng_sel = _seeded(6), _seeded(7)
-        b = rollouts.sample_resets(tree, pol, n_acc, sel, G, rng, rng_sel)
-        return int(b.states.sum()), b.base_steps, (rng, rng_sel)
+        res = rollouts.run_resets(
+            tree, tb, ptab, n_acc, sel, G, 10**9, _stream(6), _stream(7), False
+        )
+        return int(res[0].sum()), res[2], res[5:]
 
     def k_q():
-        rng = _seeded(8)
-        _, qs, steps = rollouts.q_rollouts(tree, pol, starts, 4, rng)
-        return qs.sum(), steps, (rng,)
+        _, qs, steps, rs = rollouts.run_q(tree, tb, ptab, starts, 4, _stream(8))
+        return qs.sum(), steps, (rs,)
 
     def k_kl():
-        rng = _seeded(9)
-        est, steps = rollouts.kl_estimates(tree, pol, coef, w, kl_terms // 100, 100, rng)
-        return est.sum() * (kl_terms // 100), steps, (rng,)
+        est, steps, rs = rollouts.run_kl(
+            tree, tb, ptab, xtab, coef, kl_terms // 100, 100, _stream(9)
+        )
+        return est.sum() * (kl_terms // 100), steps, (rs,)
 
     def walk_ep(n):
-        return wl.tree_episodes(children, reward, A, mu, ptab, n, open_stream(_seeded(5)))
+        return wl.tree_episodes(children, reward, A, *start, ptab, n, open_stream(_seeded(5)))
 
     return [
         Case("simulate_returns", label, k_returns, {"same walk": lambda: walk_ep(n_ep)}, (5,)),
@@ -253,7 +272,7 @@ def tree_cases(
                     wl.tree_resets(
                         children,
                         A,
-                        mu,
+                        *start,
                         ptab,
                         H,
                         n_acc,
@@ -313,8 +332,8 @@ def tree_cases(
 def check_case(case: Case) -> tuple[float, int]:
     """Run the kernel and every reference once; assert they walked the same path. Returns the
     kernel's env steps and the uniforms it consumed."""
-    chk, steps, rngs = case.run_kernel()
-    ends = tuple(open_stream(g) for g in rngs)
+    chk, steps, ends = case.run_kernel()
+    ends = tuple(tuple(np.uint64(v) for v in e) for e in ends)  # kernels return plain ints
     for name, walk in case.walks.items():
         wchk, wend = walk()
         wend = wend if isinstance(wend[0], tuple) else (wend,)
@@ -322,5 +341,5 @@ def check_case(case: Case) -> tuple[float, int]:
             tuple(int(v) for v in e[:2]) for e in ends
         ), f"{case.kernel}/{name}: other stream end"
         assert close(float(wchk), float(chk)), f"{case.kernel}/{name}: checksum {wchk} vs {chk}"
-    n_draws = sum(count_draws(s, g) for s, g in zip(case.seeds, rngs, strict=True))
+    n_draws = sum(count_draws(s, e) for s, e in zip(case.seeds, ends, strict=True))
     return steps, n_draws

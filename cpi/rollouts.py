@@ -80,20 +80,16 @@ def run_returns(mdp: MDP, tb, ptab, n: int, rs) -> tuple[np.ndarray, tuple]:
 def run_episodes(mdp: MDP, tb, ptab, n: int, rs) -> tuple:
     """(xs, acts, rtg, rs); the outputs are allocated here (see the kernels)."""
     H = mdp.horizon
+    xs, acts, rtg = (
+        np.empty((n, H), dtype=np.int64),
+        np.empty((n, H), dtype=np.int64),
+        np.empty((n, H)),
+    )
+    flat = (xs.reshape(-1), acts.reshape(-1), rtg.reshape(-1))
     if isinstance(mdp, TabularMDP):
-        xs, acts, rtg = (
-            np.empty((n, H), dtype=np.int64),
-            np.empty((n, H), dtype=np.int64),
-            np.empty((n, H)),
-        )
-        rs = tk.episodes(*_tab(tb), tb.start_cdf, tb.start_idx, ptab, H, xs, acts, rtg, rs)
+        rs = tk.episodes(*_tab(tb), tb.start_cdf, tb.start_idx, ptab, H, *flat, rs)
     else:
-        xs, acts, rtg = (
-            np.full((n, H), -1, dtype=np.int64),
-            np.full((n, H), -1, dtype=np.int64),
-            np.zeros((n, H)),
-        )
-        rs = trk.episodes(*_tree(tb), tb.start_cdf, tb.start_idx, ptab, xs, acts, rtg, rs)
+        rs = trk.episodes(*_tree(tb), tb.start_cdf, tb.start_idx, ptab, H, *flat, rs)
     return xs, acts, rtg, rs
 
 

@@ -36,6 +36,7 @@ from cpi.walk import (
     next_state,
     record,
     start_state,
+    store,
     tab_step,
     uniform_action,
 )
@@ -72,24 +73,34 @@ def returns(ptr, slots, R, S, A, cdf, idx, ptab, H, n, rs):  # pragma: no cover 
 
 @nb.njit(cache=True, nogil=True)
 def episodes(ptr, slots, R, S, A, cdf, idx, ptab, H, xs, acts, rtg, rs):  # pragma: no cover
-    """n episodes into flat states ``xs`` (n, H), actions ``acts`` (n, H) and return-to-go
-    ``rtg`` (n, H) (allocated by the caller: numpy backs large arrays with huge pages, so
+    """n episodes into flat states ``xs``, actions ``acts`` and return-to-go ``rtg``, each (n,
+    H) flattened to (n H,) (allocated by the caller: numpy backs large arrays with huge pages, so
     writing them costs fewer page faults); returns the stream."""
-    n = xs.shape[0]
+    n = xs.shape[0] // H
     s = np.zeros(LANES, dtype=np.int64)
     for i0 in range(0, n, LANES):
         m = min(LANES, n - i0)
         for ln in range(m):
             u, rs = draw(rs)
             s[ln] = start_state(cdf, idx, u)
+        j = i0 * H  # output index of (lane 0, step h); lane ln is at j + ln * H
         for h in range(H):
+            jl = j
             for ln in range(m):
-                i = i0 + ln
-                xs[i, h] = h * S + s[ln]
-                s[ln], acts[i, h], rtg[i, h], rs = tab_step(ptab, ptr, slots, R, S, A, h, s[ln], rs)
-        for ln in range(m):
-            for h in range(H - 2, -1, -1):
-                rtg[i0 + ln, h] += rtg[i0 + ln, h + 1]
+                x = s[ln]
+                store(xs, jl, h * S + x)
+                x, a, r, rs = tab_step(ptab, ptr, slots, R, S, A, h, x, rs)
+                s[ln] = x
+                store(acts, jl, a)
+                store(rtg, jl, r)
+                jl += H
+            j += 1
+        # suffix sums, step by step across the block's lanes (independent chains interleave)
+        for h in range(H - 2, -1, -1):
+            jl = i0 * H + h
+            for _ in range(m):
+                store(rtg, jl, load(rtg, jl) + load(rtg, jl + 1))
+                jl += H
     return rs
 
 

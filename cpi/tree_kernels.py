@@ -15,7 +15,16 @@ import numba as nb
 import numpy as np
 
 from cpi.pcg import draw
-from cpi.walk import accept, alias_draw, load, record, start_state, tree_step, uniform_action
+from cpi.walk import (
+    accept,
+    alias_draw,
+    load,
+    record,
+    start_state,
+    store,
+    tree_step,
+    uniform_action,
+)
 
 
 @nb.njit(cache=True, inline="always")
@@ -110,21 +119,27 @@ def q_rollouts(children, reward, A, ptab, starts, group, rs):  # pragma: no cove
 
 
 @nb.njit(cache=True, nogil=True)
-def episodes(children, reward, A, cdf, idx, ptab, xs, acts, rtg, rs):  # pragma: no cover
-    """Like :func:`cpi.tabular_kernels.episodes`; the caller fills ``xs`` and ``acts`` with -1
-    and ``rtg`` with 0, the padding of episodes shorter than H."""
-    n = xs.shape[0]
+def episodes(children, reward, A, cdf, idx, ptab, H, xs, acts, rtg, rs):  # pragma: no cover
+    """Like :func:`cpi.tabular_kernels.episodes` (outputs (n, H) flattened to (n H,), allocated
+    by the caller); an episode shorter than H is padded with x = -1, action -1, rtg 0."""
+    n = xs.shape[0] // H
     for i in range(n):
         u, rs = draw(rs)
         x = start_state(cdf, idx, u)
         t = 0
+        j0 = i * H
         while load(children, x * A) >= 0:
-            xs[i, t] = x
-            x, acts[i, t], rs = tree_step(children, ptab, A, x, rs)
-            rtg[i, t] = reward[x]
+            store(xs, j0 + t, x)
+            x, a, rs = tree_step(children, ptab, A, x, rs)
+            store(acts, j0 + t, a)
+            store(rtg, j0 + t, load(reward, x))
             t += 1
+        for h in range(t, H):
+            store(xs, j0 + h, -1)
+            store(acts, j0 + h, -1)
+            store(rtg, j0 + h, 0.0)
         for h in range(t - 2, -1, -1):
-            rtg[i, h] += rtg[i, h + 1]
+            store(rtg, j0 + h, load(rtg, j0 + h) + load(rtg, j0 + h + 1))
     return rs
 
 

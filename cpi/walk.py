@@ -48,6 +48,24 @@ def load(typingctx, arr, idx):
     return sig, codegen
 
 
+@intrinsic
+def store(typingctx, arr, idx, val):
+    """``arr[idx] = val`` for a 1-d array and an index known to lie in [0, len(arr))."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(idx, types.Integer):
+        return None
+    sig = types.void(arr, types.intp, val)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        v = context.cast(builder, args[2], signature.args[2], aryty.dtype)
+        context.pack_value(builder, aryty.dtype, v, ptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @nb.njit(cache=True, inline="always")
 def alias_draw(tab, base, k, u):  # pragma: no cover - compiled
     """Index in [0, k) from the packed alias row starting at ``tab[base]`` (see

@@ -110,7 +110,7 @@ def shutdown_workers(kill: bool = False) -> None:
         ex.shutdown(wait=not kill, kill_workers=kill)
 
 
-def _iter_joblib(cells: list[Cell], jobs: int, threads: int
+def _iter_joblib(cells: list[Cell], jobs: int, threads: int, keep_workers: bool = False
                  ) -> Iterator[tuple[Cell, pd.DataFrame, float, float]]:
     if jobs == 1:
         for cell in cells:
@@ -128,7 +128,8 @@ def _iter_joblib(cells: list[Cell], jobs: int, threads: int
             gen.close()
             shutdown_workers(kill=True)
             raise
-    shutdown_workers()
+    if not keep_workers:
+        shutdown_workers()
 
 
 def ray_available() -> bool:
@@ -199,7 +200,7 @@ def run_cells(cells: list[Cell], *, backend: str = "joblib", jobs: int = 1,
               ray_address: str | None = None,
               on_done: Callable[[Cell, pd.DataFrame, float, float], None] | None = None,
               progress: bool | None = None, total: int | None = None, initial: int = 0,
-              threads: int = 1) -> None:
+              threads: int = 1, keep_workers: bool = False) -> None:
     """Run ``cells`` and call ``on_done(cell, rows, wall s, CPU s)`` on the driver as each
     finishes (cells are dispatched in the order given; :mod:`experiments.sweep.schedule` orders
     them longest first).
@@ -212,6 +213,8 @@ def run_cells(cells: list[Cell], *, backend: str = "joblib", jobs: int = 1,
             (:class:`TextProgress`); ``True``: the bar; ``False``: silent.
         total, initial: bar size and cells already done (resumed runs start the bar there).
         threads: numerical threads per worker.
+        keep_workers: leave joblib's workers running for more work (the caller stops them
+            with :func:`shutdown_workers`).
     """
     from tqdm.auto import tqdm
 
@@ -227,7 +230,7 @@ def run_cells(cells: list[Cell], *, backend: str = "joblib", jobs: int = 1,
                 counts[c.experiment] = counts.get(c.experiment, 0) + 1
             text = TextProgress(len(cells) + initial, initial, counts)
     it = (_iter_ray(cells, jobs, ray_address, threads) if backend == "ray"
-          else _iter_joblib(cells, jobs, threads))
+          else _iter_joblib(cells, jobs, threads, keep_workers))
     with tqdm(total=total, initial=initial, disable=not progress, unit="cell", desc="cpi sweep",
               dynamic_ncols=True) as bar:
         for cell, rows, seconds, cpu in it:
