@@ -142,10 +142,9 @@ def open_stream(rng: np.random.Generator) -> tuple:
     if type(bg) is not np.random.PCG64:
         bg = np.random.PCG64(rng.integers(0, 2**63, size=2, dtype=np.int64))
     st = bg.state["state"]
-    return (
-        *(np.uint64(w) for w in _words(st["state"])),
-        *(np.uint64(w) for w in _words(st["inc"])),
-    )
+    s, inc = st["state"], st["inc"]
+    u64 = np.uint64
+    return (u64(s >> 64), u64(s & _MASK64), u64(inc >> 64), u64(inc & _MASK64))
 
 
 def close_stream(rng: np.random.Generator, rs) -> None:

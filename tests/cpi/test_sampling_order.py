@@ -540,3 +540,42 @@ def test_kl_estimates_follow_the_frozen_order(case, n, reps):
     ref = tab_kl_means if isinstance(mdp, TabularMDP) else tree_kl_means
     assert_same(got, ref(mdp, pol, coef, w, n, reps, r2))
     assert same_state(r1, r2)
+
+
+def frozen_greedy(pf, states, actions, qs):
+    """The pre-issue-22 greedy_from_samples (np.unique, np.bincount, np.argmax)."""
+    A = pf.shape[1]
+    target = pf.copy()
+    keep = states >= 0
+    if not keep.any():
+        return target
+    xs, inv = np.unique(states[keep], return_inverse=True)
+    key = inv * A + actions[keep]
+    counts = np.bincount(key, minlength=xs.size * A).reshape(-1, A)
+    sums = np.bincount(key, weights=qs[keep], minlength=xs.size * A).reshape(-1, A)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+    target[xs] = 0.0
+    target[xs, np.argmax(means, axis=1)] = 1.0
+    return target
+
+
+def test_greedy_target_is_the_frozen_one():
+    """Both paths of greedy_from_samples (a dense table for small X, sorting for large X) pick
+    the frozen version's actions: same sums, ties to the lowest action, NaN as numpy."""
+    from cpi.estimators import greedy_from_samples
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        X, A = int(rng.integers(1, 25)), int(rng.integers(1, 6))
+        if trial % 4 == 0:
+            X = 30_000  # X A > 16 n + 65536: the sorting path
+        pf = rng.dirichlet(np.ones(A), size=X)
+        n = int(rng.integers(0, 50))
+        st = rng.integers(-1, min(X, 40), size=n)
+        ac = rng.integers(0, A, size=n)
+        qs = rng.choice([0.0, 1.0, 0.5], size=n) if trial % 2 else rng.normal(size=n)
+        if trial % 25 == 0 and n:
+            qs[0] = np.nan
+        np.testing.assert_array_equal(greedy_from_samples(pf, st, ac, qs),
+                                      frozen_greedy(pf, st, ac, qs))
