@@ -297,3 +297,88 @@ def resets_lanes(
                 ring_x[k] = lane_s[ln]
                 ring_done[k] = True
                 lane_c[ln] = -1
+
+
+# ---------------------------------------------------------------------------------------------
+# K&L terms on per-repetition streams (cpi.kl_streams)
+# ---------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True)
+def kl_extend(
+    ptr, slots, R, S, A, ptab, H, xtab, coef, st, sums, counts, n_to, marks, at_marks
+):  # pragma: no cover - compiled
+    """Extend every repetition r to ``n_to`` K&L terms, drawn from its own stream.
+
+    st (reps, 4) uint64: the repetitions' PCG64 streams, advanced in place. sums (reps,),
+    counts (reps,): terms so far, updated in place. marks (k,) increasing term counts:
+    ``at_marks[r, i] = sums`` after ``marks[i]`` terms, for the marks passed on the way.
+    A term: x ~ xtab (one draw), a uniform action (one draw), then a Q-rollout (the first
+    transition, then the policy to step H). ``LANES`` repetitions run at once (each in its own
+    stream, so the interleaving changes no draw). Returns the env steps walked.
+    """
+    reps = sums.shape[0]
+    X = H * S
+    lane_r = np.full(LANES, -1, dtype=np.int64)
+    lane_s = np.zeros(LANES, dtype=np.int64)
+    lane_h = np.full(LANES, H, dtype=np.int64)
+    lane_g = np.zeros(LANES)
+    lane_c = np.zeros(LANES)
+    lane_k = np.zeros(LANES, dtype=np.int64)  # next mark of the lane's repetition
+    steps = 0
+    nxt = 0
+    active = 0
+    while True:
+        for ln in range(LANES):
+            r = lane_r[ln]
+            if r >= 0:
+                h = lane_h[ln]
+                if h < H:
+                    rs = (st[r, 0], st[r, 1], st[r, 2], st[r, 3])
+                    lane_s[ln], _, rew, rs = tab_step(ptab, ptr, slots, R, S, A, h, lane_s[ln], rs)
+                    st[r, 0], st[r, 1] = rs[0], rs[1]
+                    lane_g[ln] += rew
+                    lane_h[ln] = h + 1
+                    continue
+                # the term is done: add it, record marks, then start the next or release the lane
+                sums[r] += lane_c[ln] * lane_g[ln]
+                counts[r] += 1
+                k = lane_k[ln]
+                while k < marks.shape[0] and marks[k] <= counts[r]:
+                    if marks[k] == counts[r]:
+                        at_marks[r, k] = sums[r]
+                    k += 1
+                lane_k[ln] = k
+                if counts[r] >= n_to:
+                    lane_r[ln] = -1
+                    active -= 1
+                    r = -1
+            if r < 0:
+                # take the next repetition that still needs terms
+                while nxt < reps and counts[nxt] >= n_to:
+                    nxt += 1
+                if nxt >= reps:
+                    continue
+                r = nxt
+                nxt += 1
+                lane_r[ln] = r
+                active += 1
+                k = 0
+                while k < marks.shape[0] and marks[k] <= counts[r]:
+                    k += 1
+                lane_k[ln] = k
+            # start term counts[r] + 1 of repetition r
+            rs = (st[r, 0], st[r, 1], st[r, 2], st[r, 3])
+            u, rs = draw(rs)
+            x0 = alias_draw(xtab, 0, X, u)
+            u, rs = draw(rs)
+            a = uniform_action(A, u)
+            lane_c[ln] = load(coef, x0 * A + a)
+            h0 = x0 // S
+            row = (x0 - h0 * S) * A + a
+            u, rs = draw(rs)
+            lane_s[ln] = next_state(ptr, slots, row, u)
+            st[r, 0], st[r, 1] = rs[0], rs[1]
+            lane_g[ln] = load(R, row)
+            lane_h[ln] = h0 + 1
+            steps += H - h0
+        if active == 0 and nxt >= reps:
+            return steps

@@ -162,3 +162,33 @@ def kl_means(children, reward, A, ptab, xtab, coef, n, reps, rs):  # pragma: no 
             acc += load(coef, x0 * A + a) * g
         sums[r] = acc
     return sums / n, steps, rs
+
+
+@nb.njit(cache=True, nogil=True)
+def kl_extend(
+    children, reward, A, ptab, xtab, coef, st, sums, counts, n_to, marks, at_marks
+):  # pragma: no cover - compiled
+    """Tree version of :func:`cpi.tabular_kernels.kl_extend` (repetitions one after another)."""
+    N = children.shape[0] // A
+    steps = 0
+    for r in range(sums.shape[0]):
+        rs = (st[r, 0], st[r, 1], st[r, 2], st[r, 3])
+        k = 0
+        while k < marks.shape[0] and marks[k] <= counts[r]:
+            k += 1
+        while counts[r] < n_to:
+            u, rs = draw(rs)
+            x0 = alias_draw(xtab, 0, N, u)
+            u, rs = draw(rs)
+            a = uniform_action(A, u)
+            x = load(children, x0 * A + a)
+            g, t, rs = _to_leaf(children, reward, ptab, A, x, load(reward, x), rs)
+            steps += 1 + t
+            sums[r] += load(coef, x0 * A + a) * g
+            counts[r] += 1
+            while k < marks.shape[0] and marks[k] <= counts[r]:
+                if marks[k] == counts[r]:
+                    at_marks[r, k] = sums[r]
+                k += 1
+        st[r, 0], st[r, 1] = rs[0], rs[1]
+    return steps
