@@ -12,7 +12,10 @@ every problem also gets N sampled chains (``--temperature``, ``--top-p``, seeded
 pass@k is the unbiased estimator 1 - C(N-c, k)/C(N, k) for each ``--k``.
 
 Graders (``srpo.graders``): math (math-verify on the last ``\\boxed{}``), mc (a choice letter),
-yesno, exact (normalized exact match). ``--grader NAME`` sets one for every file,
+yesno, exact (normalized exact match), code (the code between the last two fence lines runs in
+the sandbox on the tests training never sees: a training problem's held-out half, all tests of a
+held-out problem; correct = all pass; rows also get the fraction passed, see docs/code.md).
+``--grader NAME`` sets one for every file,
 ``--grader FILE_STEM=NAME`` for one file; otherwise each row's ``grader`` field, else its
 ``data_source`` name, else the form of its answer decides (``srpo.graders.infer_grader``).
 
@@ -246,6 +249,10 @@ def evaluate_file(engine, tokenizer, task, problems, file_index, args, done, wri
             }
             for k in args.k:
                 row[f"pass@{k}"] = pass_at_k(len(samples), row["n_correct"], k)
+            if problem.grader == "code":  # the fraction of held-out tests passed, and which
+                from srpo.code.evaluation import code_columns
+
+                row.update(code_columns(problem.answer, chain.text))
             rows.append(row)
         write(rows)
         bar.update(len(chunk))
@@ -263,6 +270,8 @@ def summarize(frame, args):
                "greedy_pass@1_ci95": wilson(ok, n), "greedy_tokens_mean": d.greedy_tokens.mean()}
         for k in args.k:
             row[f"pass@{k}"] = float(d[f"pass@{k}"].mean())
+        if "greedy_tests_passed" in d and d.greedy_tests_passed.notna().any():
+            row["greedy_tests_passed"] = float(d.greedy_tests_passed.mean())
         out.append(row)
     return pd.DataFrame(out)
 

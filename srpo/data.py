@@ -196,12 +196,20 @@ def read_problems(
             if kind == "question":
                 question = text
             else:
-                answer = text
+                answer, answer_name = text, name
         data_source = _text(record.get("data_source")) or ""
         row_grader = grader or _text(record.get("grader")) or infer_grader(data_source, answer)
         if row_grader not in GRADERS:
             raise ValueError(f"{path}: {where}: field 'grader' is {row_grader!r}; expected one of "
                              f"{GRADERS}")
+        if row_grader == "code":  # the answer holds the tests: check them now, not mid-run
+            from srpo.code.evaluation import problem_from_reference
+
+            try:
+                problem_from_reference(answer)
+            except ValueError as error:
+                raise ValueError(f"{path}: {where}: field {answer_name!r} (the tests): {error}"
+                                 ) from None
         uid = None
         for name in _ID_FIELDS:
             value = _get(record, name)

@@ -14,9 +14,14 @@ rollout prompt asks for), with the fallbacks below when there is none.
 - ``exact``: the last box (else the last non-empty line) equals the reference after
   normalization: lower case, ``\\text{}`` unwrapped, punctuation and the articles a/an/the removed,
   whitespace collapsed.
+- ``code``: the reference holds a problem's tests (``srpo.code.formats.ground_truth_tests``);
+  the code between the response's last two fence lines runs in the sandbox on the tests training
+  never sees (the held-out half, or all tests of a held-out problem): 1.0 iff all pass
+  (``srpo.code.evaluation``). Evaluation only: training rewards come from the reward tests.
 
 ``infer_grader(data_source, answer)`` picks one for a row without an explicit grader: by the
-``data_source`` name (CommonsenseQA -> mc, StrategyQA -> yesno, the math sources -> math,
+``data_source`` name (the coding sources -> code, CommonsenseQA -> mc, StrategyQA -> yesno, the
+math sources -> math,
 SciKnowEval -> mc for a letter answer, exact otherwise), else by the answer's form (a single letter
 -> mc, yes/no -> yesno, anything else -> math).
 """
@@ -31,10 +36,13 @@ from srpo.thoughts import extract_boxed
 
 __all__ = ["GRADERS", "grade", "infer_grader", "math_equivalent", "extract_prediction"]
 
-GRADERS = ("math", "mc", "yesno", "exact")
+GRADERS = ("math", "mc", "yesno", "exact", "code")
 
 #: data_source substrings (lower case) -> grader; checked in order
 _SOURCE_RULES = (
+    *((name, "code") for name in ("livecodebench", "lcb", "code_generation", "mbpp", "humaneval",
+                                  "apps", "taco", "codecontests", "code_contests", "leetcode",
+                                  "codeforces", "synthetic_code")),
     ("commonsense", "mc"),
     ("csqa", "mc"),
     ("strategy", "yesno"),
@@ -129,6 +137,10 @@ def extract_prediction(grader: str, response: str) -> str | None:
             words = _YES_NO_WORD.findall(response)
             verdict = (words[-1].lower() == "yes") if words else None
         return None if verdict is None else ("yes" if verdict else "no")
+    if grader == "code":
+        from srpo.code.grading import extract_code
+
+        return extract_code(response)
     if grader == "exact":
         if boxed is not None:
             return boxed
@@ -146,6 +158,10 @@ def grade(grader: str, reference: str, response: str) -> float:
     """
     if grader not in GRADERS:
         raise ValueError(f"grader must be one of {GRADERS}; got {grader!r}")
+    if grader == "code":
+        from srpo.code.evaluation import grade_reference
+
+        return float(grade_reference(reference, response).correct)
     prediction = extract_prediction(grader, response)
     if grader == "math":
         return float(bool(prediction) and math_equivalent(reference, prediction))

@@ -381,7 +381,12 @@ class DatasetTask:
         ``\\boxed{...}`` is equivalent to the reference by ``math_verify``)."""
         from srpo.graders import grade
 
-        return grade(getattr(problem, "grader", "math"), problem.answer, response_text)
+        grader = getattr(problem, "grader", "math")
+        if grader == "code":  # srpo.graders' code grader reads the held-out tests
+            raise ValueError("code problems cannot be trained on yet: training rewards come from "
+                             "the reward tests (srpo.code.grading.CodeGrader.rewards); the code "
+                             "task type arrives with the training integration (issue 18)")
+        return grade(grader, problem.answer, response_text)
 
     def first_error(self, problem: Problem, thoughts_text: Sequence[str]) -> int | None:
         """Not available: real datasets have no per-step verifier. Always None."""
