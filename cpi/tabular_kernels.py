@@ -34,7 +34,6 @@ from cpi.walk import (
     alias_draw,
     load,
     next_state,
-    record,
     start_state,
     store,
     tab_step,
@@ -199,10 +198,10 @@ def resets_serial(
     rs, rs_sel).
     """
     acc = np.empty(n_accept, dtype=np.int64)
-    counts = np.zeros(3, dtype=np.int64)  # accepted, candidates in G, accepted in G
+    n_acc = cand_G = acc_G = 0  # accepted, candidates in G, accepted in G
     n_cand = 0
     steps = 0
-    while counts[0] < n_accept and n_cand < max_candidates:
+    while n_acc < n_accept and n_cand < max_candidates:
         u, rs = draw(rs)
         h = min(int(u * H), H - 1)
         u, rs = draw(rs)
@@ -216,8 +215,13 @@ def resets_serial(
             ok, rs = accept(sel[x], rs)
         else:
             ok, rs_sel = accept(sel[x], rs_sel)
-        record(x, ok, in_G, acc, counts)
-    return acc[: counts[0]], n_cand, steps, counts[1], counts[2], rs, rs_sel
+        g = in_G[x]
+        cand_G += g
+        if ok:
+            acc[n_acc] = x
+            n_acc += 1
+            acc_G += g
+    return acc[:n_acc], n_cand, steps, cand_G, acc_G, rs, rs_sel
 
 
 @nb.njit(cache=True, nogil=True)
@@ -233,7 +237,7 @@ def resets_lanes(
     are dropped and the main stream is the position after the last candidate offered.
     """
     acc = np.empty(n_accept, dtype=np.int64)
-    counts = np.zeros(3, dtype=np.int64)
+    n_acc = cand_G = acc_G = 0  # accepted, candidates in G, accepted in G
     if n_accept <= 0 or max_candidates <= 0:
         return acc[:0], 0, 0, 0, 0, rs, rs_sel
     inc_hi, inc_lo = rs[2], rs[3]
@@ -278,10 +282,15 @@ def resets_lanes(
             steps += ring_h[k]
             x = ring_h[k] * S + ring_x[k]
             ok, rs_sel = accept(sel[x], rs_sel)
-            record(x, ok, in_G, acc, counts)
-            if counts[0] >= n_accept or n_cand >= max_candidates:
+            g = in_G[x]
+            cand_G += g
+            if ok:
+                acc[n_acc] = x
+                n_acc += 1
+                acc_G += g
+            if n_acc >= n_accept or n_cand >= max_candidates:
                 out_rs = (ring_hi[k], ring_lo[k], inc_hi, inc_lo)
-                return acc[: counts[0]], n_cand, steps, counts[1], counts[2], out_rs, rs_sel
+                return acc[:n_acc], n_cand, steps, cand_G, acc_G, out_rs, rs_sel
         # 3. every running lane takes one step
         for ln in range(LANES):
             c = lane_c[ln]

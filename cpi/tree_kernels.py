@@ -19,7 +19,6 @@ from cpi.walk import (
     accept,
     alias_draw,
     load,
-    record,
     start_state,
     store,
     tree_step,
@@ -68,10 +67,10 @@ def resets(
     :mod:`cpi.rollouts`); acceptance as in :func:`cpi.tabular_kernels.resets_serial`."""
     acc = np.empty(n_accept, dtype=np.int64)
     path = np.empty(H + 1, dtype=np.int64)
-    counts = np.zeros(3, dtype=np.int64)
+    n_acc = cand_G = acc_G = 0  # accepted, candidates in G, accepted in G
     n_cand = 0
     steps = 0
-    while counts[0] < n_accept and n_cand < max_candidates:
+    while n_acc < n_accept and n_cand < max_candidates:
         n_cand += 1
         u, rs = draw(rs)
         x = start_state(cdf, idx, u)
@@ -97,8 +96,13 @@ def resets(
             ok, rs = accept(sel[x], rs)
         else:
             ok, rs_sel = accept(sel[x], rs_sel)
-        record(x, ok, in_G, acc, counts)
-    return acc[: counts[0]], n_cand, steps, counts[1], counts[2], rs, rs_sel
+        g = in_G[x]
+        cand_G += g
+        if ok:
+            acc[n_acc] = x
+            n_acc += 1
+            acc_G += g
+    return acc[:n_acc], n_cand, steps, cand_G, acc_G, rs, rs_sel
 
 
 @nb.njit(cache=True, nogil=True)
@@ -138,8 +142,11 @@ def episodes(children, reward, A, cdf, idx, ptab, H, xs, acts, rtg, rs):  # prag
             store(xs, j0 + h, -1)
             store(acts, j0 + h, -1)
             store(rtg, j0 + h, 0.0)
-        for h in range(t - 2, -1, -1):
-            store(rtg, j0 + h, load(rtg, j0 + h) + load(rtg, j0 + h + 1))
+        if t > 0:  # suffix sums, the running one kept in a register (same additions)
+            acc = load(rtg, j0 + t - 1)
+            for h in range(t - 2, -1, -1):
+                acc = load(rtg, j0 + h) + acc
+                store(rtg, j0 + h, acc)
     return rs
 
 

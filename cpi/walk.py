@@ -139,15 +139,3 @@ def accept(p, rs):  # pragma: no cover - compiled
         return False, rs
     u, rs = draw(rs)
     return u < p, rs
-
-
-@nb.njit(cache=True)
-def record(x, ok, in_G, acc, counts):  # pragma: no cover - compiled
-    """Count candidate x (``counts = [accepted, candidates in G, accepted in G]``) and append it
-    to ``acc`` if accepted."""
-    g = in_G[x]
-    counts[1] += g
-    if ok:
-        acc[counts[0]] = x
-        counts[0] += 1
-        counts[2] += g
