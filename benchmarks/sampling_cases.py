@@ -189,19 +189,21 @@ def tabular_cases(
     ]
 
 
-#: Episodes per call of the episode kernel: its three (n, H) outputs then stay in cache (a call
-#: of 10^5 episodes writes ~10^8 bytes of fresh memory, and the page faults set its pace).
-EPISODES_PER_CALL = 2000
+#: Environment steps per call of the episode kernel (about 100,000: its three (n, H) outputs,
+#: 2.4 MB, then stay in cache; one call of 10^7 steps writes 240 MB of fresh memory, and the
+#: page faults, not the kernel, set its pace).
+STEPS_PER_CALL = 100_000
 
 
 def _episodes_in_calls(mdp, tb, ptab, n: int) -> tuple:
-    """``n`` episodes in calls of EPISODES_PER_CALL (a multiple of LANES: the same uniforms and
-    walk as one call of n), the stream carried from call to call."""
+    """``n`` episodes in calls of about STEPS_PER_CALL steps, a multiple of LANES episodes (the
+    same uniforms and walk as one call of n), the stream carried from call to call."""
+    per_call = max(8, (STEPS_PER_CALL // mdp.horizon) // 8 * 8)
     rs = _stream(5)
     chk = 0.0
     steps = 0
-    for i0 in range(0, n, EPISODES_PER_CALL):
-        m = min(EPISODES_PER_CALL, n - i0)
+    for i0 in range(0, n, per_call):
+        m = min(per_call, n - i0)
         xs, _, rtg, rs = rollouts.run_episodes(mdp, tb, ptab, m, tuple(np.uint64(v) for v in rs))
         chk += rtg[:, 0].sum()
         steps += int((xs >= 0).sum())

@@ -316,16 +316,15 @@ def check_policy(mdp: MDP, policy, name: str = "policy") -> np.ndarray:
 def _rows_are_distributions(pol, atol, sum_tol):  # pragma: no cover - compiled
     """True when every row of ``pol`` (m, A) is finite, >= -atol and sums to 1 +- sum_tol."""
     m, A = pol.shape
+    ok = True
     for r in range(m):
         total = 0.0
         for a in range(A):
             x = pol[r, a]
-            if not np.isfinite(x) or x < -atol:
-                return False
+            ok &= (x >= -atol) & (x < np.inf)  # False for NaN and +-inf; no branch
             total += x
-        if abs(total - 1.0) > sum_tol:
-            return False
-    return True
+        ok &= abs(total - 1.0) <= sum_tol
+    return ok
 
 
 @nb.njit(cache=True)
