@@ -1,6 +1,7 @@
 """Numba kernels against plain NumPy/Python references of the same computation, in one run.
 
-Run: ``python benchmarks/bench_kernels.py`` (about a minute on one core; prints a table).
+Run: ``python benchmarks/bench_kernels.py`` (about 20 s on one core; prints two tables;
+``--only-sampling`` the second; ``--clock cpu`` on a shared machine).
 
 Rows (every speed is a median over ``--repeats`` timed calls after a warm-up call that compiles):
 
@@ -8,21 +9,16 @@ Rows (every speed is a median over ``--repeats`` timed calls after a warm-up cal
   of ~10^6 nodes in breadth-first order, in node-action updates per second, against a
   NumPy reference vectorised level by level (the level index lists are built before timing);
   goal for evaluation: >= 1e8 updates/s. The public ``cpi.evaluate`` (which also validates the
-  policy) is timed too.
+  policy) against the bare kernel, timed alternately: goal >= 0.9x (validation <= 10%).
 * tabular evaluation and occupancy (S=200, A=4, H=50), in (s, a, s') updates per second
-  (H*S*A*S per call), against a NumPy ``einsum`` reference, one step at a time.
-* rollouts: full episodes under a policy from ``cpi.rollouts`` (``simulate_returns``) on the
-  tabular MDP above (dense transition rows) and on the 10^6-node tree, in environment steps per
-  second, against two references measured in the same run: a pure Python loop that draws from a
-  ``numpy.random.Generator`` at every step (inverse CDF with ``searchsorted`` on precomputed CDF
-  rows; goal >= 50x), and a **bare Numba loop that makes the same number of uniform draws per
-  step** from the same kind of Generator and nothing else (2 per tabular step: action and next
-  state; 1 per tree step: the action) -- the physical limit of a sampled rollout here; goal: the
-  kernel at >= 70% of the bare loop. Kernel and bare loop are timed alternately, so both see the
-  same machine load. The batched Kakade-Langford kernel (``kl_estimates``, the direct
-  sample-complexity measurement's inner loop) is timed the same way. Absolute rates differ about
-  2x between machines of one kind, so all rates are printed as well as the ratios. Both sides of
-  every rollout row are checked to be unbiased (mean within 5 standard errors of the exact J).
+  (H*S*A*S per call), against a NumPy ``einsum`` reference, one step at a time; ``cpi.evaluate``
+  against the kernel as for the tree.
+* ``simulate_returns`` on the tabular MDP above and on the tree against a pure Python loop that
+  draws from a ``numpy.random.Generator`` at every step (goal >= 50x); both checked unbiased.
+* every sampling kernel (episode returns, episodes, reset candidates, Q-rollouts, K&L terms) on
+  a dense tabular MDP, a sweep-sized one and the tree, against its **same-walk limit** (the same
+  uniforms and table reads, nothing else) and its **draws-only limit**, timed alternately in
+  the same run; goal: >= 0.7x the same-walk limit (``sampling_cases.py``, ``walk_limits.py``).
 * peak resident memory of the whole run (``resource.getrusage``).
 
 Everything runs on one core: BLAS threads are pinned to 1 before NumPy is imported and
