@@ -53,7 +53,7 @@ FRAME_COLUMNS = [
     "iteration", "J", "J_next", "improvement", "alpha", "adv_est", "adv_true", "eps",
     "n_choose", "n_estimate", "halfwidth", "q_rollouts", "env_steps", "q_rollouts_cum",
     "env_steps_cum", "coverage_mass", "coverage_reach", "update_mass", "adv_true_G",
-    "guaranteed", "bound_theorem",
+    "guaranteed", "bound_theorem", "bound_sampled", "bound_sampled_floor",
 ]
 
 
@@ -111,7 +111,13 @@ def run_theorem_cpi(mdp: MDP, reset: str, tau: float, eps: float, delta: float =
         ``H m (alpha Abar - 2 alpha^2 (H-1) c_A)`` for the step taken and the exact Abar, and
         ``bound_theorem`` = Theorem 1's improvement with the K&L constant at this iteration's tau
         and p (tau^2 p^2 / (8 H R_max) for RR, tau^2 p / (8 H R_max) for CARO,
-        (1 - beta) gamma tau^2 p / (16 H R_max) for approx).
+        (1 - beta) gamma tau^2 p / (16 H R_max) for approx) -- the *exact-advantage* constant,
+        which a sampled step does not promise; ``bound_sampled`` = what Kakade & Langford's
+        sampled step does promise when the estimate is within eps/3 of the exact advantage,
+        ``m (A_hat - eps/3)^2 / (8 H R_max)`` with m the update set's mass (1 for RR, d(G) for
+        CARO, whose A_hat is conditional on G; Theorem 1's bounds are this with A_hat - eps/3
+        replaced by tau p or tau); ``bound_sampled_floor`` = ``m eps^2 / (72 H R_max)``, which
+        it is at least whenever a step is taken (A_hat >= 2 eps / 3).
     """
     if not isinstance(mdp, TabularMDP):
         raise ValueError(f"mdp: expected a TabularMDP, got {type(mdp).__name__}")
@@ -197,6 +203,10 @@ def run_theorem_cpi(mdp: MDP, reset: str, tau: float, eps: float, delta: float =
         else:
             bound = (1 - beta) * gamma * tau**2 * p_now / (16 * H * r_max)
         guaranteed = H * m_s * (alpha * a_true - 2 * alpha**2 * (H - 1) * c_A)
+        # Kakade & Langford's guarantee for a step from an estimate accurate to eps / 3 (the
+        # sampled constant), on the update set: with A_hat >= 2 eps / 3 it is >= the floor.
+        bound_sampled = m_s * max(a_hat - eps / 3.0, 0.0) ** 2 / (8 * H * r_max)
+        bound_floor = m_s * eps**2 / (72 * H * r_max)
         cum_q += q_used
         cum_steps += steps_used
         rows.append({
@@ -206,6 +216,7 @@ def run_theorem_cpi(mdp: MDP, reset: str, tau: float, eps: float, delta: float =
             "env_steps": steps_used, "q_rollouts_cum": cum_q, "env_steps_cum": cum_steps,
             "coverage_mass": cov.mass, "coverage_reach": cov.reach, "update_mass": m_s,
             "adv_true_G": adv_G, "guaranteed": guaranteed, "bound_theorem": bound,
+            "bound_sampled": bound_sampled, "bound_sampled_floor": bound_floor,
         })
         n_k = max(int(n_first), int(terms.size))
         if stop_now:

@@ -41,6 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from experiments.cli_checks import out_dir_problem, whole_number_problem  # noqa: E402
 from experiments.comparison import figures as fg  # noqa: E402
 from experiments.comparison import provenance as pv  # noqa: E402
 from experiments.comparison import stats as st  # noqa: E402
@@ -155,14 +156,15 @@ def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFA
         result.figures += figures
         result.report, result.report_json = report, report_json
         result.quality, result.speedups = quality, speedups
-        # the table travels with the figures so the tracked folder holds the numbers too
-        groups.append((figures + [report], main_provs))
+        # the table (and its JSON, the source paper_repro.md is rendered from) travels with the
+        # figures so the tracked folder holds the numbers too
+        groups.append((figures + [report, report_json], main_provs))
     if cov is not None:
-        figs, md, _js, cres = cv.coverage_outputs(cov, out, provenance=cov_provs,
+        figs, md, js, cres = cv.coverage_outputs(cov, out, provenance=cov_provs,
                                                   sim_phase=sim_phase, n_boot=max(n_boot, 200))
         result.figures += figs
         result.coverage = cres
-        groups.append((figs + [md], cov_provs))
+        groups.append((figs + [md, js], cov_provs))
 
     if figures_copy is not None:
         dest = Path(figures_copy)
@@ -209,8 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.n_boot < 10:
-        print("compare: error: --n-boot must be at least 10", file=sys.stderr)
+    if problem := whole_number_problem("--n-boot", args.n_boot, 10):
+        print(f"compare: error: {problem}", file=sys.stderr)
+        return 2
+    if problem := out_dir_problem(args.out):  # before any input is read
+        print(f"compare: error: {problem}", file=sys.stderr)
         return 2
     coverage = args.coverage
     if coverage is None and args.only != "main" and DEFAULT_COVERAGE.is_dir():

@@ -3,7 +3,7 @@
 Usage::
 
     python experiments/cpi_sweep.py                      # default size (run time: README.md)
-    python experiments/cpi_sweep.py --quick --out runs/q # smoke run
+    python experiments/cpi_sweep.py --quick              # smoke run -> runs/cpi_sweep_quick
     python experiments/cpi_sweep.py --full --jobs 16     # paper scale
     python experiments/cpi_sweep.py --only estimation tau --seeds 8
     python experiments/cpi_sweep.py --backend ray --ray-address auto
@@ -14,9 +14,11 @@ processes each use ``--threads`` numerical threads (default 1): their product ma
 machine's cores. Progress: a bar on a terminal, one plain line per experiment (and per 5% of the
 cells) in logs. Ctrl-C stops cleanly; rerunning the same command resumes from the saved cells.
 
-Outputs in ``--out`` (default ``runs/cpi_sweep``): ``results.parquet``, ``summary.json``,
-``sweep.json``, ``figures/`` (PNG + PDF); the default run also copies the figures to the
-repository's ``figures/``. A rerun with the same arguments resumes: finished cells (one parquet
+Outputs in ``--out`` (default ``runs/cpi_sweep``; ``runs/cpi_sweep_quick``, ``_full`` or
+``_custom`` for any other size, which never writes into the default run's folder):
+``results.parquet``, ``summary.json``, ``sweep.json``, ``figures/`` (PNG + PDF); only the default
+size copies the figures and the summary to the repository's ``figures/`` (an ``--only`` subset
+updates its own experiments' keys of the published summary and keeps the others). A rerun with the same arguments resumes: finished cells (one parquet
 file each under ``cells/``) are skipped. See docs/sweep.md.
 
 The script puts the repository root on ``sys.path`` so that ``experiments.sweep`` imports
@@ -54,7 +56,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from experiments.sweep.registry import EXPERIMENT_NAMES  # noqa: E402
+from experiments.sweep.registry import DEFAULT_SEEDS, EXPERIMENT_NAMES  # noqa: E402
 from experiments.sweep.runner import (  # noqa: E402
     SweepArgumentError,
     SweepInterrupted,
@@ -98,8 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", choices=("joblib", "ray"), default="joblib")
     ap.add_argument("--ray-address", default=None, metavar="ADDR",
                     help="connect to this Ray cluster (default: start a local instance)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
-                    help=f"output directory (default {DEFAULT_OUT})")
+    ap.add_argument("--out", type=Path, default=None, metavar="DIR",
+                    help=f"output directory (default {DEFAULT_OUT} for the default size, "
+                         "runs/cpi_sweep_<size> for --quick / --full, runs/cpi_sweep_custom for "
+                         "other --seeds, --p or --base-seed); another size never writes into "
+                         f"{DEFAULT_OUT}")
     ap.add_argument("--no-copy-figures", action="store_true",
                     help="do not copy figures to figures/ (the default run copies them)")
     ap.add_argument("--no-progress", action="store_true",
@@ -113,11 +118,23 @@ def options_from_args(argv: list[str] | None = None) -> SweepOptions:
     args = ap.parse_args(argv)
     if args.ray_address and args.backend != "ray":
         ap.error("--ray-address needs --backend ray")
+    custom = [flag for flag, changed in (
+        ("--seeds", args.seeds is not None and args.seeds != DEFAULT_SEEDS["default"]),
+        ("--p", args.p is not None), ("--base-seed", args.base_seed != 0)) if changed]
+    default_size = args.size == "default" and not custom
+    out = args.out
+    if out is None:
+        out = DEFAULT_OUT if default_size else Path(
+            f"{DEFAULT_OUT}_{args.size if args.size != 'default' else 'custom'}")
+    elif not default_size and out.resolve() == DEFAULT_OUT.resolve():
+        why = f"--{args.size}" if args.size != "default" else " ".join(custom)
+        ap.error(f"{DEFAULT_OUT} holds the default run; a run with {why} writes elsewhere "
+                 "(omit --out, or pass another directory)")
     copy = None
-    if args.size == "default" and not args.no_copy_figures:
+    if default_size and not args.no_copy_figures:
         copy = REPO_ROOT / "figures"
     opts = SweepOptions(
-        out=args.out, size=args.size,
+        out=out, size=args.size,
         only=tuple(args.only) if args.only is not None else EXPERIMENT_NAMES,
         seeds=args.seeds, jobs=args.jobs, backend=args.backend, ray_address=args.ray_address,
         base_seed=args.base_seed, p_values=tuple(args.p) if args.p is not None else None,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python experiments/llm_coverage.py --quick --out runs/llm_coverage_quick   # smoke, minutes
+    python experiments/llm_coverage.py --quick     # smoke, minutes -> runs/llm_coverage_quick
     python experiments/llm_coverage.py measure     # warm start + p before any RL
     python experiments/llm_coverage.py predict     # the simulation's prediction at those p
     python experiments/llm_coverage.py train       # the LM runs (refuses without a prediction)
@@ -60,6 +60,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from experiments.cli_checks import out_dir_problem, whole_number_problem  # noqa: E402
 from experiments.coverage_study.family import DEFAULT_FAMILY, QUICK_FAMILY, FamilyConfig  # noqa: E402
 
 DEFAULT_OUT = Path("runs/llm_coverage")
@@ -102,6 +103,10 @@ class RunSize:
 QUICK = RunSize("quick", QUICK_FAMILY, seeds=1, steps=2, prompts_per_step=4,
                 rollouts_per_prompt=8, lr=1e-4, eval_size=16, eval_every=1, n_model=32,
                 n_sampled=8, n_per_problem=4, prediction="quick")
+#: printed at the start of a --quick run: what its numbers can and cannot show
+SMOKE_NOTE = ("smoke size (--quick): checks the pipeline end to end, nothing is learned at this "
+              "size -- a 1-layer warm start of 120 steps solves no 4-step chain (greedy pass 0.0 "
+              "is expected) and 2 RL steps do not move J (J 0.000 -> 0.000 is expected)")
 DEFAULT = RunSize("default", DEFAULT_FAMILY, seeds=5, steps=16, prompts_per_step=8,
                   rollouts_per_prompt=8, lr=1e-4, eval_size=128, eval_every=4, n_model=512,
                   n_sampled=96, n_per_problem=4, prediction="default")
@@ -390,8 +395,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("phase", nargs="?", default="all", choices=PHASES,
                     help="measure, predict, train, or all (default) in that order")
     ap.add_argument("--quick", action="store_true", help="smoke size (a few minutes)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
-                    help=f"output directory (default {DEFAULT_OUT})")
+    ap.add_argument("--out", type=Path, default=None, metavar="DIR",
+                    help=f"output directory (default {DEFAULT_OUT}; {DEFAULT_OUT}_quick with "
+                         f"--quick, {DEFAULT_OUT}_custom with another size: only the default run "
+                         f"writes {DEFAULT_OUT})")
     ap.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="seeds 0..N-1 per method and setting (default 5; quick 1)")
     ap.add_argument("--steps", type=int, default=None, metavar="N", help="RL iterations per run")
@@ -420,12 +427,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.jobs is None:
         args.jobs = max(1, min(2, (os.cpu_count() or 1) // max(1, args.threads)))
     for name in ("seeds", "steps", "threads", "jobs", "prompts_per_step"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            ap.error(f"--{name.replace('_', '-')} must be an integer >= 1; got {v}")
+        if problem := whole_number_problem(f"--{name.replace('_', '-')}", getattr(args, name), 1):
+            ap.error(problem)
     if args.lr is not None and not args.lr > 0:
         ap.error(f"--lr must be > 0; got {args.lr}")
-    if args.out.exists() and not args.out.is_dir():
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
         ap.error(f"--out {str(args.out)!r} is a file; expected a directory")
     base = QUICK if args.quick else DEFAULT
     over = {k: getattr(args, k) for k in ("seeds", "steps", "prompts_per_step", "lr")
@@ -440,6 +446,15 @@ def parse_args(argv=None) -> argparse.Namespace:
             list(args.methods) != list(METHODS):
         size = dataclasses.replace(size, name="custom")
     args.size = size
+    if args.out is None:
+        args.out = DEFAULT_OUT if size.name == "default" else Path(f"{DEFAULT_OUT}_{size.name}")
+    elif size.name != "default" and args.out.resolve() in (DEFAULT_OUT.resolve(),
+                                                           (REPO_ROOT / DEFAULT_OUT).resolve()):
+        ap.error(f"{DEFAULT_OUT} holds the default run; a {size.name} run writes elsewhere "
+                 "(omit --out, or pass another directory)")
+    # last (no folder for a bad command), before any model loads
+    if problem := out_dir_problem(args.out):
+        ap.error(problem)
     return args
 
 
@@ -448,6 +463,8 @@ def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-save weight-writing bars; the runs' lines matter
+    if args.size.name == "quick":
+        _say(SMOKE_NOTE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pre = prediction = None

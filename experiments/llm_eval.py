@@ -12,10 +12,11 @@ every problem also gets N sampled chains (``--temperature``, ``--top-p``, seeded
 pass@k is the unbiased estimator 1 - C(N-c, k)/C(N, k) for each ``--k``.
 
 Graders (``srpo.graders``): math (math-verify on the last ``\\boxed{}``), mc (a choice letter),
-yesno, exact (normalized exact match), code (the code between the last two fence lines runs in
-the sandbox on the tests training never sees: a training problem's held-out half, all tests of a
-held-out problem; correct = all pass; rows also get the fraction passed, see docs/code.md).
-``--grader NAME`` sets one for every file,
+yesno, exact (normalized exact match), substring (the reference's words inside the normalized
+prediction: the release's SciKnowEval free-text rule), code (the code between the last two fence
+lines runs in the sandbox on the tests training never sees: a training problem's held-out half,
+all tests of a held-out problem; correct = all pass; rows also get the fraction passed, see
+docs/code.md). ``--grader NAME`` sets one for every file,
 ``--grader FILE_STEM=NAME`` for one file; otherwise each row's ``grader`` field, else its
 ``data_source`` name, else the form of its answer decides (``srpo.graders.infer_grader``).
 
@@ -44,6 +45,7 @@ try:  # torch-free imports first: every input is checked before anything heavy i
     from srpo.graders import GRADERS  # noqa: E402
 except ModuleNotFoundError as _error:
     raise SystemExit(f"llm_eval.py: error: {_error}") from None
+from experiments.cli_checks import out_dir_problem, whole_number_problem  # noqa: E402
 
 DEFAULT_OUT = "runs/eval"
 #: settings that change results: stored in eval_config.json, a rerun must match them to resume
@@ -115,14 +117,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for name in ("threads", "batch_size", "max_thoughts", "max_thought_tokens",
                  "max_response_tokens", "max_model_len"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    if args.limit is not None and args.limit < 1:
-        p.error(f"--limit must be >= 1; got {args.limit}")
-    if args.gen_batch_tokens is not None and args.gen_batch_tokens < 1:
-        p.error(f"--gen-batch-tokens must be >= 1; got {args.gen_batch_tokens}")
-    if args.samples < 0:
-        p.error(f"--samples must be >= 0; got {args.samples}")
+        if problem := whole_number_problem(f"--{name.replace('_', '-')}", getattr(args, name), 1):
+            p.error(problem)
+    for flag, value, minimum in (("--limit", args.limit, 1),
+                                 ("--gen-batch-tokens", args.gen_batch_tokens, 1),
+                                 ("--samples", args.samples, 0)):
+        if problem := whole_number_problem(flag, value, minimum):
+            p.error(problem)
     if args.k is None:
         args.k = sorted({1, args.samples}) if args.samples else []
     for k in args.k:
@@ -173,6 +174,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"{out} holds results of other settings (key {previous}, this run "
                     f"{args.settings_key}); rerun with --fresh to discard them, or choose "
                     "another --out")
+    if problem := out_dir_problem(out):  # last (no folder for a bad command), before any model
+        p.error(problem)
     return args
 
 
@@ -292,6 +295,9 @@ def _markdown(summary, args) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    from srpo.memory import configure_cuda_allocator
+
+    configure_cuda_allocator(args.device)  # before the first CUDA allocation
     import pandas as pd
     import torch
 

@@ -11,7 +11,8 @@ GPU with a real model and a local question/answer file (JSONL or parquet, the re
 included; see docs/llm.md): the release's limits are the default for a task file, and
 ``--recipe paper`` sets the paper's whole recipe (LoRA r64 alpha 64 on all linear layers, lr 5e-5,
 weight decay 0.01, clip 1.0, 32 prompts x 8 rollouts in 4 mini-batches, temperature 0.7, top_p
-0.95, 2 epochs):
+0.95, 2 epochs; SRPO/RRPO: REINFORCE, seq-mean-token-mean, population std; GRPO: the release's
+baseline, sample std + 1e-6, PPO-clip 0.2, token-mean):
 
     python experiments/llm_srpo.py --device cuda --model DIR --task numina.jsonl --lora-rank 64 \\
         --lr 5e-5 --prompts-per-step 32 --steps 24 --seeds 3
@@ -60,23 +61,28 @@ sys.path.insert(0, str(REPO_ROOT))
 try:  # torch-free: every input is checked before anything heavy is imported
     from srpo.config import (  # noqa: E402
         METHODS,
-        PAPER_RECIPE,
         CheckpointMismatch,
         ConfigError,
         TrainConfig,
         checkpoint_compatibility,
+        paper_recipe,
     )
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"llm_srpo.py: error: {_error}") from None
+from experiments.artifacts import write_json  # noqa: E402
+from experiments.cli_checks import out_dir_problem, user_words, whole_number_problem  # noqa: E402
 
 QUICK = dict(steps=10, prompts_per_step=8, eval_size=128, eval_every=2)
 QUICK_FILE = dict(steps=2, prompts_per_step=4, eval_size=16, eval_every=1)
 # Default task and budget (6-step chains, lr 1e-4 in TrainConfig, 24 steps x 16 prompts x 8
 # rollouts) were fixed from the warm start and GRPO alone, before any reset method was run, by
-# criteria stated in paper_repro.md ("Choice of the default configuration").
+# criteria stated in paper_repro.md and recorded in docs/llm.md ("How the CPU default task was
+# chosen").
 DEFAULT = dict(steps=24, prompts_per_step=16, eval_size=256, eval_every=4)
 DEFAULT_OUT = "runs/llm"
 QUICK_OUT = "runs/llm_quick"
+#: any other non-default configuration without --out (only the default run writes runs/llm)
+CUSTOM_OUT = "runs/llm_custom"
 FIGURES_DIR = REPO_ROOT / "figures"
 FILE_TASK_METHODS = ("grpo", "rrpo", "srpo")
 
@@ -87,7 +93,8 @@ FLAG_FIELDS = {
     "steps": "steps", "epochs": "epochs", "prompts_per_step": "prompts_per_step",
     "rollouts_per_prompt": "rollouts_per_prompt", "max_fresh_chains": "max_fresh_chains",
     "lr": "lr", "weight_decay": "weight_decay", "grad_clip": "grad_clip", "loss": "loss",
-    "agg": "agg", "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
+    "agg": "agg", "adv_std": "adv_std", "adv_eps": "adv_eps", "clip_eps": "clip_eps",
+    "updates_per_step": "updates_per_step", "mini_batches": "mini_batches",
     "kl_coef": "kl_coef", "temperature": "temperature", "top_p": "top_p",
     "max_thoughts": "max_thoughts", "max_thought_tokens": "max_thought_tokens",
     "max_response_tokens": "max_response_tokens", "max_prompt_tokens": "max_prompt_tokens",
@@ -201,6 +208,12 @@ def build_parser() -> OneLineParser:
     g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip"))
     g.add_argument("--agg", default=None, choices=("seq-mean-token-mean", "token-mean"),
                    help="loss aggregation")
+    g.add_argument("--clip-eps", type=float, default=None, help="PPO clip epsilon (ppo-clip)")
+    g.add_argument("--adv-std", default=None, choices=("population", "unbiased", "none"),
+                   help="advantage std within a group: population (SRPO/RRPO), unbiased (sample "
+                        "std, ddof 1: the release's GRPO) or none")
+    g.add_argument("--adv-eps", type=float, default=None,
+                   help="added to the advantage's std (the release's GRPO: 1e-6; default 0)")
     g.add_argument("--updates-per-step", type=int, default=None,
                    help="optimizer passes per batch (ppo-clip only)")
     g.add_argument("--mini-batches", type=int, default=None,
@@ -252,7 +265,8 @@ def build_parser() -> OneLineParser:
                    help="runs trained at once in worker processes (default on a CPU: 2 when "
                         "--threads x 2 fits the cores, else 1; the numbers do not depend on it)")
     g.add_argument("--out", default=None,
-                   help=f"output directory (default {DEFAULT_OUT}; {QUICK_OUT} with --quick)")
+                   help=f"output directory (default {DEFAULT_OUT} for the default run; "
+                        f"{QUICK_OUT} with --quick, {CUSTOM_OUT} for any other setting)")
     g.add_argument("--fresh", action="store_true",
                    help="discard existing checkpoints in --out and start over")
     g.add_argument("--cache-dir", default=None,
@@ -271,19 +285,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     synthetic = args.task == "synthetic"
     if args.seeds is None:
         args.seeds = 1 if args.quick else 5
-    if args.seeds < 1:
-        p.error(f"--seeds must be >= 1; got {args.seeds}")
-    if args.threads < 1:
-        p.error(f"--threads must be >= 1; got {args.threads}")
+    for flag, value in (("--seeds", args.seeds), ("--threads", args.threads)):
+        if problem := whole_number_problem(flag, value, 1):
+            p.error(problem)
     if args.jobs is None:
         cores = os.cpu_count() or 1
         args.jobs = 1 if args.device == "cuda" else max(1, min(2, cores // args.threads))
-    if args.jobs < 1:
-        p.error(f"--jobs must be >= 1; got {args.jobs}")
+    if problem := whole_number_problem("--jobs", args.jobs, 1):
+        p.error(problem)
     if args.jobs > 1 and args.device == "cuda":
         p.error(f"--jobs {args.jobs}: parallel runs are for CPU; use --jobs 1 with --device cuda")
-    if args.out is None:
+    if args.out is None:  # settled below, once the methods are known
         args.out = QUICK_OUT if args.quick else DEFAULT_OUT
+        args.out_given = False
+    else:
+        args.out_given = True
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         p.error(f"--out {args.out!r} is a file; expected a directory")
@@ -333,13 +349,15 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--method oracle needs a step verifier, which only --task synthetic has")
         from srpo.data import read_problems
 
+        counts = {}
         for flag, path in (("--task", args.task), ("--eval", args.eval)):
             if path is None:
                 continue
             try:
-                read_problems(path, args.question_field, args.answer_field)
+                counts[flag] = len(read_problems(path, args.question_field, args.answer_field))
             except ValueError as err:
                 p.error(f"{flag}: {err}")
+        args.train_problems = counts["--task"]
     elif args.eval is not None or args.eval_split:
         p.error("--eval and --eval-split need --task FILE (the synthetic task draws its own "
                 "evaluation set)")
@@ -348,22 +366,36 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.oracle_dropped = not synthetic
     else:
         args.oracle_dropped = False
+    if not args.out_given and not args.quick and not is_default_run(
+            argparse.Namespace(**{**vars(args), "out": str(REPO_ROOT / DEFAULT_OUT)})):
+        args.out = CUSTOM_OUT  # a smaller or other run never writes the default run's folder
     try:
         args.configs = make_configs(args)
     except ConfigError as err:
         message = str(err)
         flag = FIELD_FLAGS.get(err.field)
-        if flag is not None and message.startswith(err.field + " "):
-            message = flag + message[len(err.field):]
-        elif flag is not None:
+        if flag is not None and not message.startswith(err.field + " "):
             message = f"{flag}: {message}"
-        p.error(message)
+        p.error(user_words(message, FIELD_FLAGS))
+    if not synthetic:  # one step's prompts must exist, before any model loads or file is written
+        from srpo.data import check_batch_fits
+
+        cfg = args.configs[0]
+        held = int(round(cfg.eval_split * args.train_problems)) if cfg.eval_split else 0
+        try:
+            check_batch_fits(args.train_problems - held, cfg.prompts_per_step, args.task)
+        except ValueError as err:
+            p.error(user_words(str(err), FIELD_FLAGS))
     if not args.fresh:
         for cfg in args.configs:
             _, mismatch = checkpoint_compatibility(cfg)
             if mismatch:
                 p.error(f"{mismatch}; rerun with --fresh to discard it and start over, or choose "
                         "another --out")
+    # last, so that no folder is made for a command that fails on another flag; before any model
+    # loads, so that an unwritable folder costs no warm start
+    if problem := out_dir_problem(args.out):
+        p.error(problem)
     return args
 
 
@@ -388,19 +420,20 @@ def make_configs(args) -> list[TrainConfig]:
         values = dict(QUICK if args.quick else DEFAULT)
     else:
         values = dict(QUICK_FILE) if args.quick else {}
-    if args.recipe == "paper":
-        values.update(PAPER_RECIPE)
+    flags = {}
     for dest, field_name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:
-            values[field_name] = None if value == NO_CAP else value
+            flags[field_name] = None if value == NO_CAP else value
     out = Path(args.out)
     configs = []
     for seed in range(args.seeds):
         for method in args.method:
+            # the recipe depends on the method (grpo: the release's baseline estimator and loss)
+            recipe = paper_recipe(method) if args.recipe == "paper" else {}
             configs.append(TrainConfig(
-                **values, method=method, mask_prefix=not args.no_mask, seed=seed,
-                out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
+                **{**values, **recipe, **flags}, method=method, mask_prefix=not args.no_mask,
+                seed=seed, out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
             ))
     return configs
 
@@ -409,7 +442,8 @@ def is_default_run(args) -> bool:
     """The full default run: every flag that can change results at its default."""
     defaults = vars(parse_defaults())
     for key, value in vars(args).items():
-        if key in NEUTRAL_FLAGS or key in ("configs", "oracle_dropped", "seeds", "method"):
+        if key in NEUTRAL_FLAGS or key in ("configs", "oracle_dropped", "seeds", "method",
+                                           "out_given"):
             continue
         if defaults.get(key) != value:
             return False
@@ -482,11 +516,11 @@ def summarize(metrics, resets) -> dict:
             "localization_fallbacks": int(pd.to_numeric(trained.localization_fallbacks).sum()),
             "grad_signal_reset": _mean(trained.grad_signal_reset),
             "grad_signal_base": _mean(trained.grad_signal_base),
-            "wall_time_s": float(last.wall_time.sum()),
         }
-        if "cuda_peak_gib" in d.columns:
-            peak = pd.to_numeric(d.cuda_peak_gib, errors="coerce")
-            entry["cuda_peak_gib"] = float(peak.max()) if peak.notna().any() else None
+        for column in ("cuda_peak_gib", "cuda_reserved_peak_gib"):
+            if column in d.columns:
+                peak = pd.to_numeric(d[column], errors="coerce")
+                entry[column] = float(peak.max()) if peak.notna().any() else None
         if len(r):
             clean = r[r.clean == True]  # noqa: E712 (nullable)
             dirty = r[r.clean == False]  # noqa: E712
@@ -581,11 +615,9 @@ def plot_curves(metrics, out: Path, footer: str) -> list[Path]:
     axes[0].legend()
     fig.text(0.01, 0.01, footer, fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    paths = [out / "learning_curves.png", out / "learning_curves.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
-    plt.close(fig)
-    return paths
+    from experiments.artifacts import save_figure
+
+    return save_figure(fig, out / "learning_curves", dpi=150)  # no dates: reruns byte-stable
 
 
 # ------------------------------------------------------------------------------------------------
@@ -605,6 +637,28 @@ def _train_worker(cfg: TrainConfig):
     return train(cfg, log=lambda m: print(f"note: {m}", flush=True))
 
 
+def finished_before(cfg: TrainConfig) -> bool:
+    """Whether ``cfg``'s run was already trained to its last step (a rerun reuses it): its
+    checkpoint sidecar records that iteration and the same run key."""
+    sidecar = Path(cfg.out_dir) / "checkpoint.json"
+    if not cfg.resume or cfg.steps is None or not sidecar.is_file():
+        return False
+    try:
+        saved = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    return saved.get("run_key") == cfg.run_key() and saved.get("iteration", -1) >= cfg.steps
+
+
+def run_line(prefix: str, frame, reused: bool) -> str:
+    """One line per finished run; a reused run says so and shows the time it took when trained."""
+    last = frame.iloc[-1]
+    took = (f"reused (trained earlier in {fmt(last.wall_time, 0)} s)" if reused
+            else f"{fmt(last.wall_time, 0)} s")
+    return (f"{prefix}: J {fmt(frame.J.iloc[0])} -> {fmt(last.J)}, "
+            f"{int(last.generated_tokens)} tokens, {took}")
+
+
 def _train_parallel(configs: list[TrainConfig], jobs: int, out: Path) -> list:
     """Train ``configs`` in ``jobs`` worker processes; a line per finished run. Each run's numbers
     depend only on its own config (seeded, fixed threads), so they equal a serial run's.
@@ -613,6 +667,7 @@ def _train_parallel(configs: list[TrainConfig], jobs: int, out: Path) -> list:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     frames: list = [None] * len(configs)
+    reused = [finished_before(cfg) for cfg in configs]
     pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
     try:
         futures = {pool.submit(_train_worker, cfg): i for i, cfg in enumerate(configs)}
@@ -620,10 +675,8 @@ def _train_parallel(configs: list[TrainConfig], jobs: int, out: Path) -> list:
             i = futures[fut]
             cfg, frame = configs[i], fut.result()
             frames[i] = frame
-            last = frame.iloc[-1]
-            print(f"[{done}/{len(configs)}] run {i + 1} {cfg.method} seed {cfg.seed}: J "
-                  f"{fmt(frame.J.iloc[0])} -> {fmt(last.J)}, {int(last.generated_tokens)} tokens, "
-                  f"{fmt(last.wall_time, 0)} s", flush=True)
+            print(run_line(f"[{done}/{len(configs)}] run {i + 1} {cfg.method} seed {cfg.seed}",
+                           frame, reused[i]), flush=True)
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         print(f"\ninterrupted: finished runs and a checkpoint every {configs[0].checkpoint_every} "
@@ -639,6 +692,10 @@ def _train_parallel(configs: list[TrainConfig], jobs: int, out: Path) -> list:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from srpo.memory import configure_cuda_allocator
+
+    # before the first CUDA allocation: expandable segments (the HF engine; vLLM keeps its pool)
+    configure_cuda_allocator(args.device, args.configs[0].engine)
     import pandas as pd
     import torch
 
@@ -684,6 +741,7 @@ def main(argv=None) -> dict:
             state["bar"].update(it - state["n"])
             state["n"] = it
 
+        reused = finished_before(cfg)
         try:
             frame = train(cfg, progress=progress, log=lambda m: print(f"note: {m}", flush=True),
                           warmstart_progress=warm_start_progress())
@@ -700,10 +758,8 @@ def main(argv=None) -> dict:
         r = pd.read_parquet(Path(cfg.out_dir) / "resets.parquet")
         if len(r):
             reset_frames.append(r)
-        last = frame.iloc[-1]
-        print(f"run {index}/{len(configs)} {cfg.method} seed {cfg.seed}: J {fmt(frame.J.iloc[0])} "
-              f"-> {fmt(last.J)}, {int(last.generated_tokens)} tokens, "
-              f"{fmt(last.wall_time, 0)} s", flush=True)
+        print(run_line(f"run {index}/{len(configs)} {cfg.method} seed {cfg.seed}", frame, reused),
+              flush=True)
     metrics = pd.concat(frames, ignore_index=True)
     resets = pd.concat(reset_frames, ignore_index=True) if reset_frames else pd.DataFrame()
     metrics.to_parquet(out / "metrics.parquet", index=False)
@@ -720,10 +776,15 @@ def main(argv=None) -> dict:
     }
     summary["definitions"] = DEFINITIONS
     summary["command"] = command
-    summary["wall_time_s"] = time.time() - t0
     summary["configs"] = [c.to_dict() for c in configs[: len(args.method)]]
     summary = _clean(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    # summary.json holds results only (sorted keys, rounded floats): the same run writes the same
+    # bytes; times go to timing.json, which is not published
+    write_json(out / "summary.json", summary)
+    wall = time.time() - t0
+    write_json(out / "timing.json", {"wall_time_s": wall, "command": command, "methods": {
+        m: float(metrics[metrics.method == m].sort_values("iteration").groupby("seed")
+                 .tail(1).wall_time.sum()) for m in summary["methods"]}})
     footer = (f"{'QUICK smoke run; ' if args.quick else ''}{len(args.method)} methods x "
               f"{args.seeds} seeds x {summary['run']['steps']} steps; task {args.task}; "
               f"{command}")
@@ -739,8 +800,8 @@ def main(argv=None) -> dict:
               f"reset rate {fmt(e['reset_rate'], 2)}; "
               f"clean prefix {fmt(e.get('clean_prefix_rate'), pct=True)}; "
               f"fallbacks {e['localization_fallbacks']}", flush=True)
-    print(f"wrote {out}/metrics.parquet, resets.parquet, summary.json, learning_curves.png/.pdf "
-          f"in {fmt(summary['wall_time_s'], 0)} s", flush=True)
+    print(f"wrote {out}/metrics.parquet, resets.parquet, summary.json, timing.json, "
+          f"learning_curves.png/.pdf in {fmt(wall, 0)} s", flush=True)
     return summary
 
 

@@ -7,9 +7,12 @@ script (one device). The batch logic, localization, thought rules and metrics ar
     python experiments/trl_srpo.py --quick                    # 2 steps of the tiny model on CPU
     python experiments/trl_srpo.py --quick --engine vllm --model DIR   # rollouts on vLLM (CPU)
 
-    # one GPU, vLLM colocated (TRL's vLLM, synced by TRL before each generation)
-    python experiments/trl_srpo.py --model DIR --task train.parquet --recipe paper \\
-        --bf16 --use-vllm --vllm-mode colocate --vllm-gpu-memory-utilization 0.3 --out runs/trl_7b
+    # one GPU, vLLM colocated (TRL's vLLM, synced by TRL before each generation); the same
+    # command as docs/engines.md: 32 x 8 rows in 4 optimizer steps of 8 accumulated micro-batches
+    # of 8 rows, gradient checkpointing on (the default for a task file)
+    python experiments/trl_srpo.py --model DIR --task train.parquet --recipe paper --bf16 \\
+        --gradient-checkpointing --use-vllm --vllm-mode colocate \\
+        --vllm-gpu-memory-utilization 0.35 --grad-accum 8 --out runs/trl_1gpu
 
     # 7B on 2 GPUs / 14B on 4 GPUs: docs/engines.md has the exact accelerate commands
 
@@ -17,7 +20,14 @@ Batch geometry: ``--prompts-per-step P`` prompts x ``--rollouts-per-prompt R`` (
 ``num_generations``) per generation, trained in ``--mini-batches M`` optimizer steps (the release:
 4), each accumulated over ``--grad-accum A`` micro-batches of ``per_device_train_batch_size = P * R
 / (M * A * processes)`` rows; each process must get whole prompts (``P / processes`` prompts).
-Both are checked, with the numbers, before anything is loaded.
+Both are checked, with the numbers, before anything is loaded. ``--steps N`` counts iterations
+(generations), as in ``experiments/llm_srpo.py``: TRL's ``max_steps`` is ``N * M`` optimizer steps.
+``--[no-]gradient-checkpointing`` defaults to the task's profile (on for a task file).
+
+Loss: SRPO / RRPO / oracle train every mini-batch of a generation with the release's uncorrected
+REINFORCE (TRL is told not to compute old log-probs it would only throw away); ``--recipe paper
+--method grpo`` is the release's GRPO baseline, PPO-clip 0.2 with token-mean (TRL ``dapo``) on
+TRL's old log-probs and advantages over the sample std + 1e-6.
 
 Writes to ``--out`` (default ``runs/trl_srpo``; ``runs/trl_quick`` with ``--quick``): TRL's
 ``trainer_state.json`` (``log_history`` with the ``srpo/*`` metrics: every generated token by
@@ -39,9 +49,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 try:  # torch-free: every input is checked before anything heavy is imported
-    from srpo.config import AGG_MODES, METHODS, PAPER_RECIPE, ConfigError, TrainConfig
+    from srpo.config import AGG_MODES, METHODS, ConfigError, TrainConfig, paper_recipe
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"trl_srpo.py: error: {_error}") from None
+from experiments.cli_checks import out_dir_problem, user_words, whole_number_problem  # noqa: E402
 
 DEFAULT_OUT = "runs/trl_srpo"
 QUICK_OUT = "runs/trl_quick"
@@ -57,6 +68,7 @@ FLAG_FIELDS = {
     "epochs": "epochs", "prompts_per_step": "prompts_per_step",
     "rollouts_per_prompt": "rollouts_per_prompt", "max_fresh_chains": "max_fresh_chains",
     "lr": "lr", "weight_decay": "weight_decay", "grad_clip": "grad_clip", "agg": "agg",
+    "loss": "loss", "clip_eps": "clip_eps", "adv_std": "adv_std", "adv_eps": "adv_eps",
     "mini_batches": "mini_batches", "kl_coef": "kl_coef", "temperature": "temperature",
     "top_p": "top_p", "max_thoughts": "max_thoughts", "max_thought_tokens": "max_thought_tokens",
     "max_response_tokens": "max_response_tokens", "max_prompt_tokens": "max_prompt_tokens",
@@ -68,7 +80,7 @@ FLAG_FIELDS = {
     "answer_field": "answer_field", "cache_dir": "cache_dir", "threads": "num_threads",
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
     "vllm_kv_cache_gib": "vllm_kv_cache_gib", "seed": "seed",
-    "gen_batch_tokens": "gen_batch_tokens",
+    "gen_batch_tokens": "gen_batch_tokens", "gradient_checkpointing": "grad_checkpointing",
 }
 FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
 
@@ -103,9 +115,12 @@ def build_parser() -> OneLineParser:
     g.add_argument("--lora-alpha", type=float, default=None)
     g.add_argument("--lora-targets", default=None)
     g.add_argument("--bf16", action="store_true", help="bfloat16 weights and autocast (GPU)")
-    g.add_argument("--gradient-checkpointing", action="store_true")
+    g.add_argument("--gradient-checkpointing", default=None, action=argparse.BooleanOptionalAction,
+                   help="recompute activations in the backward (default: on for a task file)")
     g = p.add_argument_group("budget and optimisation")
-    g.add_argument("--steps", type=int, default=None, help="optimizer steps (TRL max_steps)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="iterations (generations), as llm_srpo.py; TRL max_steps = steps x "
+                        "mini-batches optimizer steps")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--prompts-per-step", type=int, default=None,
                    help="prompts per generation, over all processes")
@@ -120,6 +135,12 @@ def build_parser() -> OneLineParser:
     g.add_argument("--grad-clip", type=float, default=None)
     g.add_argument("--agg", default=None, choices=AGG_MODES,
                    help="seq-mean-token-mean (TRL loss_type grpo) or token-mean (dapo)")
+    g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip"),
+                   help="reinforce: ratio 1 on every mini-batch (the release's SRPO); ppo-clip: "
+                        "TRL's clipped ratio on its old log-probs")
+    g.add_argument("--clip-eps", type=float, default=None, help="PPO clip epsilon (TRL epsilon)")
+    g.add_argument("--adv-std", default=None, choices=("population", "unbiased", "none"))
+    g.add_argument("--adv-eps", type=float, default=None)
     g.add_argument("--kl-coef", type=float, default=None, help="TRL beta")
     g.add_argument("--temperature", type=float, default=None)
     g.add_argument("--top-p", type=float, default=None)
@@ -159,6 +180,12 @@ def build_parser() -> OneLineParser:
     return p
 
 
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def world_size() -> int:
     """Processes of this launch (``accelerate launch`` sets WORLD_SIZE)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -180,11 +207,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--use-vllm generates with TRL's vLLM; it does not go with --engine {args.engine}")
     if args.engine == "trl" and not args.use_vllm:
         p.error("--engine trl needs --use-vllm")
-    if args.grad_accum < 1:
-        p.error(f"--grad-accum must be >= 1; got {args.grad_accum}")
+    if problem := whole_number_problem("--grad-accum", args.grad_accum, 1):
+        p.error(problem)
     values = dict(QUICK) if args.quick else {}
-    if args.recipe == "paper":
-        values.update(PAPER_RECIPE)
+    if args.recipe == "paper":  # grpo: the release's baseline estimator and loss
+        values.update(paper_recipe(args.method))
     for dest, field_name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:
@@ -196,10 +223,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                                   out_dir=args.out, checkpoint_every=0)
     except ConfigError as err:
         message, flag = str(err), FIELD_FLAGS.get(err.field)
-        if flag is not None and message.startswith(err.field + " "):
-            message = flag + message[len(err.field):]
-        p.error(message)
+        if flag is not None and not message.startswith(err.field + " "):
+            message = f"{flag}: {message}"
+        p.error(user_words(message, FIELD_FLAGS))
     cfg = args.config
+    if not cfg.is_synthetic:  # a bad file or too few problems: one line, before anything loads
+        from srpo.data import check_batch_fits, read_problems
+
+        try:
+            n = len(read_problems(cfg.task, cfg.question_field, cfg.answer_field))
+            check_batch_fits(n, cfg.prompts_per_step, cfg.task)
+        except ValueError as err:
+            p.error(str(err).replace("prompts_per_step", "--prompts-per-step", 1))
+    args.gradient_checkpointing = bool(cfg.grad_checkpointing)
     rows = cfg.prompts_per_step * cfg.rollouts_per_prompt
     per_update = cfg.mini_batches * args.grad_accum * world_size()
     if rows % per_update:
@@ -214,6 +250,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if cfg.engine == "vllm" and cfg.model is None:
         p.error("--engine vllm needs --model DIR (vLLM's CPU attention refuses the tiny "
                 "warm-started model's head size 16)")
+    if problem := out_dir_problem(args.out):  # last (no folder for a bad command), before TRL
+        p.error(problem)
     return args
 
 
@@ -234,6 +272,7 @@ def grpo_config(args):
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type="constant",
         max_grad_norm=cfg.grad_clip if cfg.grad_clip is not None else 0.0,
         beta=cfg.kl_coef, loss_type=LOSS_TYPE_OF_AGG[cfg.agg], scale_rewards="none",
+        epsilon=cfg.clip_eps,
         temperature=cfg.temperature, top_p=cfg.top_p, mask_truncated_completions=False,
         logging_steps=args.logging_steps, report_to=[] if args.report_to == "none"
         else [args.report_to], save_strategy="steps" if args.save_steps else "no",
@@ -243,8 +282,8 @@ def grpo_config(args):
     )
     if args.save_steps:
         kwargs["save_steps"] = args.save_steps
-    if cfg.steps is not None:
-        kwargs["max_steps"] = cfg.steps
+    if cfg.steps is not None:  # iterations (generations) of mini_batches optimizer steps each
+        kwargs["max_steps"] = cfg.steps * cfg.mini_batches
     else:
         kwargs["num_train_epochs"] = cfg.epochs
     if args.use_vllm:
@@ -260,6 +299,11 @@ def grpo_config(args):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from srpo.memory import configure_cuda_allocator
+
+    # before the first CUDA allocation; not with vLLM (its own memory pool)
+    uses_vllm = args.use_vllm or args.config.engine == "vllm"
+    configure_cuda_allocator("cuda" if _cuda_visible() else "cpu", "vllm" if uses_vllm else "hf")
     import numpy as np
     import torch
 
@@ -299,7 +343,8 @@ def main(argv=None) -> dict:
                                  lora_dropout=0.0, target_modules=cfg.lora_target_modules,
                                  task_type="CAUSAL_LM")
     engine = "vllm" if cfg.engine == "vllm" else args.engine
-    settings = SRPOSettings.from_train_config(cfg, engine=engine, model_path=str(model_path))
+    settings = SRPOSettings.from_train_config(cfg, engine=engine, model_path=str(model_path),
+                                              reinforce_minibatches=cfg.loss == "reinforce")
     trainer = SRPOTrainer(str(base_model_dir(model_path)), grpo_config(args), task, keep, settings,
                           processing_class=tokenizer, peft_config=peft_config)
     t0 = time.time()

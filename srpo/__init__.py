@@ -6,6 +6,7 @@ The package needs torch, transformers, tokenizers, peft and math-verify: the ``l
 """
 
 import importlib.util as _importlib_util
+import sys as _sys
 
 
 def _missing(name: str) -> bool:
@@ -15,14 +16,36 @@ def _missing(name: str) -> bool:
         return True
 
 
+#: the install line README.md gives (tests/srpo/test_llm_cli.py checks that they agree)
+INSTALL_HINT = ('pip install -e ".[llm]" from the repository root (the CPU build of torch: add '
+                "--extra-index-url https://download.pytorch.org/whl/cpu)")
+
+
+class MissingExtraError(ModuleNotFoundError):
+    """The LLM extra is not installed (still a ModuleNotFoundError for callers that catch it)."""
+
+
+def _one_line_hook(previous):
+    """An excepthook that prints a MissingExtraError as one line, without a traceback: the
+    traceback would only show this file; any other exception goes to ``previous``."""
+
+    def hook(kind, value, tb):
+        if isinstance(value, MissingExtraError):
+            print(f"ModuleNotFoundError: {value}", file=_sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    return hook
+
+
 _MISSING = [name for name in ("torch", "transformers", "tokenizers") if _missing(name)]
 if _MISSING:
-    raise ModuleNotFoundError(
-        f"srpo needs {', '.join(_MISSING)}, which is not installed: install the LLM extra with "
-        'pip install "credit-resets[llm]" (for the CPU build of torch add '
-        "--extra-index-url https://download.pytorch.org/whl/cpu)",
+    _sys.excepthook = _one_line_hook(_sys.excepthook)
+    raise MissingExtraError(
+        f"srpo needs {', '.join(_MISSING)}, which {'is' if len(_MISSING) == 1 else 'are'} not "
+        f"installed: install the LLM extra with {INSTALL_HINT}",
         name=_MISSING[0],
-    )
+    ) from None
 
 __all__ = ["group_advantages", "masked_pg_loss"]
 

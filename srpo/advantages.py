@@ -7,12 +7,18 @@ groups may differ in size and need not be contiguous (the verl convention).
 
 For a group g with rewards r_1..r_m,
 
-    A_i = (r_i - mean_g) / std_g        (std = "population": sqrt(sum (r - mean)^2 / m),
-                                          std = "unbiased":   sqrt(sum (r - mean)^2 / (m - 1)))
-    A_i = r_i - mean_g                   (std = "none": mean-centring only)
+    A_i = (r_i - mean_g) / (std_g + std_eps)   (std = "population": sqrt(sum (r - mean)^2 / m),
+                                                 std = "unbiased":   sqrt(sum (r - mean)^2 / (m - 1)))
+    A_i = r_i - mean_g                          (std = "none": mean-centring only)
 
 and A_i = 0 for every member of a group whose rewards are all equal (including a singleton
 group): such a group carries no outcome difference to learn from.
+
+The paper's SRPO / RRPO groups use the population std (``std_eps = 0``). The release's GRPO baseline
+uses verl's GRPO outcome estimator: the sample std (ddof 1) with ``std_eps = 1e-6`` added to it in
+the denominator (``std="unbiased", std_eps=1e-6``; ``srpo.config.paper_recipe("grpo")``). verl gives
+a singleton group ``r / (1 + eps)`` (mean 0, std 1) where we give 0; the baseline's groups have 8
+members, so that case does not arise.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps: float = 1e-8):
+def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps: float = 1e-8,
+                     std_eps: float = 0.0):
     """Z-score ``rewards`` within the groups given by ``group_ids``.
 
     Args:
@@ -47,6 +54,7 @@ def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps:
         std: "population" (divide by the population std, the paper's default), "unbiased"
             (divide by the sample std with m - 1 in the denominator) or "none" (mean-centring).
         eps: a group whose reward spread is at most ``eps`` counts as constant and gets zeros.
+        std_eps: added to the std in the denominator (verl's GRPO estimator: 1e-6; 0: none).
 
     Returns:
         Advantages of shape (N,), float64 numpy array for numpy/list input, or a torch tensor of
@@ -58,6 +66,8 @@ def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps:
     """
     if std not in STD_MODES:
         raise ValueError(f"std must be one of {STD_MODES}; got {std!r}")
+    if not (std_eps >= 0 and np.isfinite(std_eps)):
+        raise ValueError(f"std_eps must be a finite number >= 0; got {std_eps!r}")
     is_torch = hasattr(rewards, "detach") and hasattr(rewards, "cpu")
     r = _as_numpy(rewards, "rewards").astype(np.float64)
     g = _as_numpy(group_ids, "group_ids")
@@ -82,7 +92,7 @@ def group_advantages(rewards: Any, group_ids: Any, std: str = "population", eps:
                 adv[idx] = centred
                 continue
             ddof = 0 if std == "population" else 1
-            adv[idx] = centred / vals.std(ddof=ddof)
+            adv[idx] = centred / (vals.std(ddof=ddof) + std_eps)
 
     if is_torch:
         import torch

@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from srpo.boundaries import cut_prefix_tokens
 from srpo.localize import LocalizationResult, ParentView
-from srpo.thoughts import cut_prefix, thought_texts
+from srpo.thoughts import THOUGHT_DELIMITER, thought_texts
 
 __all__ = [
     "SPLITS",
@@ -135,6 +136,11 @@ class ResetEvent:
         clean: deviation <= 0 (None without a verifier).
         prefix_tokens: tokens in the kept prefix.
         suffix_rewards: rewards of the suffixes.
+        prefix_split: the parent's token that straddled the kept thought's delimiter and the next
+            thought (``>Then``) was replaced by the ids of its in-thought text
+            (``srpo.boundaries``).
+        prefix_exact: the prefix decodes to exactly thoughts 1..k-1 (False: a straddling token
+            could not be split and was kept whole).
     """
 
     prompt_index: int
@@ -148,6 +154,8 @@ class ResetEvent:
     clean: bool | None
     prefix_tokens: int
     suffix_rewards: list[float] = field(default_factory=list)
+    prefix_split: bool = False
+    prefix_exact: bool = True
 
     @property
     def suffix_successes(self) -> int:
@@ -275,6 +283,7 @@ def build_batch(
     if localizer is None:
         split = "grpo"
     spec = split_spec(split, rollouts_per_prompt)
+    delimiter = getattr(getattr(engine, "config", None), "delimiter", THOUGHT_DELIMITER)
     if max_fresh_chains < rollouts_per_prompt:
         raise ValueError(
             f"max_fresh_chains must be >= rollouts_per_prompt = {rollouts_per_prompt}; "
@@ -331,7 +340,7 @@ def build_batch(
             n_suffix = spec.suffixes_per_parent
         for ci in s.parents:
             chain = s.chains[ci]
-            texts = thought_texts(tokenizer, chain.response_ids, chain.spans)
+            texts = thought_texts(tokenizer, chain.response_ids, chain.spans, delimiter)
             parent_refs.append((s, ci, n_suffix))
             question = getattr(s.problem, "question", None) or task.prompt(s.problem)
             views.append(ParentView(s.problem, question, texts))
@@ -384,12 +393,14 @@ def build_batch(
         parent = s.chains[ci]
         n = len(parent.spans)
         k = min(max(res.k, 1), n)
-        prefix = cut_prefix(parent.response_ids, parent.spans, k)
+        # thoughts 1..k-1, cut exactly at the delimiter (a straddling ">Then" token is split)
+        cut = cut_prefix_tokens(tokenizer, parent.response_ids, parent.spans, k, delimiter)
         fe = task.first_error(s.problem, view.thoughts) if task.has_step_verifier else None
         dev = None if fe is None else k - int(fe)
         event = ResetEvent(s.index, n, k, res.source, res.is_fallback, res.raw, fe, dev,
-                           None if dev is None else dev <= 0, len(prefix))
-        suffix_groups.append((s.prompt_ids, prefix, parent.spans[: k - 1], n_suffix))
+                           None if dev is None else dev <= 0, len(cut.ids),
+                           prefix_split=cut.replaced > 0, prefix_exact=cut.exact)
+        suffix_groups.append((s.prompt_ids, cut.ids, cut.spans, n_suffix))
         parent_events.append((s, event))
     # every parent's suffixes in one batched call (seeds drawn parent by parent)
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from srpo.localize import LOCALIZATION_FALLBACKS, LOCALIZATION_PROMPTS
 __all__ = [
     "METHODS", "LOCALIZER_OF", "LOSSES", "AGG_MODES", "AUTO", "TRAINER_VERSION",
     "SYNTHETIC_PROFILE", "RELEASE_PROFILE", "PAPER_RECIPE", "ConfigError", "CheckpointMismatch",
-    "TrainConfig", "checkpoint_compatibility",
+    "TrainConfig", "checkpoint_compatibility", "PAPER_GRPO", "paper_recipe",
 ]
 
 #: loss aggregation modes (``srpo.loss.aggregate``)
@@ -91,6 +91,29 @@ PAPER_RECIPE = {
     "split": "1x4",
 }
 
+#: ``--recipe paper --method grpo``: the release's GRPO baseline (LLM_METHOD.md, "GRPO baseline"):
+#: verl's GRPO outcome estimator, (r - mean) / (sample std with ddof 1 + 1e-6), and PPO-clip 0.2
+#: with token-mean; SRPO / RRPO keep the population std, REINFORCE and seq-mean-token-mean.
+PAPER_GRPO = {
+    "adv_std": "unbiased",
+    "adv_eps": 1e-6,
+    "loss": "ppo-clip",
+    "clip_eps": 0.2,
+    "agg": "token-mean",
+}
+
+
+def paper_recipe(method: str) -> dict:
+    """The ``TrainConfig`` values of ``--recipe paper`` for ``method`` (explicit flags win over
+    them): ``PAPER_RECIPE``, and for ``grpo`` the release's baseline estimator and loss
+    (``PAPER_GRPO``)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    values = dict(PAPER_RECIPE)
+    if method == "grpo":
+        values.update(PAPER_GRPO)
+    return values
+
 #: fields that change memory or speed only (not the trajectory): left out of the run key, so a
 #: run resumes after they change
 _NOT_IN_KEY = ("steps", "epochs", "out_dir", "resume", "checkpoint_every", "device", "cache_dir",
@@ -145,7 +168,10 @@ class TrainConfig:
         mini_batches: optimizer updates per iteration, prompts split into this many equal parts
             (paper: 4 x 64 sequences; updates 2.. are slightly off-policy, uncorrected).
         agg: loss aggregation, ``seq-mean-token-mean`` (paper) or ``token-mean``.
-        adv_std: advantage normalisation: ``population`` (paper), ``unbiased`` or ``none``.
+        adv_std: advantage normalisation: ``population`` (paper's SRPO / RRPO), ``unbiased``
+            (the sample std, ddof 1: the release's GRPO baseline) or ``none``.
+        adv_eps: added to the std in the advantage's denominator (the release's GRPO: 1e-6;
+            0: none).
         kl_coef: weight of the k3 KL penalty to the initial policy (paper: 0).
 
     Memory (none of these changes the loss):
@@ -243,6 +269,7 @@ class TrainConfig:
     mini_batches: int = 1
     agg: str = "seq-mean-token-mean"
     adv_std: str = "population"
+    adv_eps: float = 0.0
     kl_coef: float = 0.0
     dtype: str = "auto"
     grad_checkpointing: bool | str = AUTO
@@ -353,14 +380,14 @@ class TrainConfig:
                 fail(name, f"must be an integer >= {minimum}{' or None' if name in optional else ''}"
                            f"; got {value!r}")
         for name in ("lr", "weight_decay", "kl_coef", "clip_eps", "temperature",
-                     "localization_temperature", "eval_split"):
+                     "localization_temperature", "eval_split", "adv_eps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 fail(name, f"must be a finite number; got {value!r}")
         if not self.lr > 0:
             fail("lr", f"must be > 0; got {self.lr}")
         for name in ("weight_decay", "kl_coef", "clip_eps", "temperature",
-                     "localization_temperature"):
+                     "localization_temperature", "adv_eps"):
             if getattr(self, name) < 0:
                 fail(name, f"must be >= 0; got {getattr(self, name)}")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
@@ -417,6 +444,8 @@ class TrainConfig:
             d.pop("engine")
         if not d["task_options"]:  # runs of the plain task keep their keys (and checkpoints)
             d.pop("task_options")
+        if not d["adv_eps"]:  # so do runs without the GRPO baseline's epsilon
+            d.pop("adv_eps")
         d["trainer_version"] = TRAINER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

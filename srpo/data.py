@@ -227,6 +227,14 @@ def read_problems(
     return problems
 
 
+def check_batch_fits(n_problems: int, prompts_per_step: int, source: str = "the training set") -> None:
+    """Raise ValueError (one line) unless ``n_problems`` fill at least one step's prompts."""
+    if n_problems < prompts_per_step:
+        raise ValueError(f"prompts_per_step must be <= the {n_problems} training problems of "
+                         f"{source} (one step draws {prompts_per_step} distinct problems); "
+                         "lower --prompts-per-step or use a larger file")
+
+
 class EpochSampler:
     """Batches of item indices, epoch after epoch (a fresh permutation per epoch, remainder dropped).
 
@@ -242,9 +250,7 @@ class EpochSampler:
     def __init__(self, n_items: int, batch_size: int, rng: np.random.Generator) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        if n_items < batch_size:
-            raise ValueError(f"the training set has {n_items} problems, fewer than one batch of "
-                             f"{batch_size} (lower the prompts per step)")
+        check_batch_fits(n_items, batch_size)
         self.n_items, self.batch_size, self.rng = n_items, batch_size, rng
         self.epoch, self.position, self.order = 0, 0, None
 

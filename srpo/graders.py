@@ -1,4 +1,4 @@
-"""Answer graders by benchmark type: math, multiple-choice letter, yes/no, normalized exact match.
+"""Answer graders by benchmark type: math, multiple-choice letter, yes/no, exact and substring match.
 
 Each grader maps ``(reference answer, response text) -> 1.0 | 0.0``; the response is the whole
 generated chain, and the prediction is read from its last complete ``\\boxed{...}`` (what the
@@ -6,14 +6,20 @@ rollout prompt asks for), with the fallbacks below when there is none.
 
 - ``math``: the content of the last ``\\boxed{}`` against the reference by mathematical
   equivalence (``math_verify``: parsing and answer normalization). No box: wrong.
-- ``mc``: a choice letter A-J. From the last box (``B``, ``(B)``, ``\\text{B}``, ``B. text``); else
-  the last "answer is B" / "Answer: (B)"; else the last parenthesised letter ``(B)``. The
-  reference may be ``B``, ``(B)`` or ``B) text``.
-- ``yesno``: the last box if it says yes/no/true/false, else the last standalone yes/no word of the
-  response (StrategyQA's rule); references yes/no/true/false/1/0.
+- ``mc``: a choice letter A-J. From the last box (``B``, ``(B)``, ``\\text{B}``, ``B. text``,
+  ``b``); else the *last* "answer is B" / "answer: (B)" / "final: B" (an upper-case letter, so
+  the article in "the answer is a fridge" is not a choice); else the last of "option B",
+  "choice B", a parenthesised ``(B)`` / ``(b)``, a ``B)`` / ``b)`` after a space or at a line
+  start, or a line that is only the letter (``b``, ``B.``). The reference may be ``B``, ``(B)``
+  or ``B) text``.
+- ``yesno``: the last box if it says yes/no/true/false, else the last standalone yes/no/true/false
+  word of the response (StrategyQA's rule); references yes/no/true/false/1/0.
 - ``exact``: the last box (else the last non-empty line) equals the reference after
   normalization: lower case, ``\\text{}`` unwrapped, punctuation and the articles a/an/the removed,
   whitespace collapsed.
+- ``substring``: the same prediction and normalization, and the reference's words appear as a
+  contiguous run of the prediction's words (the release's SciKnowEval free-text rule, on whole
+  words: ``It is oxygen.`` answers ``oxygen``; ``oxygenated`` does not).
 - ``code``: the reference holds a problem's tests (``srpo.code.formats.ground_truth_tests``);
   the code between the response's last two fence lines runs in the sandbox on the tests training
   never sees (the held-out half, or all tests of a held-out problem): 1.0 iff all pass
@@ -21,9 +27,8 @@ rollout prompt asks for), with the fallbacks below when there is none.
 
 ``infer_grader(data_source, answer)`` picks one for a row without an explicit grader: by the
 ``data_source`` name (the coding sources -> code, CommonsenseQA -> mc, StrategyQA -> yesno, the
-math sources -> math,
-SciKnowEval -> mc for a letter answer, exact otherwise), else by the answer's form (a single letter
--> mc, yes/no -> yesno, anything else -> math).
+math sources -> math, SciKnowEval -> mc for a letter answer, substring otherwise), else by the
+answer's form (a single letter -> mc, yes/no -> yesno, anything else -> math).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from srpo.thoughts import extract_boxed
 
 __all__ = ["GRADERS", "grade", "infer_grader", "math_equivalent", "extract_prediction"]
 
-GRADERS = ("math", "mc", "yesno", "exact", "code")
+GRADERS = ("math", "mc", "yesno", "exact", "substring", "code")
 
 #: data_source substrings (lower case) -> grader; checked in order
 _SOURCE_RULES = (
@@ -56,10 +61,19 @@ _SOURCE_RULES = (
 
 _LETTER = re.compile(r"^\s*\(?\s*([A-Ja-j])\s*\)?(?:[.:)\s].*)?$", re.DOTALL)
 _TEXT_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
-_ANSWER_IS = re.compile(r"answer\s*(?:is|:)?\s*:?\s*\(?\s*([A-J])\b\s*\)?", re.IGNORECASE)
-_PAREN_LETTER = re.compile(r"\(([A-J])\)")
+#: forms in which a response commits to a choice letter, strongest first: the last match of the
+#: first tier that has one wins
+_CHOICE_TIERS = (
+    # "answer is B", "final answer: (B)", "final: B": an upper-case letter that no other letter
+    # follows (the article in "the answer is a fridge" is not a choice)
+    (re.compile(r"(?i:\b(?:answer|final)\b)(?:\s+is)?\s*[:=]?\s*\(?\s*([A-J])(?![A-Za-z])"),),
+    (re.compile(r"(?i:\b(?:option|choice)\b)\s*[:=]?\s*\(?\s*([A-J])(?![A-Za-z])"),
+     re.compile(r"\(\s*([A-Ja-j])\s*\)"),  # (B) or (b)
+     re.compile(r"(?:^|(?<=\s))([A-Ja-j])\)"),  # B) or b) after a space or at a line start
+     re.compile(r"^[ \t*]*\(?([A-Ja-j])\)?[.:]?[ \t*]*$", re.MULTILINE)),  # a letter alone
+)
 _STRICT_LETTER = re.compile(r"\(?[A-J]\)?")
-_YES_NO_WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_YES_NO_WORD = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
 _YES = ("yes", "true", "1")
 _NO = ("no", "false", "0")
 
@@ -128,20 +142,24 @@ def extract_prediction(grader: str, response: str) -> str | None:
     if grader == "mc":
         letter = _letter(boxed)
         if letter is None:
-            found = _ANSWER_IS.findall(response) or _PAREN_LETTER.findall(response)
-            letter = found[-1].upper() if found else None
+            text = response.replace("</thought>", "\n")
+            for tier in _CHOICE_TIERS:
+                found = [(m.start(1), m.group(1)) for form in tier for m in form.finditer(text)]
+                if found:
+                    letter = max(found)[1].upper()
+                    break
         return letter
     if grader == "yesno":
         verdict = _yes_no(boxed)
         if verdict is None:
             words = _YES_NO_WORD.findall(response)
-            verdict = (words[-1].lower() == "yes") if words else None
+            verdict = (words[-1].lower() in ("yes", "true")) if words else None
         return None if verdict is None else ("yes" if verdict else "no")
     if grader == "code":
         from srpo.code.grading import extract_code
 
         return extract_code(response)
-    if grader == "exact":
+    if grader in ("exact", "substring"):
         if boxed is not None:
             return boxed
         lines = [line for line in response.splitlines() if line.strip()]
@@ -175,7 +193,20 @@ def grade(grader: str, reference: str, response: str) -> float:
         if gold is None:
             raise ValueError(f"grader 'yesno' needs yes/no/true/false as the reference; got {reference!r}")
         return float(prediction == ("yes" if gold else "no"))
-    return float(prediction is not None and normalize_text(prediction) == normalize_text(reference))
+    if prediction is None:
+        return 0.0
+    if grader == "substring":
+        return float(_contains_words(normalize_text(prediction), normalize_text(reference)))
+    return float(normalize_text(prediction) == normalize_text(reference))
+
+
+def _contains_words(text: str, part: str) -> bool:
+    """Whether the words of ``part`` (non-empty) appear as a contiguous run of ``text``'s."""
+    words, needle = text.split(), part.split()
+    if not needle:
+        return False
+    n = len(needle)
+    return any(words[i:i + n] == needle for i in range(len(words) - n + 1))
 
 
 def infer_grader(data_source: str | None, answer: str) -> str:
@@ -185,7 +216,7 @@ def infer_grader(data_source: str | None, answer: str) -> str:
     text = answer.strip()
     is_letter = _STRICT_LETTER.fullmatch(text) is not None
     if "sciknoweval" in source:
-        return "mc" if is_letter else "exact"
+        return "mc" if is_letter else "substring"
     for key, grader in _SOURCE_RULES:
         if key in source:
             return grader

@@ -57,6 +57,8 @@ RESET_COLUMNS = (
     "n_suffixes",
     "suffix_successes",
     "suffix_pass_at_k",
+    "prefix_split",  # a token straddling the cut delimiter was split (srpo.boundaries)
+    "prefix_exact",  # the prefix decodes to exactly thoughts 1..k-1
 )
 
 

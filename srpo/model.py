@@ -218,6 +218,9 @@ def load_model(
     path = Path(path)
     if not path.exists():
         raise ValueError(f"model path {str(path)!r} does not exist (expected a local HF model directory)")
+    # absolute: a LoRA adapter saved from this model records the path it was loaded from, and a
+    # relative one would not load from another working directory
+    path = path.resolve()
     if not path.is_dir() or not ((path / "config.json").is_file() or _is_adapter_dir(path)):
         raise ValueError(
             f"model path {str(path)!r} holds no config.json or adapter_config.json "
@@ -274,8 +277,9 @@ def _enable_checkpointing(model) -> None:
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
     """Save a model (or, for a peft model, its adapter) and the tokenizer into `path`.
 
-    A peft model saves only its adapter plus the base model path it was loaded from, so the base
-    directory must stay where it is; `load_model(path)` reloads either kind.
+    A peft model saves only its adapter plus the base model path it was loaded from (absolute:
+    `load_model` resolves it), so the base directory must stay where it is; `load_model(path)`
+    reloads either kind, from any working directory.
 
     Returns:
         The directory, as a Path.

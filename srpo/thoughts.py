@@ -9,6 +9,15 @@ The rollout engine records spans while sampling, by decoded text
 (`srpo.tokenizer.StopStringMatcher`). `thought_spans` below splits on the delimiter's *ids*: exact
 when the delimiter is a single token (the tiny tokenizer), but blind to a BPE tokenizer's merges
 (`.</thought>` -> `.</` `thought` `>`), so it is not used to segment real models' chains.
+
+The straddling token. Under the Qwen2 / Llama-3 pre-tokenizers (and SentencePiece) the token that
+completes the delimiter often carries the next thought's first characters (`>Then`,
+`.</thought>So`). A span ends at that token (token spans tile the response, and the sampled ids
+are never changed), and its text after the delimiter, the *carry*, belongs to the next thought:
+`thought_texts` moves it there (`split_thought_text`), so that thought i's text is exactly what the
+model wrote between the (i-1)-th and the i-th delimiter. `cut_prefix` cuts at a span end (ids
+only, exact when no token straddles); `srpo.boundaries.cut_prefix_tokens` cuts exactly at the
+delimiter, replacing only a straddling last token by the ids of its in-thought text.
 """
 
 from __future__ import annotations
@@ -108,14 +117,59 @@ def cut_prefix(response_ids: Sequence[int], spans: Sequence[tuple[int, int]], k:
     return list(response_ids[: spans[k - 2][1]])
 
 
-def thought_texts(tokenizer, response_ids: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[str]:
-    """Decode each thought separately (for verifiers and logs only, never to rebuild ids).
+def split_thought_text(text: str, carry: str = "",
+                       delimiter: str = THOUGHT_DELIMITER) -> tuple[str, str]:
+    """One thought's text and the carry it passes on.
+
+    Args:
+        text: the decoded text of the thought's span.
+        carry: the text of the previous span past its delimiter (the tail of a straddling token).
+        delimiter: the step delimiter.
+
+    Returns:
+        ``(thought, carry_out)``: ``carry + text`` up to and including the first delimiter, and
+        the text after it; ``(carry + text, "")`` when the span holds no delimiter (a capped or
+        unfinished thought).
+    """
+    full = carry + text
+    position = full.find(delimiter)
+    if position < 0:
+        return full, ""
+    end = position + len(delimiter)
+    return full[:end], full[end:]
+
+
+def thought_texts(tokenizer, response_ids: Sequence[int], spans: Sequence[tuple[int, int]],
+                  delimiter: str = THOUGHT_DELIMITER) -> list[str]:
+    """Decode each thought (for verifiers, the localization prompt and logs; never to rebuild ids).
+
+    A span is decoded on its own; text that its last token carries past the delimiter (a
+    straddling token, e.g. `>Then`) is moved to the next thought (`split_thought_text`), so that
+    thought i is exactly the text between the (i-1)-th and the i-th delimiter. The carry of the
+    last span (the start of a thought that was never written) is dropped.
 
     Returns:
         One string per span, special tokens (eos, pad) removed; delimiters are kept.
     """
     ids = list(response_ids)
-    return [tokenizer.decode(ids[s:e], skip_special_tokens=True) for s, e in spans]
+    texts, carry = [], ""
+    for s, e in spans:
+        text, carry = split_thought_text(_decode_in_context(tokenizer, ids, s, e), carry,
+                                         delimiter)
+        texts.append(text)
+    return texts
+
+
+def _decode_in_context(tokenizer, ids: list[int], start: int, end: int) -> str:
+    """``ids[start:end]`` decoded after the token before it, that token's own text removed: a
+    SentencePiece decoder drops the space of a leading ``▁word`` only at the start of a text."""
+    if start == 0:
+        return tokenizer.decode(ids[start:end], skip_special_tokens=True)
+    lead = tokenizer.decode(ids[start - 1:start], skip_special_tokens=True)
+    text = tokenizer.decode(ids[start - 1:end], skip_special_tokens=True)
+    if text.startswith(lead):
+        return text[len(lead):]
+    return tokenizer.decode(ids[start:end], skip_special_tokens=True)
 
 
 def extract_boxed(text: str) -> str | None:

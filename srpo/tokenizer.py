@@ -7,8 +7,13 @@ and of the localization prompt are single tokens so that sequences stay short. T
 `</thought>` is always exactly one token.
 
 `build_bpe_tokenizer` trains a byte-level BPE tokenizer (the kind real models use: GPT-2, Llama-3,
-Qwen2) on a corpus in code. On it `</thought>` is *not* one token and merges with the punctuation
-before it (`.</` `thought` `>`), which is what the thought-boundary logic must survive.
+Qwen2) on a corpus in code, with the pre-tokenizer regex of GPT-2, Qwen2 or Llama-3
+(`PRE_TOKENIZER_PATTERNS`). On it `</thought>` is *not* one token and merges with the punctuation
+before it (`.</` `thought` `>`); under the Qwen2 / Llama-3 regex the `>` also merges with the next
+thought's first word (`>Then`, `>So`): the token that completes the delimiter *straddles* two
+thoughts, which is what the thought-boundary logic must survive (`srpo.boundaries`).
+`build_sentencepiece_tokenizer` trains a SentencePiece-style BPE (Metaspace `▁` for spaces, no
+split on punctuation, byte fallback), the layout of Llama-2 / Mistral vocabularies.
 
 Helpers that work for any Hugging Face tokenizer (the tiny one or a real model's):
 
@@ -25,13 +30,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import PreTrainedTokenizerFast
 
 from srpo.thoughts import THOUGHT_DELIMITER, extract_boxed
 
 __all__ = ["THOUGHT_DELIMITER", "build_tokenizer", "build_bpe_tokenizer", "eos_token_ids",
-           "StopStringMatcher", "delimiter_ids", "BoxedDetector", "CHATML_TEMPLATE"]
+           "StopStringMatcher", "delimiter_ids", "BoxedDetector", "CHATML_TEMPLATE",
+           "PRE_TOKENIZER_PATTERNS", "LLAMA3_CHAT_TEMPLATE", "build_sentencepiece_tokenizer"]
 
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<bos>"
@@ -157,31 +172,67 @@ CHATML_TEMPLATE = (
 )
 
 
+#: Pre-tokenizer regexes of real byte-level BPE vocabularies (published in their tokenizer files).
+#: ``gpt2``: a letter run takes at most a leading space (``>`` and ``Then`` stay apart); ``qwen2``
+#: and ``llama3``: a letter run takes one leading non-letter, non-digit character, so ``>Then`` is
+#: one pre-token and merges into one token when frequent (Llama-3 groups digits by up to three,
+#: Qwen2 splits every digit).
+PRE_TOKENIZER_PATTERNS = {
+    "gpt2": None,  # the ByteLevel pre-tokenizer's own regex
+    "qwen2": (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+              r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+    "llama3": (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+}
+
+#: A Llama-3-style chat template (header tokens, ``<|eot_id|>`` ends a turn).
+LLAMA3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{{ message['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
 def build_bpe_tokenizer(
     corpus: Iterable[str],
     vocab_size: int = 1024,
     chat_template: str | None = CHATML_TEMPLATE,
     min_frequency: int = 2,
+    pattern: str = "gpt2",
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on `corpus` (GPT-2 / Llama-3 / Qwen2 style).
 
-    Special tokens: `<|endoftext|>` (eos and pad), `<|im_start|>`, `<|im_end|>` (chat turns). The
+    Special tokens: `<|endoftext|>` (eos and pad), `<|im_start|>`, `<|im_end|>` (chat turns); with
+    `pattern="llama3"` also Llama-3's `<|start_header_id|>`, `<|end_header_id|>`, `<|eot_id|>`. The
     thought delimiter is deliberately *not* added as a token: it is learned like any text, so
-    frequent contexts such as `.</thought>` merge across its first character.
+    frequent contexts such as `.</thought>` merge across its first character (and, under the
+    `qwen2` / `llama3` regex, `>Then` across its last).
 
     Args:
         corpus: training texts.
         vocab_size: target vocabulary size (bytes and specials included).
         chat_template: Jinja chat template stored on the tokenizer (None: no template).
         min_frequency: minimum pair count for a merge.
+        pattern: the pre-tokenizer regex, a key of `PRE_TOKENIZER_PATTERNS`.
 
     Returns:
         A `PreTrainedTokenizerFast` (no bos token, as Qwen2; left padding).
     """
+    if pattern not in PRE_TOKENIZER_PATTERNS:
+        raise ValueError(f"pattern must be one of {tuple(PRE_TOKENIZER_PATTERNS)}; got {pattern!r}")
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    regex = PRE_TOKENIZER_PATTERNS[pattern]
+    if regex is None:
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:  # the layout of Qwen2's and Llama-3's tokenizer files: the regex, then bytes
+        core.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
     core.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    if pattern == "llama3":
+        specials += ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
@@ -190,6 +241,46 @@ def build_bpe_tokenizer(
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
         padding_side="left",
+    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def build_sentencepiece_tokenizer(
+    corpus: Iterable[str],
+    vocab_size: int = 1024,
+    min_frequency: int = 2,
+    chat_template: str | None = CHATML_TEMPLATE,
+) -> PreTrainedTokenizerFast:
+    """Train a SentencePiece-style BPE tokenizer (the layout of Llama-2 / Mistral vocabularies).
+
+    Spaces become `▁` (Metaspace, a `▁` prepended to the first word); text is split at spaces only,
+    not at punctuation, so merges cross it (`.</thought>Then` can be one token); characters missing from the vocabulary fall
+    back to byte tokens `<0x..>`. Decoding a span on its own drops a leading `▁`'s space, as
+    SentencePiece does. Specials: `<unk>`, `<s>` (bos, prepended), `</s>` (eos, pad), plus the
+    ChatML turn tokens.
+    """
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    core = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first",
+                                                  split=True)
+    core.decoder = decoders.Sequence([
+        decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+        decoders.Strip(" ", 1, 0),
+    ])
+    corpus = list(corpus)
+    alphabet = sorted({ch for text in corpus for ch in text.replace(" ", "\u2581")})
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=specials + byte_tokens, initial_alphabet=alphabet,
+                                  show_progress=False)
+    core.train_from_iterator(corpus, trainer)
+    core.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", core.token_to_id("<s>"))])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="</s>",
+        unk_token="<unk>", padding_side="left",
     )
     if chat_template is not None:
         tokenizer.chat_template = chat_template
@@ -259,14 +350,29 @@ class StopStringMatcher:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False,
                                      clean_up_tokenization_spaces=False)
 
-    def closes(self, ids: Sequence[int], start: int, end: int | None = None) -> bool:
+    def closes(self, ids: Sequence[int], start: int, end: int | None = None,
+               carry: str = "") -> bool:
         """Whether the thought `ids[start:end]` (end: `len(ids)`), whose last token was just
         appended, now holds the stop string (it did not before, or it would have been closed
-        then)."""
+        then). `carry` is the thought's text that the previous thought's last token carried past
+        its stop string (`srpo.thoughts.split_thought_text`); it counts while the window reaches
+        the thought's first token."""
         end = len(ids) if end is None else end
         if end <= start or ids[end - 1] not in self.candidates:
             return False
-        return self.stop in self._decode(ids[max(start, end - self.window):end])
+        first = max(start, end - self.window)
+        text = self._decode(ids[first:end])
+        return self.stop in ((carry + text) if first == start else text)
+
+    def carry_after(self, ids: Sequence[int], start: int, end: int, carry: str = "") -> str:
+        """The text past the stop string in the thought `ids[start:end]` (that `closes`): what a
+        straddling last token (e.g. `>Then`) carries into the next thought; "" when none."""
+        first = max(start, end - self.window)
+        text = self._decode(ids[first:end])
+        if first == start:
+            text = carry + text
+        position = text.find(self.stop)
+        return "" if position < 0 else text[position + len(self.stop):]
 
     def spans(
         self,
@@ -276,16 +382,27 @@ class StopStringMatcher:
     ) -> list[tuple[int, int]]:
         """Thought spans of a response segmented after the fact with the generation rule.
 
-        A thought ends after the token that completes the stop string, or after
-        `max_thought_tokens` tokens (a capped thought is a span of its own, as during
-        generation); an eos token ends the response and belongs to the thought it ends (a lone
-        eos right after a closed thought is attached to that thought). Returns half-open spans
-        tiling `[0, len(ids))` (see `srpo.thoughts.check_spans`).
+        A thought ends after the token that completes the stop string (text a straddling token
+        carries past it starts the next thought), or after `max_thought_tokens` tokens (a capped
+        thought is a span of its own, as during generation); an eos token ends the response and
+        belongs to the thought it ends (a lone eos right after a closed thought is attached to
+        that thought). Returns half-open spans tiling `[0, len(ids))` (see
+        `srpo.thoughts.check_spans`).
         """
+        return self.segment(ids, max_thought_tokens, eos_ids)[0]
+
+    def segment(
+        self,
+        ids: Sequence[int],
+        max_thought_tokens: int | None = None,
+        eos_ids: Iterable[int] = (),
+    ) -> tuple[list[tuple[int, int]], str]:
+        """`spans(...)` and the carry of the last closed thought (its text past the stop string;
+        "" when the last thought is open or capped)."""
         eos = frozenset(int(i) for i in eos_ids)
         ids = [int(i) for i in ids]
         spans: list[tuple[int, int]] = []
-        start = 0
+        start, carry = 0, ""
         for end in range(1, len(ids) + 1):
             token = ids[end - 1]
             if token in eos:
@@ -293,13 +410,16 @@ class StopStringMatcher:
                     spans[-1] = (spans[-1][0], end)
                 else:
                     spans.append((start, end))
-                start = end
+                start, carry = end, ""
                 break
-            if self.closes(ids, start, end) or (
-                max_thought_tokens is not None and end - start >= max_thought_tokens
-            ):
+            if self.closes(ids, start, end, carry):
                 spans.append((start, end))
+                carry = self.carry_after(ids, start, end, carry)
                 start = end
+            elif max_thought_tokens is not None and end - start >= max_thought_tokens:
+                spans.append((start, end))
+                start, carry = end, ""
         if start < len(ids):
             spans.append((start, len(ids)))
-        return spans
+            carry = ""
+        return spans, carry

@@ -14,7 +14,7 @@ One iteration (``train``):
    (``srpo.masked_pg_loss``) on log-probs computed in chunks (``srpo.logprobs``); optionally
    PPO-clip over several passes and a k3 KL penalty to the initial policy;
 5. log a metrics row (``srpo.metrics.METRIC_COLUMNS`` plus phase times, tokens and peak memory)
-   to ``metrics.jsonl``; every ``checkpoint_every`` iterations save model, optimizer, RNG and
+   to ``metrics.jsonl`` (peak memory: CUDA allocated and reserved, process RSS); every ``checkpoint_every`` iterations save model, optimizer, RNG and
    sampler states and all rows so far (``checkpoint.pt``, its key in ``checkpoint.json``) and the
    trained weights in Hugging Face form (``adapter/`` for LoRA: loadable by peft and vLLM;
    ``model/`` otherwise), so that a killed run resumes (``resume=True``) with no lost or
@@ -88,7 +88,7 @@ def build_task(config: TrainConfig):
     ``eval_seed``), ``eval_task`` (a separate file), ``eval_split`` (held out of the task file) or
     ``train`` (a seeded subset of the training problems: not held out).
     """
-    from srpo.data import read_problems
+    from srpo.data import check_batch_fits, read_problems
     from srpo.tasks import DatasetTask, ModularArithmeticTask
 
     if config.is_synthetic:
@@ -116,6 +116,10 @@ def build_task(config: TrainConfig):
     else:
         eval_problems = _subset(problems, config.eval_size, config.eval_seed)
         source = "train"
+    try:  # before any model is loaded or file written
+        check_batch_fits(len(problems), config.prompts_per_step, config.task)
+    except ValueError as err:
+        raise ConfigError("prompts_per_step", str(err)) from None
     return DatasetTask(problems), eval_problems, source
 
 
@@ -414,7 +418,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
     """
     from srpo.data import EpochSampler
     from srpo.engines import make_engine
-    from srpo.memory import auto_gen_batch_tokens
+    from srpo.memory import auto_gen_batch_tokens, cuda_peaks
     from srpo.model import resolve_dtype
     from srpo.rollout import GenerationConfig
 
@@ -433,10 +437,6 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
         eval_source = "task"
     torch.manual_seed(config.seed)  # a new LoRA adapter's initialisation draws from the global RNG
     model, tokenizer, model_path = load_policy(config, progress=warmstart_progress)
-    out.mkdir(parents=True, exist_ok=True)
-    jsonl = out / "metrics.jsonl"
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-
     dropped = 0
     problems = getattr(task, "problems", None)
     if problems is not None:  # a task file: drop prompts over max_prompt_tokens, as the release
@@ -446,10 +446,18 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
             raise ConfigError("max_prompt_tokens", f"max_prompt_tokens: every prompt of "
                                                    f"{config.task} is longer than "
                                                    f"{config.max_prompt_tokens} tokens")
+        if len(keep) < config.prompts_per_step:
+            raise ConfigError("prompts_per_step", f"prompts_per_step: {len(keep)} of "
+                                                  f"{len(problems)} training prompts fit in "
+                                                  f"max_prompt_tokens = {config.max_prompt_tokens}"
+                                                  f", fewer than one step's {config.prompts_per_step}")
         if dropped:
             note(f"dropped {dropped} of {len(problems)} training prompts longer than "
                  f"{config.max_prompt_tokens} tokens")
         task.problems = keep
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "metrics.jsonl"
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     if eval_source == "train":
         note(f"no held-out set: J is measured on {len(eval_problems)} training problems "
              "(pass an eval file or an eval split for a held-out J)")
@@ -559,8 +567,8 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
 
     def memory() -> dict:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-        peak = torch.cuda.max_memory_allocated(config.device) / 2**30 if cuda else float("nan")
-        return {"cuda_peak_gib": peak, "rss_max_gib": rss}
+        # allocated (live tensors) and reserved (what the caching allocator holds: what runs out)
+        return {**cuda_peaks(config.device), "rss_max_gib": rss}
 
     base = {"method": config.method, "seed": config.seed, "split": split,
             "mask_prefix": config.mask_prefix}
@@ -590,7 +598,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
         )
         rewards = np.array([s.reward for s in batch.samples])
         gids = np.array([s.group_id for s in batch.samples])
-        adv = group_advantages(rewards, gids, std=config.adv_std)
+        adv = group_advantages(rewards, gids, std=config.adv_std, std_eps=config.adv_eps)
         t_update = time.perf_counter()
         upd = _policy_update(model, ref_model, optimizer, batch.samples, adv, config, tokenizer)
         time_update = time.perf_counter() - t_update
@@ -645,6 +653,7 @@ def train(config: TrainConfig, callback: Callable[[dict], None] | None = None,
                 "first_error": e.first_error, "deviation": e.deviation, "clean": e.clean,
                 "prefix_tokens": e.prefix_tokens, "n_suffixes": len(e.suffix_rewards),
                 "suffix_successes": e.suffix_successes, "suffix_pass_at_k": e.suffix_pass_at_k,
+                "prefix_split": e.prefix_split, "prefix_exact": e.prefix_exact,
             })
         log_row(row)
         if config.checkpoint_every and (it % config.checkpoint_every == 0 or it == steps):

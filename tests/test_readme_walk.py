@@ -8,21 +8,24 @@ continuations joined) and either run or skipped for a stated reason:
   from the copy);
 * ``python experiments/...`` runs as written, at the smallest size a flag of the script allows:
   ``--quick`` where the README line has no size flag (the sweep), a one-step run of every method
-  where the README runs the full LLM default (``--seeds 1 --steps 1 --eval-size 8``);
+  where the README runs the full LLM default (``--seeds 1 --steps 1 --eval-size 8``), and the
+  comparison pointed at those small runs' own folders;
 * the test command (``pytest``) is skipped: it is what runs this test;
 * GPU lines (``--device cuda``, ``accelerate launch``, the CUDA install) are skipped: no GPU here.
 
 A README line of any other kind fails the test, so that a new command is walked (or its skip
 argued here) before it is published. Checked: each command exits 0 without a traceback, and
-``figures/`` (the published results) is byte-for-byte unchanged by the whole walk.
+``git status`` of the copy is clean after the whole walk: no tracked file changed (``figures/``,
+paper_repro.md, the summaries) and no untracked file appeared outside the ignored ``runs/`` --
+smoke runs write only there.
 
-The copy is made from ``git ls-files`` (tracked files only, as a fresh clone has them), the
-model caches go to a temporary directory (a cold start, as on a fresh machine).
+The copy is made from ``git ls-files`` (tracked files only, as a fresh clone has them) and
+committed to a new git repository; the model caches go to a temporary directory (a cold start,
+as on a fresh machine).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shlex
@@ -35,13 +38,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.slow, pytest.mark.llm]
+# a fresh venv and an install: longer than the suite's default limit
+pytestmark = [pytest.mark.slow, pytest.mark.llm, pytest.mark.timeout(2700)]
 
 GPU_MARKERS = ("--device cuda", "accelerate launch", "TRL_CFG=", '".[llm,vllm]"', "deepspeed")
 #: per script: the flags added where the README line runs the full default
 SMALL = {
     "experiments/cpi_sweep.py": ["--quick"],
     "experiments/llm_srpo.py": ["--seeds", "1", "--steps", "1", "--eval-size", "8"],
+    # the small runs above write their own folders (a smoke size never writes the default run's),
+    # so the comparison reads those
+    "experiments/compare.py": ["--cpi", "runs/cpi_sweep_quick", "--llm", "runs/llm_custom"],
 }
 SIZE_FLAGS = ("--quick", "--full", "--tiny", "--steps", "--seeds")
 
@@ -70,18 +77,13 @@ def classify(command: str) -> tuple[str, str]:
     if words[0] == "pip":
         return "pip", command
     if words[0] == "python" and len(words) > 1 and words[1] in SMALL | {
-            "experiments/compare.py": [], "experiments/llm_coverage.py": []}:
+            "experiments/llm_coverage.py": []}:
         extra = []
         if not any(w.split("=")[0] in SIZE_FLAGS for w in words[2:]):
             extra = SMALL.get(words[1], [])
         return "python", " ".join([command, *extra])
     raise AssertionError(f"README command not covered by the walk (run it or argue its skip in "
                          f"tests/test_readme_walk.py): {command!r}")
-
-
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_readme_commands_are_all_classified():
@@ -100,6 +102,7 @@ def test_readme_parser():
         classify("python experiments/new_thing.py")
     assert classify("python experiments/llm_srpo.py --quick")[1].endswith("--quick")
     assert classify("python experiments/llm_srpo.py")[1].endswith("--eval-size 8")
+    assert classify("python experiments/compare.py")[1].endswith("--llm runs/llm_custom")
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),
@@ -113,6 +116,11 @@ def test_readme_walk(tmp_path):
         if src.is_file():  # a tracked file deleted in the working tree is not copied
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
+    git = ["git", "-c", "user.name=walk", "-c", "user.email=walk@example.invalid",
+           "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "fresh clone"], cwd=repo, check=True)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
                    check=True)
@@ -122,7 +130,6 @@ def test_readme_walk(tmp_path):
            "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "MPLBACKEND": "Agg",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
-    before = _tree_digest(repo / "figures")
     walked = []
     for command in readme_commands((repo / "README.md").read_text()):
         kind, run = classify(command)
@@ -141,7 +148,8 @@ def test_readme_walk(tmp_path):
                            env=env, capture_output=True, text=True, check=True).stdout
     assert str(repo) in where, where
     assert any("cpi_sweep.py" in r for r in walked) and any("llm_srpo.py" in r for r in walked)
-    assert (repo / "runs" / "cpi_sweep" / "summary.json").is_file()
-    after = _tree_digest(repo / "figures")
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"smoke runs changed the published figures: {changed}"
+    assert (repo / "runs" / "cpi_sweep_quick" / "summary.json").is_file()
+    assert not (repo / "runs" / "cpi_sweep").exists(), "--quick wrote the default run's folder"
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "", f"the README's commands left git status dirty:\n{status}"

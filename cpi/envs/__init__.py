@@ -14,7 +14,8 @@ for:
 * :func:`deep_sea` -- the deep-sea hard-exploration MDP;
 * :func:`shifted_coverage`, :func:`planted_garnet`, :func:`combination_lock` -- families where
   Theorem 1's claims are *not* built in (distribution shift, off-G advantages, a planted
-  improvable set in a random MDP, coverage falling geometrically with depth); see docs/envs.md.
+  improvable set in a random MDP, coverage falling geometrically with depth); see docs/envs.md;
+* :func:`concave_fork` -- J concave along the CPI update at pi_0 (the conservative step matters).
 
 :class:`MDPEnv` wraps any of them as a ``gymnasium.Env``; importing this package registers the
 gymnasium ids in :data:`GYM_IDS` (``gymnasium.make("credit-resets/Coverage-v0", p=0.05)``).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import gymnasium
 
 from cpi.envs._knobs import initial_policy
+from cpi.envs.concave import concave_fork
 from cpi.envs.coverage import coverage_at, coverage_curve, coverage_family
 from cpi.envs.deep_sea import deep_sea
 from cpi.envs.first_error import first_error_step, first_error_tree, path_actions
@@ -38,6 +40,7 @@ __all__ = [
     "GYM_IDS",
     "MDPEnv",
     "combination_lock",
+    "concave_fork",
     "coverage_at",
     "coverage_curve",
     "coverage_family",

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from experiments.artifacts import write_json  # noqa: E402
 from experiments.comparison import stats as st  # noqa: E402
 from experiments.comparison.figures import save_figure  # noqa: E402
 from experiments.comparison.schema import (  # noqa: E402
@@ -308,8 +309,10 @@ def _phase_panel(ax, cov: CoverageInputs, quality: dict, sim_phase: pd.DataFrame
         if p0.finite and prod0.finite:
             ax.plot([p0.value], [max(prod0.value, lo_p)], "*", ms=12, mfc="none",
                     mec=COLORS["self"], mew=1.4, zorder=4)
+            right = p0.value > 0.5  # near the right edge: label to the left, inside the panel
             ax.annotate(f"j={j}", (p0.value, max(prod0.value, lo_p)), textcoords="offset points",
-                        xytext=(6, -10), fontsize=7, color="0.25")
+                        xytext=(-8 if right else 6, -10), ha="right" if right else "left",
+                        fontsize=7, color="0.25")
         qs = quality.get(j, {})
         for m, marker in (("self", "*"), ("random", "s"), ("oracle", "P")):
             qq = qs.get(m)
@@ -427,12 +430,25 @@ def cell_verdict(predicted: st.Estimate, measured: st.Estimate) -> str:
 
 
 def cell_counts(result: dict) -> dict:
-    """``{axis: {pair: {verdict: count}}}`` of :func:`cell_verdict` over the settings."""
+    """``{axis: {pair: {verdict: count}}}`` of :func:`cell_verdict` over the settings (every
+    verdict present, zero when it does not occur)."""
     out: dict = {}
     for r in result["table"].itertuples():
         v = cell_verdict(r.predicted, r.measured)
-        d = out.setdefault(r.axis, {}).setdefault(r.pair, {})
-        d[v] = d.get(v, 0) + 1
+        d = out.setdefault(r.axis, {}).setdefault(
+            r.pair, {"below": 0, "inside": 0, "above": 0, "n/a": 0})
+        d[v] += 1
+    return out
+
+
+def cell_totals(result: dict) -> dict:
+    """``{axis: {verdict: count}}``: :func:`cell_counts` summed over the pairs."""
+    out: dict = {}
+    for axis, pairs in cell_counts(result).items():
+        tot = out.setdefault(axis, {"below": 0, "inside": 0, "above": 0, "n/a": 0})
+        for d in pairs.values():
+            for k, c in d.items():
+                tot[k] = tot.get(k, 0) + c
     return out
 
 
@@ -445,12 +461,9 @@ def overall_verdict(result: dict) -> str:
     for axis, name in (("samples", "per rollout"), ("compute", "per generated token")):
         pairs = "; ".join(f"{m} vs {c}: {v.get((axis, f'{m}_vs_{c}'), 'n/a')}" for m, c in PAIRS)
         parts.append(f"Slope of speed-up vs p, LM against the simulation, {name}: {pairs}.")
-    counts = cell_counts(result)
+    totals = cell_totals(result)
     for axis, name in (("samples", "per rollout"), ("compute", "per generated token")):
-        tot = {}
-        for d in counts.get(axis, {}).values():
-            for k, c in d.items():
-                tot[k] = tot.get(k, 0) + c
+        tot = totals.get(axis, {})
         parts.append(f"Settings x pairs, {name}: the LM's speed-up is below the predicted "
                      f"interval in {tot.get('below', 0)}, inside it in {tot.get('inside', 0)}, "
                      f"above it in {tot.get('above', 0)} (n/a {tot.get('n/a', 0)}; a speed-up "
@@ -547,12 +560,52 @@ def write_table(cov: CoverageInputs, result: dict, out: Path,
 
     rows = [{k: (enc(v) if isinstance(v, st.Estimate) else v) for k, v in r.items()}
             for r in table.drop(columns=["p_est"]).to_dict("records")]
-    js.write_text(json.dumps(enc({
+    write_json(js, enc({
         "rows": rows, "lm_slopes": result["lm_slopes"], "sim_slopes": result["sim_slopes"],
         "verdicts": result["verdicts"], "verdict": overall_verdict(result),
         "cell_counts": cell_counts(result),
+        "cell_totals": cell_totals(result),
+        "measured_range": measured_range(table),
+        "scores": final_scores(cov),
         "quality": {str(j): {m: asdict(q) for m, q in d.items()}
                     for j, d in result["quality"].items()},
         "sources": sources or [],
-    }), indent=2, default=str))
+    }))
     return md, js
+
+
+def measured_range(table: pd.DataFrame) -> dict:
+    """``{axis: [min, max]}`` of the LM's speed-ups where reached (null when none is)."""
+    out = {}
+    for axis in ("samples", "compute"):
+        vals = [r.measured.value for r in table[table["axis"] == axis].itertuples()
+                if r.measured.finite]
+        out[axis] = [min(vals), max(vals)] if vals else None
+    return out
+
+
+def final_scores(cov: CoverageInputs) -> dict:
+    """Held-out J of the LM runs: per setting and method the start and final seed means (the
+    final with its 95% bootstrap interval over seeds) and the seeds' standard deviation, and
+    their ranges over all settings and methods (``range``). Empty before the LM runs."""
+    if cov.curves is None:
+        return {}
+    out: dict = {}
+    starts, finals, sds = [], [], []
+    for j in cov.positions:
+        cur = cov.curves[(cov.curves["hard_step"] == j) & cov.curves["score"].notna()]
+        for m in sorted(set(cur["method"])):
+            c = cur[cur["method"] == m].sort_values("iteration")
+            first = c.groupby("seed")["score"].first().to_numpy(float)
+            last = c.groupby("seed")["score"].last().to_numpy(float)
+            final = st.ratio_of_sums(last, np.ones_like(last))
+            sd = float(np.std(last, ddof=1)) if len(last) > 1 else math.nan
+            out.setdefault(str(j), {})[m] = {"start": float(first.mean()), "final": final,
+                                             "seed_sd": sd}
+            starts.append(float(first.mean()))
+            finals.append(final.value)
+            sds.append(sd)
+    sds = [x for x in sds if np.isfinite(x)]
+    out["range"] = {"start": [min(starts), max(starts)], "final": [min(finals), max(finals)],
+                    "seed_sd": [min(sds), max(sds)] if sds else None}
+    return out

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from experiments import artifacts  # noqa: E402
 from experiments.comparison import stats as st  # noqa: E402
 from experiments.comparison.schema import METHOD_LABELS, METHODS, SIDES  # noqa: E402
 
@@ -42,25 +43,23 @@ plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10
 
 
 def save_figure(fig, out: Path, stem: str, footer: str | None = None,
-                dpi: int = 150) -> list[Path]:
-    """Save PNG (at ``dpi``) and PDF (no creation date, so reruns are byte-stable); ``footer``
-    (the runs the figure was drawn from) goes below the axes."""
-    if footer:
-        fig.text(0.01, 0.0, footer, fontsize=7, va="top", ha="left", color="0.25",
+                dpi: int = 150, note: str | None = None) -> list[Path]:
+    """Save PNG (at ``dpi``) and PDF through :func:`experiments.artifacts.save_figure` (no dates,
+    so reruns are byte-stable). Below the axes, one text block: ``note`` (a sentence about the
+    figure), then ``footer`` (the runs it was drawn from) -- one block, so the two never print
+    over each other."""
+    lines = [x for x in (note, footer) if x]
+    if lines:
+        fig.text(0.01, 0.0, "\n".join(lines), fontsize=7, va="top", ha="left", color="0.25",
                  family="monospace", transform=fig.transFigure)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})
-    plt.close(fig)
-    return paths
+    return artifacts.save_figure(fig, Path(out) / stem, dpi=dpi, bbox_inches="tight")
 
 
 def _empty(ax, text: str) -> None:
+    """A panel a side has no data for: its title and a sentence, no frame (not an empty box)."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9,
             color="0.35", wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set_axis_off()
 
 
 def _err(est: st.Estimate) -> tuple[float, float]:
@@ -136,12 +135,11 @@ def localization_figure(resets: pd.DataFrame, out: Path, footer: str | None = No
                          label=f"{METHOD_LABELS.get(m, m)}: clean {clean.fmt(pct=True)}")
             ax_b.axvline(4.5, color="0.3", lw=0.8, ls=":")
             ax_b.set_ylim(top=ax_b.get_ylim()[1] * 1.4)  # room for the legend above the bars
-            ax_b.text(4.4, ax_b.get_ylim()[1] * 0.95, "clean ←", ha="right", va="top", fontsize=8)
-            ax_b.text(4.6, ax_b.get_ylim()[1] * 0.95, "→ erroneous", ha="left", va="top",
-                      fontsize=8)
             ax_b.plot([], [], **PAPER_STYLE, label="paper: ≈50% of self-localizations clean")
             ax_b.set_xticks(xb, buckets)
-            ax_b.set_xlabel("deviation = reset step − true first-error step")
+            # which side is clean goes in the label: text inside the panel ran under the legend
+            ax_b.set_xlabel("deviation = reset step − true first error (≤ 0 clean, > 0 erroneous)",
+                            fontsize=9)
             ax_b.set_ylabel("share of resets")
             ax_b.legend(loc="upper right", fontsize=7)
         ax_b.set_title(f"(b) {tag}: deviation from the first error")
@@ -155,11 +153,12 @@ def localization_figure(resets: pd.DataFrame, out: Path, footer: str | None = No
             vals = np.array([e.value for e in ests])
             errs = np.array([_err(e) if e.finite else (0.0, 0.0) for e in ests]).T
             ok = np.isfinite(vals)
+            # the resets per bucket go in the legend: one label per point printed over its
+            # neighbours (and over the paper's line) where buckets are close
+            ns = [int(e.n) for e in np.asarray(ests, dtype=object)[ok]]
+            n_text = f"\n{min(ns)}-{max(ns)} resets per bucket" if ns else ""
             ax_c.errorbar(xb[ok], vals[ok], yerr=errs[:, ok], fmt="o-", capsize=3,
-                          color="black", label=f"measured suffix-group {passk} (Wilson 95%)")
-            for x, e in zip(xb[ok], np.asarray(ests, dtype=object)[ok]):
-                ax_c.annotate(f"n={int(e.n)}", (x, e.value), textcoords="offset points",
-                              xytext=(0, 7), ha="center", fontsize=6, color="0.4")
+                          color="black", label=f"measured {passk}, Wilson 95%{n_text}")
             ax_c.hlines(PAPER["pass_clean"], -0.4, 4.4, **PAPER_STYLE,
                         label="paper pass@4: clean 28.7% / erroneous 16.3%")
             ax_c.hlines(PAPER["pass_erroneous"], 4.6, 8.4, **PAPER_STYLE)
@@ -327,11 +326,10 @@ def gradient_signal_figure(signal: pd.DataFrame, out: Path,
         ax2.set_ylabel("reset-group signal / base-group signal")
         ax2.set_title("ratio over all iterations")
         ax2.legend(fontsize=7, loc="upper left")
-    fig.text(0.01, -0.02, "The simulation has no per-token gradient; its analogue is P1 "
-             "(advantage at accepted reset states is ~1/p larger than the diluted average), "
-             "reported in paper_repro.md.", fontsize=8, color="0.3")
     fig.tight_layout()
-    return save_figure(fig, out, "compare_gradient_signal", footer)
+    note = ("The simulation has no per-token gradient; its analogue is P1 (advantage at accepted "
+            "reset states is ~1/p larger than the diluted average), reported in paper_repro.md.")
+    return save_figure(fig, out, "compare_gradient_signal", footer, note=note)
 
 
 # ------------------------------------------------------------------------------ 4. phase map

@@ -7,7 +7,6 @@ side cannot measure is written ``n/a`` with the reason in the notes, never left 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.artifacts import write_json
 from experiments.comparison import stats as st
 from experiments.comparison.figures import PAPER, signal_ratio
 from experiments.comparison.schema import SIDES, ComparisonInputs
@@ -87,26 +87,27 @@ def build_quantities(inputs: ComparisonInputs, speedups: pd.DataFrame, quality: 
     """The rows of the comparison table: quantity, paper, simulation, language model, notes."""
     rows: list[dict] = []
 
-    def add(name, paper, sim, llm, note="", kind="num"):
-        rows.append({"quantity": name, "paper": paper, "simulation": sim, "language model": llm,
-                     "note": note, "kind": kind})
+    def add(key, name, paper, sim, llm, note="", kind="num"):
+        rows.append({"key": key, "quantity": name, "paper": paper, "simulation": sim,
+                     "language model": llm, "note": note, "kind": kind})
 
     res = {s: _side(inputs.resets, s) for s in SIDES}
     group = res["language model"]["group_size"].dropna().unique()
     passk = f"pass@{int(group[0])}" if len(group) == 1 else "pass@k"
-    add(f"suffix-group {passk}, clean prefix (deviation ≤ 0)", st.Estimate(PAPER["pass_clean"],
-        math.nan, math.nan), *(_pass_by_clean(res[s], True) for s in SIDES), "Wilson 95%", kind="pct")
-    add(f"suffix-group {passk}, erroneous prefix (deviation > 0)",
+    add("pass_clean", f"suffix-group {passk}, clean prefix (deviation ≤ 0)",
+        st.Estimate(PAPER["pass_clean"], math.nan, math.nan),
+        *(_pass_by_clean(res[s], True) for s in SIDES), "Wilson 95%", kind="pct")
+    add("pass_erroneous", f"suffix-group {passk}, erroneous prefix (deviation > 0)",
         st.Estimate(PAPER["pass_erroneous"], math.nan, math.nan),
         *(_pass_by_clean(res[s], False) for s in SIDES), "Wilson 95%", kind="pct")
-    add("share of self-localizations that are clean",
+    add("clean_share_self", "share of self-localizations that are clean",
         st.Estimate(PAPER["clean_share_self"], math.nan, math.nan),
         *(_clean_share(res[s], "self") for s in SIDES),
         "simulation: the approximate selector, where the sweep logs its resets", kind="pct")
-    add("share of random resets that are clean", None,
+    add("clean_share_random", "share of random resets that are clean", None,
         *(_clean_share(res[s], "random") for s in SIDES), "≈ coverage p by construction", kind="pct")
     for m in ("self", "random"):
-        add(f"mean relative reset position k/n, {m}", None,
+        add(f"rel_pos_{m}", f"mean relative reset position k/n, {m}", None,
             *(_mean_rel_pos(res[s], m) for s in SIDES), "bootstrap over seeds")
     labels = {"none": "no reset", "random": "random reset", "self": "self-localized reset",
               "oracle": "oracle reset"}
@@ -123,13 +124,18 @@ def build_quantities(inputs: ComparisonInputs, speedups: pd.DataFrame, quality: 
                 est = hit["estimate"].iloc[0] if len(hit) else st.NAN_ESTIMATE
                 cells.append("not reached" if len(hit) and not est.finite else est)
             paper = paper_sp.get((m, comp)) if axis == "samples" else None
-            add(f"speed-up {labels[m]} vs {labels[comp]} ({unit} to the comparator's final score)",
+            add(f"speedup_{axis}_{m}_vs_{comp}",
+                f"speed-up {labels[m]} vs {labels[comp]} ({unit} to the comparator's final score)",
                 paper, *cells,
                 "paper: LiveCodeBench v6 steps" if paper is not None else "bootstrap over seeds",
                 kind="x")
-    add("per-token gradient signal, reset / base group (self)",
-        st.Estimate(PAPER["grad_signal_ratio"], math.nan, math.nan), None,
-        signal_ratio(inputs.signal, "self"), "simulation: no per-token gradient (see P1)", kind="x")
+    for m in ("self", "random", "oracle"):
+        if m != "self" and not (inputs.signal["method"] == m).any():
+            continue
+        add(f"grad_signal_ratio_{m}", f"per-token gradient signal, reset / base group ({m})",
+            st.Estimate(PAPER["grad_signal_ratio"], math.nan, math.nan) if m == "self" else None,
+            None, signal_ratio(inputs.signal, m), "simulation: no per-token gradient (see P1)",
+            kind="x")
     q = quality.get("self")
     sel = inputs.sim_selectors
 
@@ -142,8 +148,8 @@ def build_quantities(inputs: ComparisonInputs, speedups: pd.DataFrame, quality: 
         return st.ratio_of_sums(vals, np.ones_like(vals))
 
     p_grid = sorted(inputs.phase["p"].unique()) if not inputs.phase.empty else []
-    add("coverage p (LM: share of failed-chain reset positions at or before the first error; "
-        "simulation: on-policy mass of G)", None, sim_mean("self", lambda f: f["coverage"]),
+    add("coverage_p", "coverage p (LM: share of failed-chain reset positions at or before the "
+        "first error; simulation: on-policy mass of G)", None, sim_mean("self", lambda f: f["coverage"]),
         q.coverage if q else None,
         "simulation: budget_curves; phase grid p ∈ {" + ", ".join(f"{p:g}" for p in p_grid)
         + "}; LM: bootstrap over failed parents", kind="num")
@@ -151,20 +157,23 @@ def build_quantities(inputs: ComparisonInputs, speedups: pd.DataFrame, quality: 
         qq = quality.get(m)
         if qq is None and not (len(sel) and (sel["method"] == m).any()):
             continue
-        add(f"precision 1−β of the {m} localizer / selector", None,
+        add(f"precision_{m}", f"precision 1−β of the {m} localizer / selector", None,
             sim_mean(m, lambda f: f["precision"]), qq.precision if qq else None,
             "LM: clean | own answer, Wilson 95%; simulation: mean over seeds", kind="pct")
-        add(f"recall γ of the {m} localizer / selector", None,
+        add(f"recall_{m}", f"recall γ of the {m} localizer / selector", None,
             sim_mean(m, lambda f: f["recall"]), qq.recall if qq else None,
             "LM: own answer | parent has G, Wilson 95%", kind="pct")
-        add(f"(1−β)γ − p for the {m} localizer / selector (> 0: beats random resets)", None,
+        add(f"margin_{m}", f"(1−β)γ − p for the {m} localizer / selector (> 0: beats random "
+            "resets)", None,
             sim_mean(m, lambda f: f["precision"] * f["recall"] - f["coverage"]),
             qq.margin if qq else None, "LM: bootstrap over failed parents")
-    add("localization fallback rate (self)", None, None, _fallback_rate(inputs, "self"),
+    add("fallback_rate_self", "localization fallback rate (self)", None, None,
+        _fallback_rate(inputs, "self"),
         "the release does not report it (fallbacks become silent restarts)", kind="pct")
     for key, desc in SWEEP_LAWS.items():
         est, theory = _law(inputs.summary, key)
-        add(desc + f" [{key}]", None if theory is None else f"theory {theory:g}", est, None,
+        add(f"sweep_{key}", desc + f" [{key}]",
+            None if theory is None else f"theory {theory:g}", est, None,
             "summary.json, bootstrap over seeds")
     return rows
 
@@ -256,10 +265,33 @@ def write_report(inputs: ComparisonInputs, speedups: pd.DataFrame, quality: dict
     md.write_text("\n".join(lines))
 
     js = out / "comparison.json"
-    js.write_text(json.dumps(_jsonable({
+    write_json(js, _jsonable({
         "rows": rows,
+        "values": values_by_key(rows),
+        "correction_by_deviation": correction_by_deviation(inputs.resets),
         "selector": {m: asdict(q) for m, q in quality.items()},
         "verdict": _verdict(quality),
         "provenance": [asdict(p) for p in provenance],
-    }), indent=2))
+    }))
     return md, js
+
+
+def correction_by_deviation(resets: pd.DataFrame) -> dict:
+    """``{"sim"|"lm": {bucket: Estimate}}``: suffix-group pass@k by deviation bucket, every
+    localizer pooled, Wilson 95% (panel (c) of compare_localization.png)."""
+    out = {}
+    for side, short in zip(SIDES, ("sim", "lm")):
+        r = _side(resets, side)
+        bucket = st.deviation_bucket(r["deviation"])
+        out[short] = {b: st.weighted_proportion(r.loc[bucket == b, "suffix_pass_at_k"],
+                                                r.loc[bucket == b, "weight"])
+                      for b in st.DEVIATION_BUCKETS if (bucket == b).any()}
+    return out
+
+
+def values_by_key(rows: list[dict]) -> dict:
+    """``{row key: {"paper", "sim", "lm"}}``: the table's cells under stable names, the source
+    paper_repro.md reads (``{{comparison:values.pass_clean.lm|pct}}``). A cell is an Estimate
+    (``{value, lo, hi, n}`` in the JSON), ``"not reached"``, text, or null."""
+    return {r["key"]: {"paper": r["paper"], "sim": r["simulation"], "lm": r["language model"],
+                       "kind": r["kind"]} for r in rows}

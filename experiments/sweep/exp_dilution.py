@@ -124,22 +124,36 @@ def analyze(rows: pd.DataFrame) -> dict:
 def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
     fig, (a1, a2, a3) = plots.new_figure(3, width=4.6)
     cov = rows[rows["env"] == "coverage"]
+    # measured values as hollow markers, the theory as dashed lines drawn on top in the same
+    # colour: on the clean family they coincide, and the line must stay visible
+    markers = "osD^v<>"
     for i, (tau, sub) in enumerate(cov.groupby("tau")):
         g = sub.groupby("p")["diluted"].agg(["mean", "min", "max"]).reset_index()
-        label = f"tau={tau:g}" + (" " + plots.slope_label("", fits.get("dilution_slope"))
-                                  if i == 0 else "")
-        a1.errorbar(g["p"], g["mean"], yerr=[(g["mean"] - g["min"]).clip(lower=0), (g["max"] - g["mean"]).clip(lower=0)],
-                    marker="o", ms=4, label=label)
-        a1.plot(g["p"], tau * g["p"], ls="--", color="0.4", lw=0.8,
-                label="theory bound tau*p" if i == 0 else None)
+        label = (plots.slope_label(f"tau={tau:g}", fits.get("dilution_slope")) if i == 0
+                 else f"tau={tau:g}")
+        a1.errorbar(g["p"], g["mean"], yerr=[(g["mean"] - g["min"]).clip(lower=0),
+                                             (g["max"] - g["mean"]).clip(lower=0)],
+                    marker=markers[i % len(markers)], ms=6, ls="none", mfc="none",
+                    color=f"C{i}", label=label, zorder=2)
+        a1.plot(g["p"], tau * g["p"], ls="--", color=f"C{i}", lw=1.2, zorder=3)
+    a1.plot([], [], ls="--", color="0.3", label="dashed: theory bound tau*p (same colour)")
     a1.set(xscale="log", yscale="log", xlabel="coverage p of G_tau (probability)",
            ylabel="E_d[max_a A] (reward units)", title="Coverage family: diluted advantage")
-    for tau, sub in cov.groupby("tau"):
+    plots.legend_below(a1)
+    top = 1.0
+    for i, (tau, sub) in enumerate(cov.groupby("tau")):
         g = sub.groupby("p")["conditional"].mean()
-        a2.plot(g.index, g.values / tau, marker="o", ms=4, label=f"tau={tau:g}")
-    a2.axhline(1.0, ls="--", color="0.4", label="theory bound: 1")
+        top = max(top, float(np.nanmax(g.values / tau, initial=1.0)))
+        a2.plot(g.index, g.values / tau, marker=markers[i % len(markers)], ms=9 - 1.5 * i,
+                ls="none", mfc="none", color=f"C{i}", label=f"tau={tau:g}", zorder=2)
+    a2.axhline(1.0, ls="--", color="0.2", lw=1.2, zorder=3, label="theory bound: >= 1")
+    # fixed limits around the bound: an identity sits at 1 to the last digit, and autoscaling
+    # would zoom into rounding error (an unreadable 1e-12 offset on the axis)
+    a2.set_ylim(0, 1.5 * top)
+    a2.ticklabel_format(axis="y", style="plain", useOffset=False)
     a2.set(xscale="log", xlabel="coverage p (probability)", ylabel="E[max_a A | x in G] / tau",
            title="Conditioned on G (bound >= 1)")
+    plots.legend_below(a2, ncol=2)
     other = rows[rows["env"] != "coverage"]
     for env, marker in (("garnet", "o"), ("first_error", "s")):
         sub = other[other["env"] == env]

@@ -157,7 +157,7 @@ def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
             plots.band(ax, cur, label, plots.COLORS[method])
             if value == "q_rollouts":
                 plots.theory_line(ax, cur, fits[key]["theory"] if key in fits else -2.0,
-                                  f"theory slope {fits.get(key, {}).get('theory', -2):g}",
+                                  f"theory slope {plots.short(fits.get(key, {}).get('theory', -2))}",
                                   color=plots.COLORS[method])
     rr, caro = _tables(rows, "p", "p", "q_rollouts")
     if rr.shape[1]:

@@ -93,7 +93,7 @@ def plot(rows: pd.DataFrame, fits: dict, outdir: Path) -> list[Path]:
         sub = rows[rows["method"] == method]
         cur = curve_with_ci(seed_table(sub, "tau_threshold", "improvement_per_sample"))
         f = fits.get(f"{key}_tau_optimum")
-        lab = METHOD_LABEL[method] + ("" if f is None else f"; optimum tau={f['estimate']:.3g}")
+        lab = METHOD_LABEL[method] + ("" if f is None else f"; optimum tau={f['estimate']:.2g}")
         plots.band(a1, cur.assign(y=cur["y"].where(cur["y"] > 0)), lab, plots.COLORS[method])
         cov = sub.groupby("tau_threshold")["coverage"].mean()
         if method == "oracle":

@@ -1,10 +1,15 @@
-"""The four environment families of the new experiments, with the settings fixed in docs/sweep.md.
+"""The environment families of the new experiments, with the settings fixed in docs/sweep.md.
 
 ``coverage`` is the clean family (Theorem 1's claims are identities there: J linear in the step,
 no advantage off G); ``shifted``, ``planted`` and ``lock`` are the families where they are not
-built in (``cpi.envs.shifted_coverage``, ``planted_garnet``, ``combination_lock``; docs/envs.md).
-A family is built from one number ``x``: the coverage p (mass reading) for the first three, the
-depth D of the prize for the lock (p_reach = A^-D, p_mass = p_reach / H).
+built in (``cpi.envs.shifted_coverage``, ``planted_garnet``, ``combination_lock``; docs/envs.md);
+``concave`` (``cpi.envs.concave_fork``) is the one along whose CPI update J bends *down*, so
+that the conservative step matters (the others are linear or bend up). A family is built from one
+number ``x``: the coverage p (mass reading), or the depth D of the prize for the lock
+(p_reach = A^-D, p_mass = p_reach / H).
+
+:data:`KNOBS`: the knob of each non-clean family that sets its off-G signal or its
+depth/horizon coupling, and the values the ``direct`` experiment sweeps (issue 16).
 
 :func:`exact_problem` gathers the exact quantities every estimator-level experiment needs at the
 initial policy: the greedy target, the per-(state, action) K&L coefficient ``A (pi' - pi)``, the
@@ -21,6 +26,7 @@ import numpy as np
 
 from cpi.envs import (
     combination_lock,
+    concave_fork,
     coverage_family,
     initial_policy,
     planted_garnet,
@@ -30,7 +36,10 @@ from cpi.evaluation import advantage, evaluate, greedy_policy, improvable_set, o
 from cpi.mdp import TabularMDP
 from cpi.selectors import reset_distribution, selection
 
+#: The P2 families (the ``direct`` experiment and the H = 3 theorem runs).
 FAMILIES = ("coverage", "shifted", "planted", "lock")
+#: Every family, the concave one included (the exact ``bounds`` cells).
+ALL_FAMILIES = (*FAMILIES, "concave")
 
 #: Family settings (docs/sweep.md, "Set-up shared by the new experiments").
 DEFAULTS: dict[str, dict] = {
@@ -40,18 +49,38 @@ DEFAULTS: dict[str, dict] = {
     "planted": {"n_states": 30, "n_actions": 4, "branching": 3, "horizon": 5, "headroom": 2.0,
                 "off_level": 0.5},
     "lock": {"n_actions": 2, "horizon": 6, "noise": 0.1, "headroom": 1.5},
+    "concave": {"n_actions": 4, "horizon": 6, "noise": 0.1, "headroom": 2.0},
+}
+
+#: family -> (knob, swept values, default value). shifted: the off-G advantage side_level tau;
+#: planted: the largest off-G advantage off_level tau; lock: ``tail`` = H - D - 1, the steps
+#: after the prize, held fixed while the depth D moves p (the default couples them through a
+#: fixed H = 6, so that CARO's rollouts shorten as p falls; ``None`` stands for that coupling).
+KNOBS: dict[str, tuple[str, tuple, object]] = {
+    "shifted": ("side_level", (0.0, 0.1, 0.25, 0.5, 0.75), 0.5),
+    "planted": ("off_level", (0.1, 0.25, 0.5, 0.75, 0.9), 0.5),
+    "lock": ("tail", (1, 3, 5), None),
 }
 
 #: The approximate selector of these experiments (false-discovery rate, recall).
 APPROX = {"beta": 0.3, "gamma": 0.7}
 
 FAMILY_LABEL = {"coverage": "coverage (clean)", "shifted": "shifted coverage",
-                "planted": "planted Garnet", "lock": "combination lock"}
+                "planted": "planted Garnet", "lock": "combination lock",
+                "concave": "concave fork"}
 
 
 def build(family: str, x: float, tau: float, seed: int, **overrides) -> TabularMDP:
-    """An instance of ``family`` at coverage p = x (lock: depth D = x), threshold tau."""
+    """An instance of ``family`` at coverage p = x (lock: depth D = x), threshold tau.
+
+    ``overrides`` replace the family's :data:`DEFAULTS`; for the lock, ``tail=k`` sets the
+    horizon to D + 1 + k (the knob of :data:`KNOBS`)."""
     kw = {**DEFAULTS[family], **overrides}
+    if family == "lock" and kw.get("tail") is not None:
+        kw["horizon"] = int(round(x)) + 1 + int(kw["tail"])
+    kw.pop("tail", None)
+    if family == "concave":
+        return concave_fork(float(x), tau, seed=seed, **kw)
     if family == "coverage":
         return coverage_family(float(x), tau, seed=seed, **kw)
     if family == "shifted":
@@ -60,7 +89,7 @@ def build(family: str, x: float, tau: float, seed: int, **overrides) -> TabularM
         return planted_garnet(float(x), tau, seed=seed, **kw)
     if family == "lock":
         return combination_lock(int(round(x)), tau, seed=seed, **kw)
-    raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+    raise ValueError(f"family: expected one of {ALL_FAMILIES}, got {family!r}")
 
 
 def _random(d, G):

@@ -17,6 +17,7 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from experiments.artifacts import save_figure  # noqa: E402
 from experiments.sweep.stats import format_fit  # noqa: E402
 
 COLORS = {"random": "tab:blue", "RR": "tab:blue", "oracle": "tab:red", "CARO": "tab:red",
@@ -41,16 +42,20 @@ def band(ax, curve: pd.DataFrame, label: str, color=None, marker="o", ls="-") ->
     ax.fill_between(c["x"], c["lo"], c["hi"], color=color, alpha=0.2, lw=0)
 
 
-def theory_line(ax, curve: pd.DataFrame, slope: float, label: str, color="0.3") -> None:
-    """Dashed power law x^slope through the geometric mean of the measured points."""
+def theory_line(ax, curve: pd.DataFrame, slope: float, label: str, color="0.3",
+                anchor: str = "mean", ls="--") -> None:
+    """Power law x^slope drawn as a slope guide: through the geometric mean of the measured
+    points (``anchor="mean"``) or through the measured point at the smallest x
+    (``anchor="first"``; a theory fixes slopes, not constants, so say which in the label)."""
     c = curve.dropna(subset=["y"])
-    c = c[(c["x"] > 0) & (c["y"] > 0)]
+    c = c[(c["x"] > 0) & (c["y"] > 0)].sort_values("x")
     if len(c) < 2:
         return
     lx, ly = np.log(c["x"].to_numpy()), np.log(c["y"].to_numpy())
+    x0, y0 = (lx[0], ly[0]) if anchor == "first" else (lx.mean(), ly.mean())
     x = np.geomspace(c["x"].min(), c["x"].max(), 50)
-    y = np.exp(ly.mean() + slope * (np.log(x) - lx.mean()))
-    ax.plot(x, y, ls="--", color=color, lw=1.2, label=label)
+    y = np.exp(y0 + slope * (np.log(x) - x0))
+    ax.plot(x, y, ls=ls, color=color, lw=1.2, label=label)
 
 
 def legend_below(ax, ncol: int = 1) -> None:
@@ -59,10 +64,16 @@ def legend_below(ax, ncol: int = 1) -> None:
               frameon=False)
 
 
+def short(x: float) -> str:
+    """A value for a legend: at most 2 decimals, trailing zeros dropped (-3, 0.04, -2.96)."""
+    text = f"{x:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 def slope_label(name: str, rec: dict | None) -> str:
     if rec is None:
         return name
-    theory = "" if rec.get("theory") is None else f"; theory {rec['theory']:.3g}"
+    theory = "" if rec.get("theory") is None else f"; theory {short(rec['theory'])}"
     return f"{name}: slope {format_fit(rec)}{theory}"
 
 
@@ -75,7 +86,12 @@ def log_ticks(axis, lim) -> None:
         axis.set_minor_formatter(mticker.NullFormatter())
         return
     if lo > 0 and hi / lo < 100:
-        axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+        nice = [m * 10.0 ** k for k in decades for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+        # under a decade 1-2-5 may leave a single tick, and matplotlib then falls back to a
+        # dense linear grid whose labels print over each other: a few round ticks instead
+        axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)) if len(nice) >= 2
+                               else mticker.MaxNLocator(nbins=3, steps=[1, 2, 2.5, 5, 10]))
         axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(mticker.NullFormatter())
 
@@ -93,12 +109,5 @@ def finish(fig, ax_list, path_stem: Path, title: str | None = None) -> list[Path
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "pdf"):
-        p = path_stem.with_suffix(f".{ext}")
-        # No creation date in the PDF: a rerun that changes nothing leaves the file unchanged.
-        meta = {"CreationDate": None} if ext == "pdf" else None
-        fig.savefig(p, dpi=130, metadata=meta)
-        paths.append(p)
-    plt.close(fig)
-    return paths
+    # no dates or versions in either file: a rerun that changes nothing leaves them unchanged
+    return save_figure(fig, path_stem, dpi=130)

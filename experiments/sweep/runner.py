@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.artifacts import stable_json
 from experiments.sweep.backends import BACKENDS, ray_available, run_cells, shutdown_workers
 from experiments.sweep.cells import Cell, CellStore, atomic_write_bytes, write_parquet_atomic
 from experiments.sweep.registry import DEFAULT_SEEDS, EXPERIMENT_NAMES, SIZES, get_experiment
@@ -293,14 +294,22 @@ def _finish(opts: SweepOptions, store: CellStore, cells: list[Cell],
     summary, figures = analyze_and_plot(results, opts.only, out / "figures",
                                         say=lambda m: _say(opts, m),
                                         jobs=opts.jobs if pool else 1)
-    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+    # sorted keys, floats rounded to what their intervals support: a rerun that changes no
+    # result writes the same bytes (experiments/artifacts.py)
+    atomic_write_bytes(out / "summary.json", stable_json(summary).encode())
     if opts.figures_copy is not None:
         dest = Path(opts.figures_copy)
         dest.mkdir(parents=True, exist_ok=True)
         for f in figures:
             shutil.copy2(f, dest / f.name)
-        # The fitted laws travel with the figures so the tracked folder holds the numbers too.
-        shutil.copy2(out / "summary.json", dest / "cpi_sweep_summary.json")
+        # The fitted laws travel with the figures so the tracked folder holds the numbers too;
+        # an --only subset updates its own keys and keeps the other experiments' (a partial
+        # summary must not wipe the published numbers paper_repro.md is rendered from).
+        published = dest / "cpi_sweep_summary.json"
+        merged = summary
+        if set(opts.only) != set(EXPERIMENT_NAMES) and published.is_file():
+            merged = {**json.loads(published.read_text()), **summary}
+        atomic_write_bytes(published, stable_json(merged).encode())
     result.results, result.summary, result.figures = results, summary, figures
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from srpo.thoughts import extract_boxed
+from srpo.thoughts import extract_boxed, split_thought_text
 from srpo.tokenizer import THOUGHT_DELIMITER, StopStringMatcher, delimiter_ids, eos_token_ids
 
 __all__ = [
@@ -248,6 +248,9 @@ class _Row:
     rng: Any = None  # the engine's per-row random state (a torch.Generator for the HF engine)
     spans: list[tuple[int, int]] = field(default_factory=list)
     thought_start: int = 0
+    #: text the token that closed the previous thought carried past the delimiter (``>Then``):
+    #: the start of the current thought's text (``srpo.thoughts.split_thought_text``)
+    carry: str = ""
     n_generated: int = 0
     finished: bool = False
     truncated: bool = False
@@ -341,20 +344,26 @@ class ThoughtEngine:
             raise ValueError(f"{name}.n must be >= 1, got {request.n}")
         prompt = self._check_prompt(request.prompt_ids, f"{name}.prompt_ids")
         prefix = [int(t) for t in request.prefix_ids]
+        carry = ""
         if request.prefix_spans is not None:
             spans = [(int(s), int(e)) for s, e in request.prefix_spans]
             from srpo.thoughts import check_spans
 
             check_spans(spans, len(prefix))
             thought_start = len(prefix)
+            if spans:  # a prefix kept whole at a straddling token carries its tail on
+                carry = self._carry_of(prefix, spans)
         else:
-            spans = self.stop_matcher.spans(prefix, self.config.max_thought_tokens, self.eos_ids)
+            spans, carry = self.stop_matcher.segment(prefix, self.config.max_thought_tokens,
+                                                     self.eos_ids)
             thought_start = len(prefix)
             if spans:
                 last_start, last_end = spans[-1]
-                open_thought = (not self.stop_matcher.closes(prefix, last_start, last_end)
+                open_thought = (not self.stop_matcher.closes(prefix, last_start, last_end,
+                                                             self._carry_of(prefix, spans[:-1]))
                                 and last_end - last_start < self.config.max_thought_tokens)
                 if open_thought:  # continue the unfinished thought
+                    carry = self._carry_of(prefix, spans[:-1])
                     spans = spans[:-1]
                     thought_start = last_start
         seeds = self._row_seeds(request.seeds, request.n, temperature)
@@ -362,7 +371,7 @@ class ThoughtEngine:
         for seed in seeds:
             row = _Row(prompt_ids=prompt, response=list(prefix), prefix_len=len(prefix),
                        seed=seed, rng=None if seed is None else self._make_rng(seed),
-                       spans=list(spans), thought_start=thought_start)
+                       spans=list(spans), thought_start=thought_start, carry=carry)
             if len(spans) >= self.config.max_thoughts:
                 row.stop("max_thoughts")
             elif thought_start == len(prefix) and not self.config.room_for_thought(
@@ -396,11 +405,26 @@ class ThoughtEngine:
                              f"{None if seeds is None else len(seeds)}")
         return [int(s) for s in seeds]
 
+    def _carry_of(self, ids: Sequence[int], spans: Sequence[tuple[int, int]]) -> str:
+        """The carry that the last of ``spans`` passes on (its text past the delimiter; "" for a
+        capped thought or no span)."""
+        carry = ""
+        for start, end in spans:
+            if self.stop_matcher.closes(ids, start, end, carry):
+                carry = self.stop_matcher.carry_after(ids, start, end, carry)
+            else:
+                carry = ""
+        return carry
+
     def _thought_has_boxed(self, row: _Row, start: int, end: int) -> bool:
+        """Whether the thought (its carried-in text and ``row.response[start:end]``) holds a
+        complete ``\\boxed{...}``."""
         ids = row.response[start:end]
-        if not any(i in self._closing_ids for i in ids):
+        if "}" not in row.carry and not any(i in self._closing_ids for i in ids):
             return False
-        return extract_boxed(self.tokenizer.decode(ids, skip_special_tokens=True)) is not None
+        text, _ = split_thought_text(self.tokenizer.decode(ids, skip_special_tokens=True),
+                                     row.carry, self.config.delimiter)
+        return extract_boxed(text) is not None
 
     def _advance(self, row: _Row, token: int) -> None:
         """Append a sampled token and update the row's thought and stop state (the rules)."""
@@ -422,27 +446,31 @@ class ThoughtEngine:
         if token in self.eos_ids:
             if row.thought_start == end - 1 and row.spans:  # a lone eos joins the closed thought
                 row.spans[-1] = (row.spans[-1][0], end)
-                boxed = self._thought_has_boxed(row, row.spans[-1][0], end)
+                # that thought was checked when it closed: a box would have ended the chain there
+                boxed = False
             else:
                 row.spans.append((row.thought_start, end))
                 boxed = self._thought_has_boxed(row, row.thought_start, end)
-            row.thought_start = end
+            row.thought_start, row.carry = end, ""
             row.stop("eos", finished=boxed)
             return
-        closed = self.stop_matcher.closes(row.response, row.thought_start)
+        closed = self.stop_matcher.closes(row.response, row.thought_start, carry=row.carry)
         if closed or end - row.thought_start >= config.max_thought_tokens:
             row.spans.append((row.thought_start, end))
+            # a straddling last token (``>Then``) passes its text past the delimiter on
+            next_carry = (self.stop_matcher.carry_after(row.response, row.thought_start, end,
+                                                        row.carry) if closed else "")
             if self._thought_has_boxed(row, row.thought_start, end):
                 row.stop("boxed", finished=True)
             elif len(row.spans) >= config.max_thoughts:
                 row.stop("max_thoughts")
             elif not config.room_for_thought(len(row.prompt_ids), end):
                 row.stop("length")
-            row.thought_start = end
+            row.thought_start, row.carry = end, next_carry
         if not row.done and config.max_new_tokens is not None and row.n_generated >= config.max_new_tokens:
             if row.thought_start < end:
                 row.spans.append((row.thought_start, end))
-                row.thought_start = end
+                row.thought_start, row.carry = end, ""
             row.stop("max_new_tokens")
 
     def _to_chain(self, row: _Row) -> Chain:

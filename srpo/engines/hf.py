@@ -7,7 +7,8 @@ faster one for the tiny models (``benchmarks/bench_engines.py``), and it needs n
 ``llm`` extra.
 
 Batching and memory: rows of one request share one prefill of prompt + prefix (its KV cache is
-repeated for the request's rows); requests are packed into generation batches under a token
+repeated for the request's rows); the KV cache is preallocated at the length the batch can reach
+and written in place (``srpo.kv_cache``: no copy of the cache per decoded token); requests are packed into generation batches under a token
 budget (``max_batch_tokens``: rows x (context + the most tokens a row may still sample), the size
 of the KV cache the batch can reach); finished rows leave the batch (and the cache). All reset
 groups of a training step are decoded together (``sample_suffix_groups``).
@@ -37,6 +38,7 @@ from srpo.engines.base import (
     check_temperature,
     draw_seeds,
 )
+from srpo.kv_cache import make_cache
 from srpo.tokenizer import eos_token_ids
 
 __all__ = ["RolloutEngine", "HFEngine", "sample_from_logits"]
@@ -242,7 +244,12 @@ class RolloutEngine(ThoughtEngine):
         contexts = [context for context, _ in batch]
         counts = [len(rows) for _, rows in batch]
         rows = [row for _, chunk in batch for row in chunk]
-        logits, cache, mask, positions = self._prefill(contexts)
+        # the KV cache is allocated once at the length the batch can reach (left padding to the
+        # longest context, then at most the largest remaining budget of a row)
+        capacity = max(len(c) for c in contexts) + max(
+            self._row_cost(len(context), row) - len(context) for context, chunk in batch
+            for row in chunk)
+        logits, cache, mask, positions = self._prefill(contexts, capacity)
         if any(c != 1 for c in counts):
             index = torch.repeat_interleave(torch.arange(len(contexts), device=self.device),
                                             torch.tensor(counts, device=self.device))
@@ -275,8 +282,10 @@ class RolloutEngine(ThoughtEngine):
         output = self.model(**kwargs)
         return output.logits[:, -1, :], _output_cache(output)
 
-    def _prefill(self, sequences: list[list[int]]):
-        """Encode left-padded sequences. Returns last logits (B, V), cache, mask (B, L), next positions (B,)."""
+    def _prefill(self, sequences: list[list[int]], capacity: int | None = None):
+        """Encode left-padded sequences into a KV cache of ``capacity`` positions
+        (``srpo.kv_cache``; None: the model's own growing cache). Returns last logits (B, V),
+        cache, mask (B, L), next positions (B,)."""
         length = max(len(s) for s in sequences)
         ids = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), length), dtype=torch.long)
@@ -285,7 +294,8 @@ class RolloutEngine(ThoughtEngine):
             mask[i, length - len(seq) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(dim=-1) - 1).clamp_(min=0)
-        logits, cache = self._forward(ids, mask, positions, None, last_only=True)
+        cache = None if capacity is None else make_cache(self.model, capacity)
+        logits, cache = self._forward(ids, mask, positions, cache, last_only=True)
         return logits, cache, mask, mask.sum(dim=-1)
 
     def _uniforms(self, rows: list[_Row]) -> Tensor | None:

@@ -14,9 +14,12 @@ in-process) or on a client of a vLLM server (TRL's ``VLLMClient``):
   whether the chain ends (eos, boxed answer, caps) and where the next call starts. Tokens vLLM
   returned past the machine's end of thought are dropped (counted in ``stats["discarded"]``); a
   thought vLLM stopped early is continued in the next call. vLLM's ``token_ids`` may run past the
-  stop string with a byte-level BPE (``.</thought> Then`` can be one token): the machine cuts
-  there exactly as the Hugging Face engine does. Same weights, greedy: the same chains, spans,
-  cut points and reset groups as the Hugging Face engine (``tests/srpo/test_engines_vllm.py``).
+  stop string (under the Qwen2 / Llama-3 regexes ``>Then`` is one token): the thought ends at that
+  straddling token exactly as in the Hugging Face engine, its text past the delimiter starts the
+  next thought (``_Row.carry``), and a reset prefix is cut exactly at the delimiter by
+  ``srpo.boundaries.cut_prefix_tokens`` (shared by both engines through ``srpo.buffers``). Same
+  weights, greedy: the same chains, spans, cut points and reset groups as the Hugging Face engine
+  (``tests/srpo/test_engines_vllm.py``).
 - **Seeds.** A row's seed is mixed with the index of its call (``mix_seed``): every request has its
   own noise stream (two vLLM requests with one seed share theirs), and a row's tokens do not
   depend on the batch it is in. Sampled chains are not the Hugging Face engine's (another random
@@ -80,7 +83,7 @@ def base_model_dir(path: str | Path) -> Path:
     (``adapter_config.json``) the base model it names."""
     import json
 
-    path = Path(path)
+    path = Path(path).resolve()  # absolute: recorded by adapters saved from it
     config = path / "adapter_config.json"
     if config.is_file():
         base = json.loads(config.read_text()).get("base_model_name_or_path")
@@ -163,12 +166,20 @@ class LLMBackend:
 class ClientBackend:
     """Generation calls on a vLLM server through TRL's ``VLLMClient`` (``vllm_mode="server"``).
 
-    One request per row (each row has its own seed), sent concurrently. The client posts the
-    sampling parameters as they are, so ``stop``, ``seed`` and ``stop_token_ids`` reach vLLM.
+    One request per row (each row has its own seed), up to ``max_workers`` at a time (default:
+    the client's ``max_concurrent_requests`` if it has one, else 32); with 1 they are sent one
+    after the other from the calling thread (a client that answers from an in-process offline
+    ``vllm.LLM``, which is not made for concurrent ``generate`` calls, says so with
+    ``max_concurrent_requests = 1``). The client posts the sampling parameters as they are, so
+    ``stop``, ``seed`` and ``stop_token_ids`` reach vLLM.
     """
 
-    def __init__(self, client, max_workers: int = 32) -> None:
+    def __init__(self, client, max_workers: int | None = None) -> None:
         self.client = client
+        if max_workers is None:
+            max_workers = int(getattr(client, "max_concurrent_requests", 32))
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1; got {max_workers}")
         self.max_workers = max_workers
 
     def generate(self, contexts: list[list[int]], params: list[dict], lora=None) -> list[_Output]:
@@ -191,8 +202,8 @@ class ClientBackend:
                        for x in out["logprobs"][0]]
             return _Output(ids, lps, None)
 
-        if len(contexts) == 1:
-            return [one(0)]
+        if len(contexts) == 1 or self.max_workers == 1:
+            return [one(i) for i in range(len(contexts))]
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(contexts))) as pool:
             return list(pool.map(one, range(len(contexts))))
 

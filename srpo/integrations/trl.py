@@ -102,7 +102,9 @@ class SRPOSettings:
         split: ``1x4`` (paper), ``2x4`` or ``1x8``; ``num_generations`` is the rollout budget R.
         mask_prefix: mask the copied prefix out of the loss (False: the no-mask ablation).
         max_fresh_chains: cap on fresh chains per prompt while looking for a failure.
-        adv_std: advantage normalisation within subgroups (``population``: the paper).
+        adv_std: advantage normalisation within subgroups (``population``: the paper's SRPO;
+            ``unbiased``: the release's GRPO baseline).
+        adv_eps: added to the std in the denominator (the release's GRPO baseline: 1e-6).
         max_thoughts, max_thought_tokens, max_response_tokens, max_model_len, max_new_tokens:
             the thought rules' caps (``srpo.engines.base.GenerationConfig``; defaults: the tiny
             synthetic task's; the release's are 20, 256, 5120, 8192, None).
@@ -115,8 +117,9 @@ class SRPOSettings:
         vllm: ``VLLMOptions`` of ``engine="vllm"``.
         seed: seeds the sampling and the random resets (mixed with the process index).
         reinforce_minibatches: with several mini-batches per generation, train every one with
-            the uncorrected REINFORCE gradient as the release and ``srpo.trainer`` do (drops
-            TRL's old log-probs); False keeps TRL's clipped ratio on mini-batches 2.. .
+            the uncorrected REINFORCE gradient as the release and ``srpo.trainer`` do (TRL then
+            does not compute old log-probs at all); False keeps TRL's clipped ratio on its old
+            log-probs for mini-batches 2.. (the release's PPO-clip GRPO baseline).
         reset_table: file name of the reset table in ``output_dir`` (None: not written).
     """
 
@@ -125,6 +128,7 @@ class SRPOSettings:
     mask_prefix: bool = True
     max_fresh_chains: int = 12
     adv_std: str = "population"
+    adv_eps: float = 0.0
     max_thoughts: int = 8
     max_thought_tokens: int = 24
     max_response_tokens: int | None = None
@@ -341,7 +345,8 @@ class SRPORollout:
                                f"expected {g}")
         rewards = np.array([s.reward for s in samples], dtype=np.float64)
         groups = np.array([s.group_id for s in samples])
-        advantages = group_advantages(rewards, groups, std=self.settings.adv_std)
+        advantages = group_advantages(rewards, groups, std=self.settings.adv_std,
+                                      std_eps=self.settings.adv_eps)
         self.last_advantages = advantages.tolist()
         self._record(batch, samples, rewards, advantages, trainer, training, len(prompts))
         record_logprobs = bool(getattr(trainer, "use_vllm", False))
@@ -477,6 +482,7 @@ class SRPORollout:
                 "first_error": e.first_error, "deviation": e.deviation, "clean": e.clean,
                 "prefix_tokens": e.prefix_tokens, "n_suffixes": len(e.suffix_rewards),
                 "suffix_successes": e.suffix_successes, "suffix_pass_at_k": e.suffix_pass_at_k,
+                "prefix_split": e.prefix_split, "prefix_exact": e.prefix_exact,
             })
 
     def close(self) -> None:
@@ -626,8 +632,30 @@ class SRPOTrainer(_grpo_trainer_base()):
                          train_dataset=train_dataset, eval_dataset=eval_dataset,
                          rollout_func=rollout, callbacks=callbacks, **kwargs)
 
+    @contextlib.contextmanager
+    def _without_old_logprobs(self):
+        """With ``reinforce_minibatches`` (the release's uncorrected REINFORCE on every
+        mini-batch) TRL's old log-probs would be thrown away: keep TRL from computing them, a
+        no-grad forward pass over the whole generation. TRL 1.16 computes them when
+        ``gradient_accumulation_steps`` is not a multiple of ``steps_per_generation x
+        num_iterations`` (or for vLLM's importance-sampling correction, which
+        ``check_grpo_config`` forbids), a test it makes only in
+        ``_generate_and_score_completions``; during that call it reads 0. With ``ppo-clip``
+        (the release's GRPO baseline) TRL's old log-probs are kept and used by its clipped
+        loss."""
+        if not self.srpo_settings.reinforce_minibatches:
+            yield
+            return
+        saved = self.args.gradient_accumulation_steps
+        self.args.gradient_accumulation_steps = 0
+        try:
+            yield
+        finally:
+            self.args.gradient_accumulation_steps = saved
+
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        with self._without_old_logprobs():
+            output = super()._generate_and_score_completions(inputs)
         import torch
 
         # SRPO's advantages exactly (TRL's r - mean of the block equals them up to rounding)

@@ -417,7 +417,12 @@ def test_mdp_env_rejects_bad_input():
 # ---------------------------------------------------------------------------------------------
 # Families where Theorem 1's claims are not built in (shifted, planted Garnet, lock)
 # ---------------------------------------------------------------------------------------------
-from cpi.envs import combination_lock, planted_garnet, shifted_coverage  # noqa: E402
+from cpi.envs import (  # noqa: E402
+    combination_lock,
+    concave_fork,
+    planted_garnet,
+    shifted_coverage,
+)
 
 
 def _cpi_direction_J(mdp, tau, alphas, where: str):
@@ -441,22 +446,63 @@ NEW_FAMILIES = {
     "shifted": lambda seed: shifted_coverage(0.1, tau=0.1, seed=seed),
     "planted": lambda seed: planted_garnet(0.1, tau=0.1, seed=seed),
     "lock": lambda seed: combination_lock(3, tau=0.1, horizon=6, seed=seed),
+    "concave": lambda seed: concave_fork(0.1, tau=0.1, seed=seed),
 }
 
 
-@pytest.mark.parametrize("family", sorted(NEW_FAMILIES))
-def test_new_families_have_curved_J_along_the_rr_direction(family):
-    """Distribution shift: J along the random-reset CPI direction is not linear in alpha (the
-    coverage family's J is, which is what made P3/P6 identities there)."""
+# Sign-checked curvature of J along the CPI update at pi_0 (issue 16): the second difference over
+# alpha = 0, 1/2, 1 relative to J(1) - J(0). Positive: the update's terms reinforce each other
+# (J bends up, a larger step never loses part of its first-order gain); negative: they are
+# substitutes (J bends down, the conservative step matters); zero: linear.
+@pytest.mark.parametrize("p", [0.02, 0.1, 0.4])
+def test_shifted_bends_up_along_both_updates(p):
     for seed in range(3):
-        assert abs(_second_difference(NEW_FAMILIES[family](seed), 0.1, "rr")) > 1e-3
+        mdp = shifted_coverage(p, tau=0.1, seed=seed)
+        assert _second_difference(mdp, 0.1, "rr") > 0.02
+        assert _second_difference(mdp, 0.1, "caro") > 0.2
 
 
-@pytest.mark.parametrize("family", ["shifted", "planted"])
-def test_new_families_have_curved_J_along_the_oracle_direction(family):
-    """Where G spans several steps of a trajectory, the oracle's update alone curves J too."""
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_lock_bends_up_along_the_rr_update_and_is_linear_along_the_oracle_update(depth):
+    """Reaching the prize is a product over the lock's steps (convex along RR's update); the
+    oracle moves only the prize state, whose gain is linear in alpha."""
+    for seed in range(2):
+        mdp = combination_lock(depth, tau=0.1, horizon=6, seed=seed)
+        assert _second_difference(mdp, 0.1, "rr") > 0.1
+        assert abs(_second_difference(mdp, 0.1, "caro")) < 1e-9
+
+
+def test_planted_curvature_is_weak_and_of_either_sign():
+    """A random MDP with a planted G: |second difference| below 0.15 of the change, and both
+    signs occur over seeds (neither reliably convex nor concave)."""
+    rr = [_second_difference(planted_garnet(0.1, tau=0.1, seed=s), 0.1, "rr") for s in range(10)]
+    caro = [_second_difference(planted_garnet(0.1, tau=0.1, seed=s), 0.1, "caro")
+            for s in range(10)]
+    assert max(abs(v) for v in rr + caro) < 0.15
+    assert min(rr) < -0.01 < 0.01 < max(rr)
+    assert min(caro) < 0.0 < max(caro)
+
+
+@pytest.mark.parametrize("p", [0.02, 0.2, 0.6])
+def test_concave_fork_bends_down_along_both_updates_with_an_interior_best_step(p):
+    """J(alpha) = entry (H - 1) [u bank + (1 - u) u gap], u = 1/A + alpha (1 - 1/A): a concave
+    quadratic (relative second difference -1.875 at A = 4, H = 6) whose maximum alpha* ~ 0.63 is
+    interior, so the full step alpha = 1 overshoots, although it still improves on pi_0."""
     for seed in range(3):
-        assert abs(_second_difference(NEW_FAMILIES[family](seed), 0.1, "caro")) > 1e-3
+        mdp = concave_fork(p, tau=0.1, seed=seed)
+        for where in ("rr", "caro"):
+            assert _second_difference(mdp, 0.1, where) < -1.0
+        alphas = np.linspace(0.0, 1.0, 201)
+        J = _cpi_direction_J(mdp, 0.1, alphas, "rr")
+        best = alphas[int(np.argmax(J))]
+        assert best == pytest.approx(mdp.meta["alpha_star"], abs=0.01)
+        assert 0.3 < best < 0.9
+        assert J[0] < J[-1] < J.max() - 0.2 * (J.max() - J[0])
+        # exactly the closed form of the module docstring
+        m = mdp.meta
+        u = 1 / 4 + alphas * 3 / 4
+        closed = m["p_reach"] * 5 * (u * m["bank"] + (1 - u) * u * m["gap"])
+        np.testing.assert_allclose(J, closed, atol=1e-12)
 
 
 def test_coverage_family_is_linear_in_alpha_for_contrast():
@@ -571,8 +617,39 @@ def test_combination_lock_coverage_is_geometric_in_depth(D, A):
         (combination_lock, {"depth": -1}, "depth"),
         (combination_lock, {"depth": 3, "horizon": 3}, "horizon"),
         (combination_lock, {"depth": 2, "headroom": 2.0}, "headroom"),
+        (concave_fork, {"p": 0.0}, "p"),
+        (concave_fork, {"p": 0.9}, "p"),
+        (concave_fork, {"p": 0.1, "horizon": 2}, "horizon"),
+        (concave_fork, {"p": 0.1, "headroom": 0.5}, "headroom"),
+        (concave_fork, {"p": 0.1, "n_actions": 1}, "n_actions"),
     ],
 )
 def test_new_family_bad_knobs_name_the_field(factory, kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field}:"):
         factory(**kwargs)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(p=st.floats(0.005, 0.5), A=st.integers(2, 5), H=st.integers(3, 8),
+       headroom=st.floats(1.0, 3.0), seed=st.integers(0, 100))
+def test_concave_fork_mass_is_p_G_is_fork_and_work_chain_with_advantage_level(p, A, H, headroom,
+                                                                             seed):
+    tau = 0.1
+    mdp = concave_fork(min(p, 0.9 * concave_fork(0.01, n_actions=A, horizon=H).meta["p_max"]),
+                       tau=tau, n_actions=A, horizon=H, headroom=headroom, seed=seed)
+    pol = initial_policy(mdp)
+    cov = cpi.coverage(mdp, pol, tau)
+    assert cov.mass == pytest.approx(mdp.meta["p_mass"], abs=1e-9)
+    assert cov.reach == pytest.approx(mdp.meta["p_reach"], abs=1e-9)
+    live = _reachable(mdp)
+    G = cpi.improvable_set(mdp, pol, tau)
+    np.testing.assert_array_equal(G & live, mdp.meta["improvable_states"] & live)
+    maxA = cpi.max_advantage(mdp, pol)
+    np.testing.assert_allclose(maxA[G & live], headroom * tau, rtol=1e-9)
+    np.testing.assert_allclose(maxA[~G & live], 0.0, atol=1e-12)
+    # the diluted signal is exactly level p, as on the clean family
+    d = cpi.occupancy(mdp, pol) / H
+    assert float((d * maxA).sum()) == pytest.approx(headroom * tau * cov.mass, rel=1e-9)
+    # the optimal policy never banks: J* = entry (H - 1) gap
+    assert cpi.optimal_value(mdp) == pytest.approx(
+        mdp.meta["p_reach"] * (H - 1) * mdp.meta["gap"], rel=1e-9)

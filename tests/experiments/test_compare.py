@@ -167,13 +167,33 @@ def _check_outputs(out: Path) -> None:
     assert set(curves["method"]) == {"none", "random", "self", "oracle"}
 
 
-def test_function_entry_point(inputs, tmp_path):
+def test_function_entry_point(inputs, tmp_path, monkeypatch):
+    from experiments import artifacts
+    from experiments.figure_checks import layout_problems
+
+    problems: list[str] = []  # every figure is checked for readability as it is saved
+    monkeypatch.setattr(artifacts, "FIGURE_CHECKS",
+                        [lambda fig, stem: problems.extend(layout_problems(fig, stem.name))])
     cpi, llm = inputs
     figs = tmp_path / "figs"
     result = run_comparison(cpi, llm, tmp_path / "out", figures_copy=figs, n_boot=50)
     _check_outputs(tmp_path / "out")
-    expected = sorted([f.name for f in result.figures] + ["comparison.md"])
+    assert problems == [], "\n".join(problems)
+    expected = sorted([f.name for f in result.figures] + ["comparison.md", "comparison.json"])
     assert sorted(p.name for p in figs.iterdir()) == expected
+    # every comparison key paper_repro.md cites is one the writer produces (the committed file
+    # was first rebuilt from comparison.md: its keys must be the writer's)
+    from experiments.repro.sources import resolve
+    from tests.experiments.test_report import template_keys
+
+    data = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    for key in template_keys("comparison"):
+        if key.startswith("values."):
+            resolve(data, key.split(".")[0] + "." + key.split(".")[1])  # the row exists
+        else:
+            resolve(data, key.split("[")[0].rsplit(".", 1)[0])  # e.g. correction_by_deviation.lm
+    committed = json.loads((REPO / "figures" / "comparison.json").read_text())
+    assert set(committed["values"]) <= set(data["values"])
     q = result.quality["self"]
     assert 0 < q.coverage.value < 1 and q.precision.lo <= q.precision.value <= q.precision.hi
     # the fixture's self-localizer lands within +-2 of the first error: well above random

@@ -237,7 +237,7 @@ def test_compare_never_publishes_smoke_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(pv, "llm_provenance", lambda d, metrics=None: pv.RunProvenance(
         "language model", str(d), "default", "fixture"))
     res = cmp.run_comparison(cpi, llm, tmp_path / "out", figures_copy=published, n_boot=20)
-    assert len(res.copied) == 9 and (published / "compare_phase_map.png").read_bytes() != \
+    assert len(res.copied) == 10 and (published / "compare_phase_map.png").read_bytes() != \
         b"published"
 
 
@@ -259,7 +259,8 @@ def test_llm_coverage_quick_end_to_end(tmp_path):
                           text=True, cwd=tmp_path, env=ENV, timeout=900)
     assert proc.returncode != 0 and "prediction" in proc.stderr + proc.stdout
     assert not (out / "metrics.parquet").exists()
-    _run(base, tmp_path)
+    first = _run(base, tmp_path)
+    assert "smoke size (--quick)" in first and "J 0.000 -> 0.000 is expected" in first
     pre = json.loads((out / "pre_rl.json").read_text())
     pred = json.loads((out / "prediction.json").read_text())
     summary = json.loads((out / "summary.json").read_text())

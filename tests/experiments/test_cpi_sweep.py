@@ -35,12 +35,20 @@ REQUIRED_KEYS = ("sample_complexity_ratio_slope", "improvement_ratio_slope",
                  "rr_samples_tau_slope", "caro_samples_tau_slope", "approx_oracle_rate_slope",
                  # issue 8's new keys
                  "direct_sample_complexity_ratio_slope", "theorem_algorithms_ratio_slope",
-                 "bound_holds_fraction", "actions_slope")
+                 "bound_holds_fraction", "actions_slope",
+                 # issue 16's: the theorem's criterion, the knob curves, the sampled guarantee
+                 "direct_theorem_ratio_slope", "direct_theorem_knob_ratio_slope",
+                 "direct_knob_ratio_slope", "bound_holds_fraction_sampled_guarantee",
+                 "bound_holds_fraction_sampled_floor", "full_step_shortfall")
 #: Grouped keys ({family or method: record}) and a member each must have at tiny size.
 GROUPED = {"direct_sample_complexity_ratio_slope": ("coverage", "shifted", "planted", "lock"),
            "theorem_algorithms_ratio_slope": ("coverage",),
            "bound_holds_fraction": ("rr", "caro", "approx"),
-           "actions_slope": ("rr_samples", "caro_samples")}
+           "actions_slope": ("rr_samples", "caro_samples"),
+           "direct_theorem_ratio_slope": ("coverage", "shifted", "planted", "lock"),
+           "direct_knob_ratio_slope": ("shifted/side_level=0", "shifted/side_level=0.5"),
+           "bound_holds_fraction_sampled_guarantee": ("rr", "caro"),
+           "full_step_shortfall": ("concave/rr", "coverage/rr")}
 
 
 def _opts(out, **kw) -> SweepOptions:
@@ -55,9 +63,44 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def full_tiny(tmp_path_factory):
-    """One uninterrupted tiny sweep of every experiment (the reference for the other tests)."""
+    """One uninterrupted tiny sweep of every experiment (the reference for the other tests); the
+    readability checks of every figure it draws ride along (``layout_problems``)."""
+    from experiments import artifacts
+    from experiments.figure_checks import layout_problems
+
     out = tmp_path_factory.mktemp("sweep_full")
-    return run_sweep(_opts(out, only=EXPERIMENT_NAMES, jobs=2))
+    problems: list[str] = []
+
+    def check(fig, stem):
+        problems.extend(layout_problems(fig, stem.name))
+
+    artifacts.FIGURE_CHECKS.append(check)
+    try:
+        result = run_sweep(_opts(out, only=EXPERIMENT_NAMES, jobs=2))
+    finally:
+        artifacts.FIGURE_CHECKS.remove(check)
+    result.layout_problems = problems
+    return result
+
+
+def test_every_sweep_figure_reads(full_tiny):
+    """No text over text, no empty panel, no offset axis, legend values short (figure_checks)."""
+    pngs = [f for f in full_tiny.figures if f.suffix == ".png"]
+    assert len(pngs) >= len(EXPERIMENT_NAMES)
+    assert full_tiny.layout_problems == [], "\n".join(full_tiny.layout_problems)
+
+
+def test_rerun_writes_the_same_bytes(tmp_path):
+    """The same run twice: summary.json and every PNG and PDF byte-identical (sorted, rounded
+    JSON; no dates in the figures), so a rerun that changes no result leaves git status clean."""
+    only = ("bounds", "first_error")
+    a = run_sweep(_opts(tmp_path / "a", only=only))
+    b = run_sweep(_opts(tmp_path / "b", only=only))
+    files = [Path("summary.json")] + [f.relative_to(a.out) for f in a.figures]
+    assert len(files) >= 5
+    for rel in files:
+        assert (a.out / rel).read_bytes() == (b.out / rel).read_bytes(), rel
+    assert b"CreationDate" not in (a.out / [f for f in files if f.suffix == ".pdf"][0]).read_bytes()
 
 
 def test_registry_names_match_modules():
@@ -87,7 +130,8 @@ def test_output_schema(full_tiny):
     for key, name, rec in iter_records(summary):
         assert set(rec) >= {"estimate", "ci", "theory", "n_points"}, (key, name)
         assert len(rec["ci"]) == 2
-        assert rec.get("kind", "tested") in ("tested", "identity", "measurement"), (key, name)
+        assert rec.get("kind", "tested") in ("tested", "identity", "measurement", "determined"), (
+            key, name)
         n += 1
     assert n >= len(summary)
     for rec in summary["bound_holds_fraction"].values():

