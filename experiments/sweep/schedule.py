@@ -66,9 +66,18 @@ def longest_first(cells: list[Cell], model: CostModel | None = None) -> list[Cel
 
 def time_record(cell: Cell, wall: float, cpu: float) -> str:
     """One line of ``cell_times.jsonl``."""
-    return json.dumps({"experiment": cell.experiment, "config": cell.config, "seed": cell.seed,
-                       "cell_id": cell.cell_id, "wall": round(wall, 4), "cpu": round(cpu, 4)},
-                      sort_keys=True, default=float)
+    return json.dumps(
+        {
+            "experiment": cell.experiment,
+            "config": cell.config,
+            "seed": cell.seed,
+            "cell_id": cell.cell_id,
+            "wall": round(wall, 4),
+            "cpu": round(cpu, 4),
+        },
+        sort_keys=True,
+        default=float,
+    )
 
 
 def read_times(paths: Iterable[Path]) -> list[dict]:
@@ -90,8 +99,10 @@ def cost_table(records: list[dict]) -> dict[str, dict[str, float]]:
     for r in records:
         key = config_key(r["config"])
         samples.setdefault(r["experiment"], {}).setdefault(key, []).append(float(r["cpu"]))
-    return {e: {k: float(f"{statistics.median(v):.3g}") for k, v in sorted(d.items())}
-            for e, d in sorted(samples.items())}
+    return {
+        e: {k: float(f"{statistics.median(v):.3g}") for k, v in sorted(d.items())}
+        for e, d in sorted(samples.items())
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -577,5 +577,6 @@ def test_greedy_target_is_the_frozen_one():
         qs = rng.choice([0.0, 1.0, 0.5], size=n) if trial % 2 else rng.normal(size=n)
         if trial % 25 == 0 and n:
             qs[0] = np.nan
-        np.testing.assert_array_equal(greedy_from_samples(pf, st, ac, qs),
-                                      frozen_greedy(pf, st, ac, qs))
+        np.testing.assert_array_equal(
+            greedy_from_samples(pf, st, ac, qs), frozen_greedy(pf, st, ac, qs)
+        )

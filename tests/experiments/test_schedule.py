@@ -27,14 +27,19 @@ from experiments.sweep.schedule import (
 
 
 def _cells():
-    return [Cell("a", {"x": i}, seed=0) for i in range(4)] + [Cell("b", {"y": 1}, seed=0),
-                                                             Cell("c", {"z": 0}, seed=0)]
+    return [Cell("a", {"x": i}, seed=0) for i in range(4)] + [
+        Cell("b", {"y": 1}, seed=0),
+        Cell("c", {"z": 0}, seed=0),
+    ]
 
 
 def _model():
-    return CostModel({"a": {config_key({"x": 0}): 1.0, config_key({"x": 1}): 9.0,
-                            config_key({"x": 2}): 3.0},
-                      "b": {config_key({"y": 1}): 5.0}})
+    return CostModel(
+        {
+            "a": {config_key({"x": 0}): 1.0, config_key({"x": 1}): 9.0, config_key({"x": 2}): 3.0},
+            "b": {config_key({"y": 1}): 5.0},
+        }
+    )
 
 
 def test_order_is_by_decreasing_estimate_with_fallbacks():
@@ -71,7 +76,7 @@ def test_cost_table_is_rebuilt_from_run_records(tmp_path):
     run.mkdir()
     cells = [Cell("a", {"x": 1}, seed=s) for s in range(3)]
     lines = [time_record(c, wall=2.0 * k, cpu=float(k)) for k, c in enumerate(cells, 1)]
-    (run / TIMES_NAME).write_text("\n".join(lines) + "\n{\"cut short")  # a torn last line
+    (run / TIMES_NAME).write_text("\n".join(lines) + '\n{"cut short')  # a torn last line
     out = tmp_path / "costs.json"
     assert main([str(run), "--costs", str(out)]) == 0
     table = json.loads(out.read_text())
