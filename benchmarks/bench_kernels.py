@@ -1,6 +1,7 @@
 """Numba kernels against plain NumPy/Python references of the same computation, in one run.
 
-Run: ``python benchmarks/bench_kernels.py`` (about a minute on one core; prints a table).
+Run: ``python benchmarks/bench_kernels.py`` (about 20 s on one core; prints two tables;
+``--only-sampling`` the second; ``--clock cpu`` on a shared machine).
 
 Rows (every speed is a median over ``--repeats`` timed calls after a warm-up call that compiles):
 
@@ -8,21 +9,16 @@ Rows (every speed is a median over ``--repeats`` timed calls after a warm-up cal
   of ~10^6 nodes in breadth-first order, in node-action updates per second, against a
   NumPy reference vectorised level by level (the level index lists are built before timing);
   goal for evaluation: >= 1e8 updates/s. The public ``cpi.evaluate`` (which also validates the
-  policy) is timed too.
+  policy) against the bare kernel, timed alternately: goal >= 0.9x (validation <= 10%).
 * tabular evaluation and occupancy (S=200, A=4, H=50), in (s, a, s') updates per second
-  (H*S*A*S per call), against a NumPy ``einsum`` reference, one step at a time.
-* rollouts: full episodes under a policy from ``cpi.rollouts`` (``simulate_returns``) on the
-  tabular MDP above (dense transition rows) and on the 10^6-node tree, in environment steps per
-  second, against two references measured in the same run: a pure Python loop that draws from a
-  ``numpy.random.Generator`` at every step (inverse CDF with ``searchsorted`` on precomputed CDF
-  rows; goal >= 50x), and a **bare Numba loop that makes the same number of uniform draws per
-  step** from the same kind of Generator and nothing else (2 per tabular step: action and next
-  state; 1 per tree step: the action) -- the physical limit of a sampled rollout here; goal: the
-  kernel at >= 70% of the bare loop. Kernel and bare loop are timed alternately, so both see the
-  same machine load. The batched Kakade-Langford kernel (``kl_estimates``, the direct
-  sample-complexity measurement's inner loop) is timed the same way. Absolute rates differ about
-  2x between machines of one kind, so all rates are printed as well as the ratios. Both sides of
-  every rollout row are checked to be unbiased (mean within 5 standard errors of the exact J).
+  (H*S*A*S per call), against a NumPy ``einsum`` reference, one step at a time; ``cpi.evaluate``
+  against the kernel as for the tree.
+* ``simulate_returns`` on the tabular MDP above and on the tree against a pure Python loop that
+  draws from a ``numpy.random.Generator`` at every step (goal >= 50x); both checked unbiased.
+* every sampling kernel (episode returns, episodes, reset candidates, Q-rollouts, K&L terms) on
+  a dense tabular MDP, a sweep-sized one and the tree, against its **same-walk limit** (the same
+  uniforms and table reads, nothing else) and its **draws-only limit**, timed alternately in
+  the same run; goal: >= 0.7x the same-walk limit (``sampling_cases.py``, ``walk_limits.py``).
 * peak resident memory of the whole run (``resource.getrusage``).
 
 Everything runs on one core: BLAS threads are pinned to 1 before NumPy is imported and
@@ -37,7 +33,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import inspect  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
@@ -49,9 +44,16 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpi import TabularMDP, TreeMDP, evaluate  # noqa: E402
+import walk_limits as wl  # noqa: E402
+from sampling_cases import WalkRow, check_case, tabular_cases, tree_cases  # noqa: E402
+
+from cpi import TabularMDP, TreeMDP, evaluate, value  # noqa: E402
 from cpi import evaluation as ev  # noqa: E402
+from cpi.envs import coverage_family, initial_policy  # noqa: E402
+from cpi.pcg import open_stream  # noqa: E402
+from cpi.rollouts import on_policy_episodes  # noqa: E402
 
 
 @dataclass
@@ -88,16 +90,6 @@ def paired_times(fn_a, fn_b, repeats: int) -> tuple[float, float]:
         fn_b()
         tb.append(CLOCK() - t0)
     return float(np.median(ta)), float(np.median(tb))
-
-
-@numba.njit(cache=True, nogil=True)
-def bare_draws(n_steps, draws_per_step, rng):  # pragma: no cover - compiled
-    """The floor of a sampled rollout: ``draws_per_step`` uniforms per step and nothing else."""
-    acc = 0.0
-    for _ in range(n_steps):
-        for _ in range(draws_per_step):
-            acc += rng.random()
-    return acc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +200,7 @@ def bench_tree(n_nodes: int, repeats: int) -> list[Row]:
           f"{n_updates:,} node-action updates per call", flush=True)
 
     def k_eval():
-        return ev._tree_evaluate(tree.children, tree.reward, policy)
+        return ev._tree_evaluate(tree.children, tree.reward, policy, tree.is_leaf)
 
     def k_occ():
         return ev._tree_occupancy(tree.children, tree.mu, policy)
@@ -220,17 +212,16 @@ def bench_tree(n_nodes: int, repeats: int) -> list[Row]:
     assert np.allclose(k_occ(), tree_occupancy_numpy(tree, policy, levels), atol=1e-12)
     evaluate(tree, policy)
 
-    t_k = median_time(k_eval, repeats)
+    t_k, t_api = interleaved_times([k_eval, lambda: evaluate(tree, policy)], repeats)
     t_r = median_time(lambda: tree_evaluate_numpy(tree, policy, levels), repeats)
-    t_api = median_time(lambda: evaluate(tree, policy), repeats)
     t_ko = median_time(k_occ, repeats)
     t_ro = median_time(lambda: tree_occupancy_numpy(tree, policy, levels), repeats)
     unit = "node-action/s"
     return [
         Row("tree evaluate, 1e6 nodes (kernel)", unit, n_updates / t_k, n_updates / t_r,
             ">= 1e8", n_updates / t_k >= 1e8),
-        Row("tree evaluate, 1e6 nodes (cpi.evaluate, validates)", unit, n_updates / t_api,
-            n_updates / t_r, ">= 1e8", n_updates / t_api >= 1e8),
+        Row("  cpi.evaluate (validates) against the kernel", unit, n_updates / t_api,
+            n_updates / t_k, ">= 0.9x kernel", t_k / t_api >= 0.9),
         Row("tree occupancy, 1e6 nodes (kernel)", unit, n_updates / t_ko, n_updates / t_ro),
     ]
 
@@ -251,42 +242,25 @@ def bench_tabular(S: int, A: int, H: int, repeats: int) -> list[Row]:
     assert np.allclose(V, V_ref, atol=1e-9) and np.allclose(Q, Q_ref, atol=1e-9)
     assert np.allclose(k_occ(), tabular_occupancy_numpy(mdp.P, mdp.mu, policy), atol=1e-12)
 
-    t_k = median_time(k_eval, repeats)
+    def api_10():  # ~1 ms calls: ten per timing, for both sides
+        for _ in range(10):
+            evaluate(mdp, policy)
+
+    def kernel_10():
+        for _ in range(10):
+            k_eval()
+
+    t_k, t_api = (t / 10 for t in interleaved_times([kernel_10, api_10], repeats))
     t_r = median_time(lambda: tabular_evaluate_numpy(mdp.P, mdp.R, policy), repeats)
     t_ko = median_time(k_occ, repeats)
     t_ro = median_time(lambda: tabular_occupancy_numpy(mdp.P, mdp.mu, policy), repeats)
     unit = "(s,a,s')/s"
     return [
         Row(f"tabular evaluate S={S} A={A} H={H} (kernel)", unit, n_updates / t_k, n_updates / t_r),
+        Row("  cpi.evaluate (validates) against the kernel", unit, n_updates / t_api,
+            n_updates / t_k, ">= 0.9x kernel", t_k / t_api >= 0.9),
         Row(f"tabular occupancy S={S} A={A} H={H} (kernel)", unit, n_updates / t_ko, n_updates / t_ro),
     ]
-
-
-def find_rollout_function():
-    """The episode simulator of ``cpi.rollouts`` (returns per-episode returns), or a reason."""
-    try:
-        from cpi import rollouts
-    except ImportError as err:
-        return None, f"cpi.rollouts not importable ({err})"
-    for name in ("simulate_returns", "rollout_returns", "simulate_episodes", "sample_returns"):
-        fn = getattr(rollouts, name, None)
-        if callable(fn):
-            return fn, name
-    return None, "cpi.rollouts has no simulate_returns"
-
-
-def call_rollouts(fn, mdp, policy, n_episodes: int, seed: int) -> np.ndarray:
-    """Call the simulator with a fresh Generator; accept an array or a tuple whose first item
-    holds the per-episode returns."""
-    params = inspect.signature(fn).parameters
-    rng_arg = np.random.default_rng(seed)
-    if "seed" in params and "rng" not in params:
-        out = fn(mdp, policy, n_episodes, seed=seed)
-    else:
-        out = fn(mdp, policy, n_episodes, rng_arg)
-    if isinstance(out, tuple):
-        out = out[0]
-    return np.asarray(out)
 
 
 def tree_rollouts_python(tree: TreeMDP, policy, n_episodes: int, rng: np.random.Generator):
@@ -309,100 +283,90 @@ def tree_rollouts_python(tree: TreeMDP, policy, n_episodes: int, rng: np.random.
     return returns, steps
 
 
-def bench_tree_rollouts(n_nodes: int, n_episodes: int, n_ref: int, repeats: int) -> list[Row]:
-    fn, label = find_rollout_function()
-    tree, policy = complete_tree(n_nodes, A=4, seed=0)
-    H = tree.horizon  # every leaf of the complete tree sits at depth H or H-1
-    print(f"rollouts: tree N={tree.n_nodes:,}, depth {H}; kernel {n_episodes:,} episodes, "
-          f"reference {n_ref:,} episodes per call ({label})", flush=True)
-    J = float(tree.mu @ evaluate(tree, policy)[0])
-    ref, ref_steps = tree_rollouts_python(tree, policy, n_ref, np.random.default_rng(6))
-    t_r = median_time(lambda: tree_rollouts_python(tree, policy, n_ref, np.random.default_rng(6)),
-                      max(1, repeats // 2))
-    ref_rate = ref_steps / t_r
-    assert abs(ref.mean() - J) < 5 * ref.std() / np.sqrt(n_ref) + 1e-9, "reference is biased"
-    if fn is None:
-        return [Row("rollouts, tree (kernel missing)", "env steps/s", float("nan"), ref_rate,
-                    ">= 2e7 and >= 50x", None)]
-    returns = call_rollouts(fn, tree, policy, n_episodes, seed=7)
-    assert abs(returns.mean() - J) < 5 * returns.std() / np.sqrt(n_episodes) + 1e-9
-    # steps per episode = depth of the leaf reached; its expectation is exact from occupancy
-    d = ev._tree_occupancy(tree.children, tree.mu, policy)
-    steps_per_episode = float(d[tree.is_leaf] @ tree.depth[tree.is_leaf])
-    n_steps = int(n_episodes * steps_per_episode)
-    rng_b = np.random.default_rng(9)
-    bare_draws(10, 1, rng_b)
-    t_k, t_b = paired_times(lambda: call_rollouts(fn, tree, policy, n_episodes, seed=8),
-                            lambda: bare_draws(n_steps, 1, rng_b), repeats)
-    rate = n_steps / t_k
-    bare = n_steps / t_b
-    return [Row(f"rollouts, tree 1e6 nodes (cpi.rollouts.{label})", "env steps/s", rate,
-                ref_rate, ">= 50x Python", rate / ref_rate >= 50),
-            Row("  same, against a bare Numba loop of 1 draw/step", "env steps/s", rate, bare,
-                ">= 0.7x bare", rate / bare >= 0.7)]
+def bench_python_rollouts(S: int, A: int, H: int, n_nodes: int, n_episodes: int, n_ref: int,
+                          repeats: int) -> list[Row]:
+    """simulate_returns against a pure Python loop (tabular and tree), both checked unbiased."""
+    from cpi.rollouts import simulate_returns
 
-
-def bench_rollouts(S: int, A: int, H: int, n_episodes: int, n_ref: int, repeats: int) -> list[Row]:
-    fn, label = find_rollout_function()
+    rows = []
     mdp, policy = random_tabular(S, A, H, seed=2)
-    print(f"rollouts: tabular S={S}, A={A}, H={H}; kernel {n_episodes:,} episodes, reference "
-          f"{n_ref:,} episodes per call ({label})", flush=True)
-    J = float(mdp.mu @ evaluate(mdp, policy)[0][0])
-
-    ref = rollouts_python(mdp.P, mdp.R, mdp.mu, policy, n_ref, np.random.default_rng(3))
-    t_r = median_time(lambda: rollouts_python(mdp.P, mdp.R, mdp.mu, policy, n_ref,
-                                               np.random.default_rng(3)), max(1, repeats // 2))
-    ref_rate = n_ref * H / t_r
-    assert abs(ref.mean() - J) < 5 * ref.std() / np.sqrt(n_ref) + 1e-9, "reference is biased"
-    if fn is None:
-        return [Row("rollouts, tabular (kernel missing)", "env steps/s", float("nan"), ref_rate,
-                    ">= 2e7 and >= 50x", None)]
-
-    returns = call_rollouts(fn, mdp, policy, n_episodes, seed=4)  # warm up / compile
-    assert returns.shape[0] == n_episodes, f"expected {n_episodes} returns, got {returns.shape}"
-    se = returns.std() / np.sqrt(n_episodes)
-    assert abs(returns.mean() - J) < 5 * se + 1e-9, f"kernel mean {returns.mean()} vs exact {J}"
-    rng_b = np.random.default_rng(9)
-    bare_draws(10, 2, rng_b)
-    t_k, t_b = paired_times(lambda: call_rollouts(fn, mdp, policy, n_episodes, seed=5),
-                            lambda: bare_draws(n_episodes * H, 2, rng_b), repeats)
-    rate = n_episodes * H / t_k
-    bare = n_episodes * H / t_b
-    rows = [Row(f"rollouts S={S} A={A} H={H} (cpi.rollouts.{label})", "env steps/s", rate,
-                ref_rate, ">= 50x Python", rate / ref_rate >= 50),
-            Row("  same, against a bare Numba loop of 2 draws/step", "env steps/s", rate, bare,
-                ">= 0.7x bare", rate / bare >= 0.7)]
-    rows += bench_kl_estimates(mdp, policy, n_episodes, repeats)
+    tree, tpol = complete_tree(n_nodes, A=4, seed=0)
+    for label, m, pol, n in ((f"tabular S={S} A={A} H={H}", mdp, policy, n_episodes),
+                             ("tree 1e6 nodes", tree, tpol, n_episodes)):
+        tab = isinstance(m, TabularMDP)
+        J = value(m, pol)
+        if tab:
+            ref = rollouts_python(m.P, m.R, m.mu, pol, n_ref, np.random.default_rng(3))
+            ref_steps = n_ref * H
+            t_r = median_time(lambda m=m, pol=pol: rollouts_python(
+                m.P, m.R, m.mu, pol, n_ref, np.random.default_rng(3)), max(1, repeats // 2))
+        else:
+            ref, ref_steps = tree_rollouts_python(m, pol, n_ref, np.random.default_rng(6))
+            t_r = median_time(lambda m=m, pol=pol: tree_rollouts_python(
+                m, pol, n_ref, np.random.default_rng(6)), max(1, repeats // 2))
+        assert abs(ref.mean() - J) < 5 * ref.std() / np.sqrt(ref.size) + 1e-9, "reference biased"
+        out = simulate_returns(m, pol, n, np.random.default_rng(4))
+        assert abs(out.mean() - J) < 5 * out.std() / np.sqrt(n) + 1e-9, "kernel biased"
+        steps = n * H if tab else on_policy_episodes(m, pol, n, np.random.default_rng(4))[3]
+        t_k = median_time(lambda m=m, pol=pol, n=n: simulate_returns(
+            m, pol, n, np.random.default_rng(4)), repeats)
+        rate, ref_rate = steps / t_k, ref_steps / t_r
+        rows.append(Row(f"simulate_returns, {label} vs Python loop", "env steps/s", rate,
+                        ref_rate, ">= 50x Python", rate / ref_rate >= 50))
     return rows
 
 
-def bench_kl_estimates(mdp, policy, n_terms: int, repeats: int) -> list[Row]:
-    """The direct measurement's inner loop: reps x n Kakade-Langford terms in one call, each a
-    reset-state draw, a uniform action and a Q-rollout (2 draws per step after the first)."""
-    from cpi.rollouts import kl_estimates
-    from cpi.selectors import reset_distribution
+def bench_sampling(repeats: int, scale: float) -> list[WalkRow]:
+    """Every sampling kernel against its same-walk and draws-only limits (sampling_cases.py)."""
+    cases = []
+    mdp, pol = random_tabular(200, 4, 50, seed=2)
+    k = max(1, int(round(scale * 100_000)))
+    cases += tabular_cases(mdp, pol, "dense S=200 A=4 H=50", n_ep=k, n_acc=k, n_q=k // 4,
+                           kl_n=max(1, k // 400), kl_reps=400)
+    cov = coverage_family(0.1, 0.1, seed=3, n_actions=4, horizon=6, noise=0.1, headroom=2.0)
+    k = max(8, int(round(scale * 800_000)))
+    cases += tabular_cases(cov, initial_policy(cov), "sweep S=24 A=4 H=6", n_ep=k, n_acc=k,
+                           n_q=k // 4, kl_n=max(1, k // 400), kl_reps=400)
+    tree, tpol = complete_tree(1_000_000, A=4, seed=0)
+    k = max(100, int(round(scale * 200_000)))
+    cases += tree_cases(tree, tpol, "tree 1e6 nodes A=4", n_ep=k, n_acc=k // 2, n_q=k // 8,
+                        kl_terms=k)
+    rows = []
+    for case in cases:
+        steps, n_draws = check_case(case)
+        if steps is None:  # tree returns: the episode kernel's count of the same walk
+            steps = on_policy_episodes(tree, tpol, k, np.random.default_rng(5))[3]
+        rs0 = open_stream(np.random.default_rng(13))
+        fns = [case.run_kernel, *case.walks.values(),
+               lambda n=n_draws, rs=rs0: wl.draws_only(n, rs)]
+        times = interleaved_times(fns, repeats)
+        walk_t = min(times[1:-1])
+        kind = list(case.walks)[int(np.argmin(times[1:-1]))]
+        rows.append(WalkRow(case.kernel, case.instance, steps / times[0], steps / walk_t,
+                            steps / times[-1], kind if len(case.walks) > 1 else ""))
+        print(f"  {case.kernel:<26} {case.instance:<22} {steps / times[0]:.3g} env steps/s, "
+              f"{rows[-1].rate / rows[-1].walk:.2f}x same walk", flush=True)
+    return rows
 
-    A = mdp.n_actions
-    X = mdp.horizon * mdp.n_states
-    rng = np.random.default_rng(11)
-    coef = A * (rng.dirichlet(np.ones(A), size=X) - np.asarray(policy).reshape(X, A))
-    w = reset_distribution(mdp, policy)
-    reps, n = 200, max(1, n_terms // 200)
-    kl_estimates(mdp, policy, coef, w, 2, 2, rng)  # compile
-    _, steps = kl_estimates(mdp, policy, coef, w, n, reps, np.random.default_rng(12))
-    draws = 2 * steps + reps * n  # one extra draw per term: the reset state
-    rng_b = np.random.default_rng(13)
-    t_k, t_b = paired_times(lambda: kl_estimates(mdp, policy, coef, w, n, reps, rng),
-                            lambda: bare_draws(draws, 1, rng_b), repeats)
-    rate = steps / t_k
-    bare = steps / t_b
-    return [Row(f"kl_estimates {reps} x {n} terms (batched)", "env steps/s", rate, bare,
-                ">= 0.7x bare", rate / bare >= 0.7)]
+
+def interleaved_times(fns, repeats: int) -> list[float]:
+    """Median time of each function, calling them in turn (f0, f1, ..., f0, f1, ...) after one
+    warm-up call each, so that every function sees the same machine load."""
+    for f in fns:
+        f()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for f, ts in zip(fns, times, strict=True):
+            t0 = CLOCK()
+            f()
+            ts.append(CLOCK() - t0)
+    return [float(np.median(ts)) for ts in times]
 
 
 # ---------------------------------------------------------------------------------------------
 def print_table(rows: list[Row], peak_mib: float) -> None:
-    header = f"| {'computation':<58} | {'unit':<14} | {'Numba':>9} | {'reference':>16} | {'ratio':>7} | {'goal':<17} | {'met':<4} |"
+    header = (f"| {'computation':<58} | {'unit':<14} | {'Numba':>9} | {'reference':>16} | "
+              f"{'ratio':>7} | {'goal':<17} | {'met':<4} |")
     print()
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -417,12 +381,31 @@ def print_table(rows: list[Row], peak_mib: float) -> None:
           f"{'':>16} | {'':>7} | {'':<17} | {'':<4} |")
 
 
+def print_walk_table(rows: list[WalkRow]) -> None:
+    header = (f"| {'sampling kernel':<26} | {'instance':<22} | {'env steps/s':>11} | "
+              f"{'same walk':>9} | {'ratio':>6} | {'draws only':>10} | {'ratio':>6} | "
+              f"{'met (>= 0.7x same walk)':<23} |")
+    print()
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for r in rows:
+        kind = f" ({r.walk_kind})" if r.walk_kind else ""
+        print(f"| {r.kernel:<26} | {r.instance:<22} | {r.rate:>11.3g} | {r.walk:>9.3g} | "
+              f"{r.rate / r.walk:>5.2f}x | {r.draws:>10.3g} | {r.rate / r.draws:>5.2f}x | "
+              f"{('yes' if r.met else 'NO') + kind:<23} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (median)")
     parser.add_argument("--tree-nodes", type=int, default=1_000_000)
-    parser.add_argument("--episodes", type=int, default=200_000, help="kernel episodes per call")
+    parser.add_argument("--episodes", type=int, default=200_000,
+                        help="kernel episodes per call (Python comparison rows)")
     parser.add_argument("--ref-episodes", type=int, default=2_000, help="reference episodes")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="work per call of the sampling rows (1: 30-150 ms each)")
+    parser.add_argument("--only-sampling", action="store_true",
+                        help="only the sampling kernels against their limits")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall (quiet machine) or this process's CPU time (shared machine)")
     args = parser.parse_args(argv)
@@ -432,17 +415,26 @@ def main(argv=None) -> int:
     numba.set_num_threads(1)
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
           f"{platform.machine()}, numba threads {numba.get_num_threads()}, "
-          f"repeats {args.repeats} (median)", flush=True)
+          f"repeats {args.repeats} (median), clock {args.clock}", flush=True)
     t0 = time.perf_counter()
-    rows = bench_tree(args.tree_nodes, args.repeats)
-    rows += bench_tabular(200, 4, 50, args.repeats)
-    rows += bench_rollouts(200, 4, 50, args.episodes, args.ref_episodes, args.repeats)
-    rows += bench_tree_rollouts(args.tree_nodes, 10 * args.episodes, 5 * args.ref_episodes,
-                                args.repeats)
+    rows = []
+    if not args.only_sampling:
+        rows += bench_tree(args.tree_nodes, args.repeats)
+        rows += bench_tabular(200, 4, 50, args.repeats)
+        rows += bench_python_rollouts(200, 4, 50, args.tree_nodes, args.episodes,
+                                      args.ref_episodes, args.repeats)
+    print("sampling kernels against their limits:", flush=True)
+    walk_rows = bench_sampling(args.repeats, args.scale)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print_table(rows, peak_mib)
-    print("\nreference: the NumPy/Python implementation of the same computation, or (rows marked "
-          "'bare') a Numba loop making the same uniform draws per step and nothing else")
+    if rows:
+        print_table(rows, peak_mib)
+        print("\nreference: the NumPy/Python implementation of the same computation; "
+              "cpi.evaluate rows: against the bare kernel (validation costs the difference)")
+    print_walk_table(walk_rows)
+    print("\nsame walk: a loop making the kernel's uniforms (same stream, same order) and its "
+          "table reads, nothing else (benchmarks/walk_limits.py; checked to end where the kernel "
+          "ends, with its checksum); draws only: as many uniforms and nothing else. "
+          f"Peak memory {peak_mib:.0f} MiB.")
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
     return 0
 

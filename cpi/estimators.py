@@ -28,6 +28,7 @@ loop therefore estimates A_U on a held-out half or on fresh samples, see docs/cp
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 from cpi.evaluation import advantage, improvable_set, occupancy
@@ -91,9 +92,14 @@ def sample_means(states: np.ndarray, actions: np.ndarray, qs: np.ndarray, n_acti
 def greedy_from_samples(policy_flat: np.ndarray, states, actions, qs) -> np.ndarray:
     """pi': at each sampled state the observed action with the largest sample mean (ties to the
     lowest index); every other state keeps pi. Shapes: policy_flat (X, A); returns (X, A)."""
-    A = policy_flat.shape[1]
-    target = policy_flat.copy()
+    X, A = policy_flat.shape
     states = np.asarray(states).ravel()
+    if X * A <= 16 * states.size + 65536:  # a dense pass beats sorting the sampled states
+        return _greedy_dense(np.ascontiguousarray(policy_flat, dtype=np.float64),
+                             np.ascontiguousarray(states, dtype=np.int64),
+                             np.ascontiguousarray(np.asarray(actions).ravel(), dtype=np.int64),
+                             np.ascontiguousarray(np.asarray(qs, dtype=np.float64).ravel()))
+    target = policy_flat.copy()
     keep = states >= 0
     if not keep.any():
         return target
@@ -101,6 +107,40 @@ def greedy_from_samples(policy_flat: np.ndarray, states, actions, qs) -> np.ndar
                                 np.asarray(qs, dtype=np.float64).ravel()[keep], A)
     target[xs] = 0.0
     target[xs, np.argmax(means, axis=1)] = 1.0
+    return target
+
+
+@nb.njit(cache=True)
+def _greedy_dense(policy_flat, states, actions, qs):  # pragma: no cover - compiled
+    """:func:`greedy_from_samples` with per-(state, action) sums in an (X, A) table: the same
+    sums (added in sample order, as ``np.bincount``), means and ``np.argmax`` choice (first
+    maximum; a NaN mean wins as in numpy)."""
+    X, A = policy_flat.shape
+    sums = np.zeros((X, A))
+    counts = np.zeros((X, A), dtype=np.int64)
+    seen = np.zeros(X, dtype=np.bool_)
+    for i in range(states.shape[0]):
+        x = states[i]
+        if x < 0:
+            continue
+        sums[x, actions[i]] += qs[i]
+        counts[x, actions[i]] += 1
+        seen[x] = True
+    target = policy_flat.copy()
+    for x in range(X):
+        if not seen[x]:
+            continue
+        best = 0
+        best_m = sums[x, 0] / counts[x, 0] if counts[x, 0] > 0 else -np.inf
+        for a in range(1, A):
+            if np.isnan(best_m):
+                break
+            m = sums[x, a] / counts[x, a] if counts[x, a] > 0 else -np.inf
+            if np.isnan(m) or m > best_m:
+                best, best_m = a, m
+        for a in range(A):
+            target[x, a] = 0.0
+        target[x, best] = 1.0
     return target
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from cpi.mdp import MDP, TabularMDP, TreeMDP, check_policy, check_tau
+from cpi.mdp import _ATOL, MDP, TabularMDP, TreeMDP, check_policy, check_tau
 
 # Ties in max_a A >= tau are decided with this slack so that exact zeros from round-off count.
 IMPROVABLE_ATOL = 1e-10
@@ -105,12 +105,12 @@ def _tabular_reach(P, mu, policy, G):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True)
-def _tree_evaluate(children, reward, policy):  # pragma: no cover - compiled
+def _tree_evaluate(children, reward, policy, is_leaf):  # pragma: no cover - compiled
     N, A = children.shape
     V = np.zeros(N)
     Q = np.zeros((N, A))
     for n in range(N - 1, -1, -1):
-        if children[n, 0] < 0:
+        if is_leaf[n]:  # (a 1-byte flag: a leaf's children row is never read)
             continue
         v = 0.0
         for a in range(A):
@@ -120,6 +120,33 @@ def _tree_evaluate(children, reward, policy):  # pragma: no cover - compiled
             v += policy[n, a] * q
         V[n] = v
     return V, Q
+
+
+@nb.njit(cache=True)
+def _tree_evaluate_checked(children, reward, policy, is_leaf, atol, sum_tol):  # pragma: no cover
+    """:func:`_tree_evaluate` that also checks every policy row it reads (finite, >= -atol,
+    summing to 1 +- sum_tol) in the same pass. Returns (V, Q, first bad node or -1)."""
+    N, A = children.shape
+    V = np.zeros(N)
+    Q = np.zeros((N, A))
+    for n in range(N - 1, -1, -1):
+        if is_leaf[n]:
+            continue
+        v = 0.0
+        total = 0.0
+        ok = True
+        for a in range(A):
+            p = policy[n, a]
+            ok &= (p >= -atol) & (p < np.inf)  # False for NaN and +-inf; no branch
+            total += p
+            c = children[n, a]
+            q = reward[c] + V[c]
+            Q[n, a] = q
+            v += p * q
+        if not ok or abs(total - 1.0) > sum_tol:
+            return V, Q, n
+        V[n] = v
+    return V, Q, -1
 
 
 @nb.njit(cache=True)
@@ -159,11 +186,23 @@ def evaluate(mdp: MDP, policy) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``(V, Q)``: tabular ``V`` (H+1, S) with ``V[H] = 0`` and ``Q`` (H, S, A); tree ``V``
     (N,) value-to-go (0 at leaves) and ``Q`` (N, A) with ``Q[n, a] = reward[child] + V[child]``.
+    The policy is validated as by :func:`cpi.mdp.check_policy`, except that on a tree the rows
+    of leaves, which the evaluation never reads, are not checked.
     """
-    pol = check_policy(mdp, policy)
     if isinstance(mdp, TabularMDP):
-        return _tabular_evaluate(mdp.P, mdp.R, pol)
-    return _tree_evaluate(mdp.children, mdp.reward, pol)
+        return _tabular_evaluate(mdp.P, mdp.R, check_policy(mdp, policy))
+    if not isinstance(mdp, TreeMDP):
+        check_policy(mdp, policy)  # raises: not an MDP
+    pol = np.ascontiguousarray(policy, dtype=np.float64)
+    if pol.shape != mdp.policy_shape():
+        check_policy(mdp, pol)  # raises the shape error
+    # The rows it reads are checked in the evaluation pass itself (a separate pass over the
+    # whole policy would cost as much as the evaluation); on a bad row, check_policy words it.
+    V, Q, bad = _tree_evaluate_checked(mdp.children, mdp.reward, pol, mdp.is_leaf, _ATOL, 1e-6)
+    if bad >= 0:
+        check_policy(mdp, pol)
+        raise AssertionError(f"policy row {bad} failed the check but passed check_policy")
+    return V, Q
 
 
 def value(mdp: MDP, policy) -> float:

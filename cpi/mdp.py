@@ -290,6 +290,9 @@ def check_policy(mdp: MDP, policy, name: str = "policy") -> np.ndarray:
         raise ValueError(f"mdp: expected a TabularMDP or TreeMDP, got {type(mdp).__name__}")
     pol = np.ascontiguousarray(pol)
     if isinstance(mdp, TabularMDP):
+        # One compiled pass decides; the numpy checks below only word the error.
+        if _rows_are_distributions(pol.reshape(-1, pol.shape[-1]), _ATOL, 1e-6):
+            return pol
         if not np.all(np.isfinite(pol)):
             raise ValueError(f"{name}: expected finite probabilities, found NaN or inf")
         _check_distribution(name, pol)
@@ -307,6 +310,21 @@ def check_policy(mdp: MDP, policy, name: str = "policy") -> np.ndarray:
             f"{val:.6g} at node {where}"
         )
     return pol
+
+
+@nb.njit(cache=True)
+def _rows_are_distributions(pol, atol, sum_tol):  # pragma: no cover - compiled
+    """True when every row of ``pol`` (m, A) is finite, >= -atol and sums to 1 +- sum_tol."""
+    m, A = pol.shape
+    ok = True
+    for r in range(m):
+        total = 0.0
+        for a in range(A):
+            x = pol[r, a]
+            ok &= (x >= -atol) & (x < np.inf)  # False for NaN and +-inf; no branch
+            total += x
+        ok &= abs(total - 1.0) <= sum_tol
+    return ok
 
 
 @nb.njit(cache=True)

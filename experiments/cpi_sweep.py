@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -163,28 +164,38 @@ def print_summary(summary: dict, stream=None) -> None:
         print(f"  {label:58s} {format_fit(rec)}{ref_txt} -> {verdict(rec)}", file=stream)
 
 
+def time_line(seconds: float, cpu: float) -> str:
+    """``wall 12.3 s, CPU 23.4 s (1.90 cores busy)``."""
+    busy = f" ({cpu / seconds:.2f} cores busy)" if seconds > 0 else ""
+    return f"wall {seconds:.1f} s, CPU {cpu:.1f} s{busy}"
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = options_from_args(argv)
     try:
         result = run_sweep(opts)
     except SweepInterrupted as stop:
-        print(f"\ninterrupted: {stop.saved} of {stop.total} cells are saved in {stop.out}; "
-              "rerun the same command to resume", file=sys.stderr)
-        return 130
+        what = "terminated" if stop.signal == signal.SIGTERM else "interrupted"
+        print(f"\n{what}: {stop.saved} of {stop.total} cells are saved in {stop.out}; "
+              f"rerun the same command to resume ({time_line(stop.seconds, stop.cpu_seconds)})",
+              file=sys.stderr)
+        return 128 + int(stop.signal)
     if not result.complete:
         print(f"{result.cells_run} cells run; {result.cells_total} planned, not all done "
-              f"(rerun to finish); outputs in {result.out}")
+              f"(rerun to finish); outputs in {result.out}; "
+              f"{time_line(result.seconds, result.cpu_seconds)}")
         return 0
-    print(f"{result.cells_run} cells run, {result.cells_total} planned, "
-          f"{result.seconds:.1f} s; outputs in {result.out}")
+    print(f"{result.cells_run} cells run, {result.cells_total} planned; outputs in {result.out}")
     print_summary(result.summary)
+    print(f"run time: {time_line(result.seconds, result.cpu_seconds)}")
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C outside the cells (startup, fitting): nothing half-written
-        print("\ninterrupted; finished cells are saved, rerun the same command to resume",
-              file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:  # Ctrl-C/SIGTERM outside the cells: nothing half-written
+        term = type(stop).__name__ == "Terminated"
+        print(f"\n{'terminated' if term else 'interrupted'}; finished cells are saved, rerun "
+              "the same command to resume", file=sys.stderr)
+        sys.exit(143 if term else 130)

@@ -87,15 +87,16 @@ def worker_setup(driver_pid: int, threads: int, watch: bool = True) -> None:
 
 
 def compute_cell(cell: Cell, driver_pid: int | None = None, threads: int = 1,
-                 watch: bool = True) -> tuple[Cell, pd.DataFrame, float]:
-    """Run one cell in this process: ``(cell, tagged rows, seconds)``."""
+                 watch: bool = True) -> tuple[Cell, pd.DataFrame, float, float]:
+    """Run one cell in this process: ``(cell, tagged rows, wall seconds, CPU seconds)`` (CPU:
+    this process's, so a cell that waits for a core still reports its own work)."""
     from experiments.sweep.registry import get_experiment
 
     worker_setup(os.getpid() if driver_pid is None else driver_pid, threads, watch)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     exp = get_experiment(cell.experiment)
     frame = exp.run_cell(dict(cell.config), cell.seed_sequence())
-    return cell, tag_rows(cell, frame), time.perf_counter() - t0
+    return cell, tag_rows(cell, frame), time.perf_counter() - t0, time.process_time() - c0
 
 
 def shutdown_workers(kill: bool = False) -> None:
@@ -109,8 +110,8 @@ def shutdown_workers(kill: bool = False) -> None:
         ex.shutdown(wait=not kill, kill_workers=kill)
 
 
-def _iter_joblib(cells: list[Cell], jobs: int, threads: int
-                 ) -> Iterator[tuple[Cell, pd.DataFrame, float]]:
+def _iter_joblib(cells: list[Cell], jobs: int, threads: int, keep_workers: bool = False
+                 ) -> Iterator[tuple[Cell, pd.DataFrame, float, float]]:
     if jobs == 1:
         for cell in cells:
             yield compute_cell(cell, threads=threads)
@@ -127,7 +128,8 @@ def _iter_joblib(cells: list[Cell], jobs: int, threads: int
             gen.close()
             shutdown_workers(kill=True)
             raise
-    shutdown_workers()
+    if not keep_workers:
+        shutdown_workers()
 
 
 def ray_available() -> bool:
@@ -139,7 +141,7 @@ def ray_available() -> bool:
 
 
 def _iter_ray(cells: list[Cell], jobs: int, address: str | None, threads: int = 1
-              ) -> Iterator[tuple[Cell, pd.DataFrame, float]]:
+              ) -> Iterator[tuple[Cell, pd.DataFrame, float, float]]:
     try:
         import ray
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -196,10 +198,12 @@ class TextProgress:
 
 def run_cells(cells: list[Cell], *, backend: str = "joblib", jobs: int = 1,
               ray_address: str | None = None,
-              on_done: Callable[[Cell, pd.DataFrame, float], None] | None = None,
+              on_done: Callable[[Cell, pd.DataFrame, float, float], None] | None = None,
               progress: bool | None = None, total: int | None = None, initial: int = 0,
-              threads: int = 1) -> None:
-    """Run ``cells`` and call ``on_done(cell, rows, seconds)`` on the driver as each finishes.
+              threads: int = 1, keep_workers: bool = False) -> None:
+    """Run ``cells`` and call ``on_done(cell, rows, wall s, CPU s)`` on the driver as each
+    finishes (cells are dispatched in the order given; :mod:`experiments.sweep.schedule` orders
+    them longest first).
 
     Args:
         backend: ``"joblib"`` (loky processes; ``jobs == 1`` runs in-process) or ``"ray"``.
@@ -209,6 +213,8 @@ def run_cells(cells: list[Cell], *, backend: str = "joblib", jobs: int = 1,
             (:class:`TextProgress`); ``True``: the bar; ``False``: silent.
         total, initial: bar size and cells already done (resumed runs start the bar there).
         threads: numerical threads per worker.
+        keep_workers: leave joblib's workers running for more work (the caller stops them
+            with :func:`shutdown_workers`).
     """
     from tqdm.auto import tqdm
 
@@ -224,12 +230,12 @@ def run_cells(cells: list[Cell], *, backend: str = "joblib", jobs: int = 1,
                 counts[c.experiment] = counts.get(c.experiment, 0) + 1
             text = TextProgress(len(cells) + initial, initial, counts)
     it = (_iter_ray(cells, jobs, ray_address, threads) if backend == "ray"
-          else _iter_joblib(cells, jobs, threads))
+          else _iter_joblib(cells, jobs, threads, keep_workers))
     with tqdm(total=total, initial=initial, disable=not progress, unit="cell", desc="cpi sweep",
               dynamic_ncols=True) as bar:
-        for cell, rows, seconds in it:
+        for cell, rows, seconds, cpu in it:
             if on_done is not None:
-                on_done(cell, rows, seconds)
+                on_done(cell, rows, seconds, cpu)
             bar.set_postfix_str(cell.experiment, refresh=False)
             bar.update(1)
             if text is not None:

@@ -131,36 +131,55 @@ class CellStore:
         """Write the tagged rows of ``cell`` atomically (temp file + ``os.replace``)."""
         dest = self.path(cell)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, dest)
+        _replace_atomically(dest, lambda tmp: frame.to_parquet(tmp, index=False))
         return dest
+
+    def remove_partial_files(self) -> int:
+        """Delete temporary files left by a run killed mid-write (SIGKILL cannot clean up);
+        returns how many."""
+        n = 0
+        if self.cells_dir.exists():
+            for tmp in self.cells_dir.glob("*/.*.tmp"):
+                tmp.unlink(missing_ok=True)
+                n += 1
+        return n
 
     def read(self, cell: Cell) -> pd.DataFrame:
         return pd.read_parquet(self.path(cell))
 
-    def assemble(self, cells: list[Cell]) -> pd.DataFrame:
-        """Concatenate the rows of ``cells`` (all must be done) in plan order."""
+    def assemble(self, cells: list[Cell], cached: dict[str, pd.DataFrame] | None = None
+                 ) -> pd.DataFrame:
+        """Concatenate the rows of ``cells`` (all must be done) in plan order; ``cached``
+        (cell_id -> rows just written) saves reading those back."""
         missing = [c.label() for c in cells if not self.is_done(c)]
         if missing:
             raise RuntimeError(f"{len(missing)} planned cells have no result, e.g. {missing[0]}")
-        frames = [self.read(c) for c in cells]
+        cached = cached or {}
+        frames = [cached[c.cell_id] if c.cell_id in cached else self.read(c) for c in cells]
         frames = [f for f in frames if len(f)]
         if not frames:
             return pd.DataFrame(columns=list(ID_COLUMNS))
         return pd.concat(frames, ignore_index=True, sort=False)
 
 
+def _replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` then ``os.replace(tmp, path)``; the temporary file is removed if writing
+    fails or is interrupted (Ctrl-C, SIGTERM), so a stopped run leaves no partial file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    _replace_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    _replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))

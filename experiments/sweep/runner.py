@@ -7,8 +7,16 @@ directly with ``size="tiny"``. Outputs in ``options.out``:
 * ``results.parquet`` -- all planned cells' rows, in plan order (one row per cell x iteration
   or cell x measurement point, with the id and config columns first);
 * ``summary.json`` -- ``{law: {"estimate", "ci": [lo, hi], "theory", "n_points", ...}}``;
-* ``sweep.json`` -- the options, cell counts and timings of the run;
+* ``sweep.json`` -- the options, cell counts and timings of the run (wall and CPU seconds, in
+  total and per experiment);
+* ``cell_times.jsonl`` -- one line per cell run (wall and CPU seconds; read by
+  :mod:`experiments.sweep.schedule` to order later runs);
 * ``figures/<experiment>*.png|pdf``.
+
+Cells run longest first (:func:`experiments.sweep.schedule.longest_first`) so that both cores stay
+busy to the end; the fits and figures of the experiments run in the same worker processes.
+SIGTERM is handled as Ctrl-C: the workers are stopped, no temporary file is left, and a rerun
+resumes from the saved cells.
 """
 
 from __future__ import annotations
@@ -16,30 +24,67 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from experiments.artifacts import stable_json
-from experiments.sweep.backends import BACKENDS, ray_available, run_cells
+from experiments.sweep.backends import BACKENDS, ray_available, run_cells, shutdown_workers
 from experiments.sweep.cells import Cell, CellStore, atomic_write_bytes, write_parquet_atomic
 from experiments.sweep.registry import DEFAULT_SEEDS, EXPERIMENT_NAMES, SIZES, get_experiment
+from experiments.sweep.schedule import TIMES_NAME, longest_first, time_record
 
 
 class SweepArgumentError(ValueError):
     """An invalid sweep option, raised before any cell runs."""
 
 
-class SweepInterrupted(Exception):
-    """Ctrl-C during the cells: ``saved`` of ``total`` planned cells are on disk in ``out``."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C."""
 
-    def __init__(self, saved: int, total: int, out: Path):
+
+class SweepInterrupted(Exception):
+    """Ctrl-C or SIGTERM during the cells: ``saved`` of ``total`` planned cells are on disk in
+    ``out``; ``signal`` is the signal number, ``seconds``/``cpu_seconds`` what the run used."""
+
+    def __init__(self, saved: int, total: int, out: Path, sig: int = signal.SIGINT,
+                 seconds: float = 0.0, cpu_seconds: float = 0.0):
         super().__init__(f"{saved} of {total} cells saved in {out}")
-        self.saved, self.total, self.out = saved, total, out
+        self.saved, self.total, self.out, self.signal = saved, total, out, sig
+        self.seconds, self.cpu_seconds = seconds, cpu_seconds
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its reaped children (the workers)."""
+    return sum(getattr(resource.getrusage(w), f)
+               for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (the cleanup of
+    Ctrl-C runs: workers stopped, partial files removed); the old handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @dataclass
@@ -159,6 +204,7 @@ class SweepResult:
     cells_run: int = 0
     complete: bool = True
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def _say(opts: SweepOptions, msg: str) -> None:
@@ -169,97 +215,142 @@ def _say(opts: SweepOptions, msg: str) -> None:
 def run_sweep(opts: SweepOptions) -> SweepResult:
     """Validate, run the missing cells, then (if all are done) assemble, fit and plot.
 
-    A corrupt or empty cell file is reported in one line and recomputed. Ctrl-C while cells run
-    raises :class:`SweepInterrupted` (the finished cells stay on disk; a rerun resumes).
+    A corrupt or empty cell file is reported in one line and recomputed. Ctrl-C or SIGTERM while
+    cells run raises :class:`SweepInterrupted` (the finished cells stay on disk; a rerun
+    resumes).
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     opts = validate(opts)
     out = Path(opts.out)
     store = CellStore(out)
+    store.remove_partial_files()
     cells = plan(opts)
     for c in cells:
         why = store.problem(c)
         if why is not None:
             print(f"cell file {store.path(c)}: {why}; recomputing it", flush=True)
             store.path(c).unlink()
-    todo = [c for c in cells if not store.is_done(c)]
+    todo = longest_first([c for c in cells if not store.is_done(c)])
     if opts.max_cells is not None:
         todo = todo[: opts.max_cells]
     cell_seconds: dict[str, float] = {}
+    cell_cpu: dict[str, float] = {}
+    rows_now: dict[str, pd.DataFrame] = {}
+    times = None
 
-    def on_done(cell: Cell, rows: pd.DataFrame, seconds: float) -> None:
+    def on_done(cell: Cell, rows: pd.DataFrame, seconds: float, cpu: float) -> None:
         store.write(cell, rows)
+        rows_now[cell.cell_id] = rows
         cell_seconds[cell.experiment] = cell_seconds.get(cell.experiment, 0.0) + seconds
+        cell_cpu[cell.experiment] = cell_cpu.get(cell.experiment, 0.0) + cpu
+        times.write(time_record(cell, seconds, cpu) + "\n")
+        times.flush()
 
     if todo:
         _say(opts, f"[cpi sweep] {len(todo)} of {len(cells)} cells to run "
                    f"({len(cells) - len(todo)} already saved), {opts.jobs} job(s) x "
-                   f"{opts.threads} thread(s); outputs in {out}")
-    try:
-        run_cells(todo, backend=opts.backend, jobs=opts.jobs, ray_address=opts.ray_address,
-                  on_done=on_done, progress=opts.progress, total=len(cells),
-                  initial=len(cells) - len(todo) if opts.max_cells is None else 0,
-                  threads=opts.threads)
-    except KeyboardInterrupt:
-        raise SweepInterrupted(sum(store.is_done(c) for c in cells), len(cells), out) from None
-    complete = all(store.is_done(c) for c in cells)
+                   f"{opts.threads} thread(s), longest first; outputs in {out}")
+    pool = opts.backend == "joblib" and opts.jobs > 1
     result = SweepResult(out=out, results=None, summary={}, cells_total=len(cells),
-                         cells_run=len(todo), complete=complete)
-    if complete:
-        results = store.assemble(cells)
-        write_parquet_atomic(results, out / "results.parquet")
-        summary, figures = analyze_and_plot(results, opts.only, out / "figures",
-                                            say=lambda m: _say(opts, m))
-        # sorted keys, floats rounded to what their intervals support: a rerun that changes no
-        # result writes the same bytes (experiments/artifacts.py)
-        atomic_write_bytes(out / "summary.json", stable_json(summary).encode())
-        if opts.figures_copy is not None:
-            dest = Path(opts.figures_copy)
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in figures:
-                shutil.copy2(f, dest / f.name)
-            # The fitted laws travel with the figures so the tracked folder holds the numbers too;
-            # an --only subset updates its own keys and keeps the other experiments' (a partial
-            # summary must not wipe the published numbers paper_repro.md is rendered from).
-            published = dest / "cpi_sweep_summary.json"
-            merged = summary
-            if set(opts.only) != set(EXPERIMENT_NAMES) and published.is_file():
-                merged = {**json.loads(published.read_text()), **summary}
-            atomic_write_bytes(published, stable_json(merged).encode())
-        result.results, result.summary, result.figures = results, summary, figures
+                         cells_run=len(todo))
+    try:
+        with sigterm_as_interrupt():
+            try:
+                with (out / TIMES_NAME).open("a") as times:
+                    run_cells(todo, backend=opts.backend, jobs=opts.jobs,
+                              ray_address=opts.ray_address, on_done=on_done,
+                              progress=opts.progress, total=len(cells),
+                              initial=len(cells) - len(todo) if opts.max_cells is None else 0,
+                              threads=opts.threads, keep_workers=pool)
+            except KeyboardInterrupt as stop:
+                shutdown_workers(kill=True)
+                raise SweepInterrupted(
+                    sum(store.is_done(c) for c in cells), len(cells), out,
+                    signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT,
+                    time.perf_counter() - t0, cpu_seconds() - cpu0) from None
+            result.complete = all(store.is_done(c) for c in cells)
+            if result.complete:
+                _finish(opts, store, cells, rows_now, result, pool)
+    finally:
+        if pool:
+            shutdown_workers()
     result.seconds = time.perf_counter() - t0
-    import resource
-
-    cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF,
-                                                           resource.RUSAGE_CHILDREN)
-              for f in ("ru_utime", "ru_stime"))
+    result.cpu_seconds = cpu_seconds() - cpu0
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-    meta.update(cells_total=len(cells), cells_run_now=len(todo), complete=complete,
-                cpu_seconds=round(cpu, 1),
-                seconds=round(result.seconds, 2), cell_seconds_by_experiment=cell_seconds,
+    meta.update(cells_total=len(cells), cells_run_now=len(todo), complete=result.complete,
+                cpu_seconds=round(result.cpu_seconds, 1), seconds=round(result.seconds, 2),
+                cell_seconds_by_experiment=cell_seconds, cell_cpu_seconds_by_experiment=cell_cpu,
                 n_seeds=opts.n_seeds, pid=os.getpid())
     atomic_write_bytes(out / "sweep.json", json.dumps(meta, indent=2, default=str).encode())
     return result
 
 
-def analyze_and_plot(results: pd.DataFrame, names, fig_dir: Path, say=None
+def _finish(opts: SweepOptions, store: CellStore, cells: list[Cell],
+            rows_now: dict[str, pd.DataFrame], result: SweepResult, pool: bool) -> None:
+    """Assemble the rows (this run's from memory, earlier runs' from disk), fit, plot, copy."""
+    out = Path(opts.out)
+    results = store.assemble(cells, cached=rows_now)
+    write_parquet_atomic(results, out / "results.parquet")
+    summary, figures = analyze_and_plot(results, opts.only, out / "figures",
+                                        say=lambda m: _say(opts, m),
+                                        jobs=opts.jobs if pool else 1)
+    # sorted keys, floats rounded to what their intervals support: a rerun that changes no
+    # result writes the same bytes (experiments/artifacts.py)
+    atomic_write_bytes(out / "summary.json", stable_json(summary).encode())
+    if opts.figures_copy is not None:
+        dest = Path(opts.figures_copy)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in figures:
+            shutil.copy2(f, dest / f.name)
+        # The fitted laws travel with the figures so the tracked folder holds the numbers too;
+        # an --only subset updates its own keys and keeps the other experiments' (a partial
+        # summary must not wipe the published numbers paper_repro.md is rendered from).
+        published = dest / "cpi_sweep_summary.json"
+        merged = summary
+        if set(opts.only) != set(EXPERIMENT_NAMES) and published.is_file():
+            merged = {**json.loads(published.read_text()), **summary}
+        atomic_write_bytes(published, stable_json(merged).encode())
+    result.results, result.summary, result.figures = results, summary, figures
+
+
+def analyze_and_plot(results: pd.DataFrame, names, fig_dir: Path, say=None, jobs: int = 1
                      ) -> tuple[dict, list[Path]]:
     """Fit every experiment's laws and draw its figures from the assembled rows (``say``: a
-    function given one progress line per experiment)."""
+    function given one progress line per experiment; ``jobs`` > 1: experiments in joblib worker
+    processes, largest first; the summary keeps the order of ``names``)."""
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    parts = [(name, results[results["experiment"] == name].dropna(axis=1, how="all"))
+             for name in names]
+    parts = [(name, rows) for name, rows in parts if not rows.empty]
+    done: dict[str, tuple[dict, list[Path]]] = {}
+    if jobs > 1 and len(parts) > 1:
+        from joblib import Parallel, delayed
+
+        big_first = sorted(parts, key=lambda p: -len(p[1]))
+        gen = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(_analyze_one)(name, rows, fig_dir) for name, rows in big_first)
+        for name, fits, figs in gen:
+            if say is not None:
+                say(f"[cpi sweep] fitted and plotted {name}")
+            done[name] = (fits, figs)
+    else:
+        for name, rows in parts:
+            if say is not None:
+                say(f"[cpi sweep] fitting and plotting {name} ({len(rows)} rows)")
+            done[name] = _analyze_one(name, rows, fig_dir)[1:]
+    summary: dict = {}
+    figures: list[Path] = []
+    for name, _ in parts:
+        fits, figs = done[name]
+        summary.update(fits)
+        figures.extend(figs)
+    return summary, figures
+
+
+def _analyze_one(name: str, rows: pd.DataFrame, fig_dir: Path) -> tuple[str, dict, list[Path]]:
     import matplotlib
 
     matplotlib.use("Agg")
-    summary: dict = {}
-    figures: list[Path] = []
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        rows = results[results["experiment"] == name].dropna(axis=1, how="all")
-        if rows.empty:
-            continue
-        exp = get_experiment(name)
-        if say is not None:
-            say(f"[cpi sweep] fitting and plotting {name} ({len(rows)} rows)")
-        fits = exp.analyze(rows)
-        summary.update(fits)
-        figures.extend(exp.plot(rows, fits, fig_dir))
-    return summary, figures
+    exp = get_experiment(name)
+    fits = exp.analyze(rows)
+    return name, fits, exp.plot(rows, fits, fig_dir)

@@ -389,3 +389,47 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{total - saved} of {total} cells to run ({saved} already saved)" in rerun.stdout
     assert (out / "results.parquet").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and /dev/shm")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores for 2 worker processes")
+def test_sigterm_cleans_up_like_ctrl_c_and_a_rerun_resumes(tmp_path):
+    """SIGTERM (a scheduler's or `kill`'s stop) runs the Ctrl-C cleanup: one line, exit 143, no
+    worker left, none of the run's shared-memory files (joblib's memmapping folders and loky's
+    semaphores are named after the driver's pid) and no temporary file; a rerun resumes."""
+    out = tmp_path / "terminated"
+    log = tmp_path / "log"
+    proc = _start_long_sweep(out, log)
+    try:
+        cells = out / "cells" / "budget_curves"
+        assert _wait_for(lambda: cells.exists() and len(list(cells.glob("*.parquet"))) >= 2, 180)
+        workers = _children(proc.pid)
+        assert workers, "no worker processes to check"
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert rc == 143, text
+    assert "Traceback" not in text and "leaked" not in text, text
+    last = [ln for ln in text.splitlines() if ln.startswith("terminated")]
+    assert len(last) == 1 and "rerun the same command to resume" in last[0], text
+    assert "CPU" in last[0] and "wall" in last[0]
+    assert _wait_for(lambda: not any(_alive(w) for w in workers), 10), "workers left running"
+    if os.path.isdir("/dev/shm"):
+        left = [n for n in os.listdir("/dev/shm") if f"_{proc.pid}_" in n or f"-{proc.pid}-" in n]
+        assert not left, f"shared memory left behind: {left}"
+    assert not list(out.rglob("*.tmp"))
+    saved = len(list(cells.glob("*.parquet")))
+    total = len(plan(SweepOptions(out=out, size="tiny", only=("budget_curves",), seeds=3)))
+    assert f"terminated: {saved} of {total} cells are saved" in last[0]
+    rerun = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "cpi_sweep.py"), "--tiny", "--only",
+         "budget_curves", "--seeds", "3", "--jobs", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{total - saved} of {total} cells to run ({saved} already saved)" in rerun.stdout
+    assert "run time: wall" in rerun.stdout and "cores busy" in rerun.stdout
+    rows = pd.read_parquet(out / "results.parquet")
+    assert rows["cell_id"].nunique() == total
