@@ -265,10 +265,13 @@ def _drop_long_prompts(config, task, tokenizer, note) -> int:
             f"is longer than {config.max_prompt_tokens} tokens",
         )
     if len(keep) < config.prompts_per_step:
-        raise ConfigError("prompts_per_step", f"prompts_per_step: {len(keep)} of {len(problems)} "
-                                              f"training prompts fit in max_prompt_tokens = "
-                                              f"{config.max_prompt_tokens}, fewer than one "
-                                              f"step's {config.prompts_per_step}")
+        raise ConfigError(
+            "prompts_per_step",
+            f"prompts_per_step: {len(keep)} of {len(problems)} "
+            f"training prompts fit in max_prompt_tokens = "
+            f"{config.max_prompt_tokens}, fewer than one "
+            f"step's {config.prompts_per_step}",
+        )
     if len(keep) < len(problems):
         note(
             f"dropped {len(problems) - len(keep)} of {len(problems)} training prompts longer "

@@ -105,8 +105,10 @@ def _final(curves: pd.DataFrame, method: str, n_boot: int) -> st.Estimate:
 def _invert(e: st.Estimate) -> st.Estimate:
     """1 / a speed-up (the bounds swap; 0 becomes inf)."""
     with np.errstate(divide="ignore"):
-        inv = [1.0 / x if np.isfinite(x) and x != 0 else (math.inf if x == 0 else math.nan)
-               for x in (e.value, e.hi, e.lo)]
+        inv = [
+            1.0 / x if np.isfinite(x) and x != 0 else (math.inf if x == 0 else math.nan)
+            for x in (e.value, e.hi, e.lo)
+        ]
     return st.Estimate(inv[0], inv[1], inv[2], e.n)
 
 
@@ -236,7 +238,7 @@ def write_methods_report(
         "final J over the method's; > 1: the method is faster; 95% bootstrap over paired "
         'seeds; "not reached": the method\'s seed-mean curve never reaches it.',
         " The last two columns turn the target round: what GRPO spends to reach the method's "
-        "own final J over what the method spent (> 1: the method got there cheaper; \"not "
+        'own final J over what the method spent (> 1: the method got there cheaper; "not '
         "reached\": GRPO's seed-mean curve never got there; a 0 or inf bound: resamples where "
         "one side never reached the target).",
     ]

@@ -247,9 +247,18 @@ def _reset_events(ctx, refs, views, results) -> tuple[list, list]:
         fe = task.first_error(s.problem, view.thoughts) if verifier else None
         dev = None if fe is None else k - int(fe)
         event = ResetEvent(
-            s.index, n, k, res.source, res.is_fallback, res.raw, fe, dev,
-            None if dev is None else dev <= 0, len(cut.ids),
-            prefix_split=cut.replaced > 0, prefix_exact=cut.exact,
+            s.index,
+            n,
+            k,
+            res.source,
+            res.is_fallback,
+            res.raw,
+            fe,
+            dev,
+            None if dev is None else dev <= 0,
+            len(cut.ids),
+            prefix_split=cut.replaced > 0,
+            prefix_exact=cut.exact,
         )
         groups.append((s.prompt_ids, cut.ids, cut.spans, n_suffix))
         events.append((s, event))
