@@ -19,6 +19,20 @@ approx     gamma on G, q off G                  noisy selector with FDR beta and
 none       1 (exact mode: see cpi.algorithm)    outcome-only signal (GRPO analogue)
 =========  ===================================  ==============================================
 
+Branch rules on token / thought trees (``branch_choice``, ``branch_distribution``,
+``branch_quality``): the rules the tree baselines use to pick where to branch, as selectors of
+one reset state per trajectory. ``entropy`` (TreeRL): the internal node on the trajectory's path
+where the policy's entropy is highest (ties: the shallowest); ``fixed`` (SPO-Tree): the node at a
+fixed depth (clamped to the path); ``random`` (RRPO): uniform over the path's internal nodes.
+Over a set of trajectories (e.g. the failed ones) each induces a reset distribution nu over
+states; ``selection_from`` turns nu into per-visit acceptance probabilities relative to ``d``.
+Their quality against a set of *clean* states (on the first-error tree: the on-track nodes, a
+reset before the first error) is measured as the language model's localizers are
+(docs/compare.md): precision = nu(clean), recall = 1 (a rule always answers), and the coverage
+p = E[clean positions] / E[positions] over the trajectories, which is exactly the precision of
+``random``. The theory (THEORY.md section 4) predicts a rule beats random resets when
+(1 - beta) gamma > p.
+
 For ``approx``, with ``p = d(G)``: recall is ``P(x in S | x in G) = gamma`` and the false-discovery
 rate ``P(x not in G | x in S) = q (1-p) / (gamma p + q (1-p))`` equals ``beta`` exactly when
 ``q = beta gamma p / ((1 - beta)(1 - p))``. When that ``q`` exceeds 1 the requested beta cannot be
@@ -34,9 +48,10 @@ import numba as nb
 import numpy as np
 
 from cpi.evaluation import occupancy
-from cpi.mdp import MDP, TabularMDP, check_policy
+from cpi.mdp import MDP, TabularMDP, TreeMDP, check_policy
 
 RESET_RULES = ("none", "random", "oracle", "approx")
+BRANCH_RULES = ("entropy", "fixed", "random")
 
 
 def reset_distribution(mdp: MDP, policy, d: np.ndarray | None = None) -> np.ndarray:
@@ -126,3 +141,159 @@ def selection(rule: str, G: np.ndarray, d: np.ndarray, beta: float = 0.0, gamma:
     precision = mass_G / mass if mass > 0 else float("nan")
     recall = mass_G / p if p > 0 else float("nan")
     return Selection(s, float(q), float(q_req), mass, precision, recall)
+
+
+# ------------------------------------------------------------------------------------------------
+# Branch rules on trees (the tree baselines' branch points as selectors)
+# ------------------------------------------------------------------------------------------------
+
+
+def node_entropy(mdp: TreeMDP, policy) -> np.ndarray:
+    """(N,) entropy (nats) of the policy at each internal node; -inf on leaves (never chosen)."""
+    if not isinstance(mdp, TreeMDP):
+        raise ValueError("mdp: branch rules need a TreeMDP")
+    pol = check_policy(mdp, policy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(pol > 0, pol * np.log(pol), 0.0).sum(axis=1)
+    return np.where(mdp.is_leaf, -np.inf, ent)
+
+
+@nb.njit(cache=True)
+def _entropy_choice(parent, is_leaf, ent):  # pragma: no cover - compiled
+    """best[n]: the highest-entropy internal node on the path root..n (ties: the shallowest)."""
+    n_nodes = parent.shape[0]
+    best = np.full(n_nodes, -1, dtype=np.int64)
+    for n in range(n_nodes):
+        p = parent[n]
+        if p < 0:
+            best[n] = n if not is_leaf[n] else -1
+            continue
+        b = best[p]
+        if not is_leaf[n] and (b < 0 or ent[n] > ent[b]):
+            b = n
+        best[n] = b
+    return best
+
+
+@nb.njit(cache=True)
+def _ancestor_at(parent, depth, node, target):  # pragma: no cover - compiled
+    while depth[node] > target:
+        node = parent[node]
+    return node
+
+
+@nb.njit(cache=True)
+def _fixed_choice(parent, depth, is_leaf, target):  # pragma: no cover - compiled
+    n_nodes = parent.shape[0]
+    out = np.full(n_nodes, -1, dtype=np.int64)
+    for n in range(n_nodes):
+        if is_leaf[n] and depth[n] > 0:
+            out[n] = _ancestor_at(parent, depth, n, min(target, depth[n] - 1))
+    return out
+
+
+def branch_choice(mdp: TreeMDP, policy, rule: str, depth: int | None = None) -> np.ndarray:
+    """(N,) the node each leaf's trajectory branches (resets) at; -1 for internal nodes.
+
+    Args:
+        rule: ``entropy`` (the highest-entropy internal node on the path, the shallowest on ties)
+            or ``fixed`` (the ancestor at ``depth``, or at the leaf's depth - 1 if shallower).
+    """
+    if rule == "entropy":
+        best = _entropy_choice(mdp.parent, mdp.is_leaf, node_entropy(mdp, policy))
+        return np.where(mdp.is_leaf, best, -1)
+    if rule == "fixed":
+        if depth is None or depth < 0:
+            raise ValueError(f"depth: rule 'fixed' needs a depth >= 0; got {depth!r}")
+        return _fixed_choice(mdp.parent, mdp.depth, mdp.is_leaf, int(depth))
+    raise ValueError(f"rule: expected 'entropy' or 'fixed' (one node per path), got {rule!r}")
+
+
+def branch_distribution(mdp: TreeMDP, policy, rule: str, leaves=None,
+                        depth: int | None = None) -> np.ndarray:
+    """(N,) nu: where the rule resets, over trajectories ending in ``leaves`` (bool (N,), default
+    every leaf), each weighted by its on-policy probability; sums to 1 (0 if no mass).
+
+    ``random`` spreads each trajectory's weight uniformly over its path's internal nodes.
+    """
+    if rule not in BRANCH_RULES:
+        raise ValueError(f"rule: expected one of {BRANCH_RULES}, got {rule!r}")
+    occ = occupancy(mdp, check_policy(mdp, policy))
+    mask = mdp.is_leaf if leaves is None else (np.asarray(leaves, dtype=bool) & mdp.is_leaf)
+    w = np.where(mask & (mdp.depth > 0), occ, 0.0)
+    total = w.sum()
+    if total <= 0:
+        return np.zeros(mdp.n_nodes)
+    w = w / total
+    if rule == "random":
+        u = np.where(w > 0, w / np.maximum(mdp.depth, 1), 0.0)
+        _push_up(mdp.parent, u)
+        u[mdp.is_leaf] = 0.0
+        return u
+    choice = branch_choice(mdp, policy, rule, depth)
+    nu = np.zeros(mdp.n_nodes)
+    np.add.at(nu, choice[w > 0], w[w > 0])
+    return nu
+
+
+@dataclass(frozen=True)
+class BranchQuality:
+    """A branch rule's place on the phase map (module docstring).
+
+    precision: 1 - beta = nu(clean). recall: gamma = 1 (a rule always names a state).
+    p: E[clean positions] / E[positions] over the trajectories (= precision of ``random``).
+    """
+
+    precision: float
+    recall: float
+    p: float
+
+    @property
+    def beats_random_predicted(self) -> bool:
+        """The theory's prediction: (1 - beta) gamma > p."""
+        return self.precision * self.recall > self.p
+
+
+def branch_quality(mdp: TreeMDP, policy, rule: str, clean, leaves=None,
+                   depth: int | None = None) -> BranchQuality:
+    """Precision, recall and coverage of a branch rule against ``clean`` states (bool (N,))."""
+    clean = np.asarray(clean, dtype=bool)
+    nu = branch_distribution(mdp, policy, rule, leaves, depth)
+    occ = occupancy(mdp, check_policy(mdp, policy))
+    mask = mdp.is_leaf if leaves is None else (np.asarray(leaves, dtype=bool) & mdp.is_leaf)
+    w = np.where(mask & (mdp.depth > 0), occ, 0.0)
+    n_clean = np.where(clean & ~mdp.is_leaf, 1.0, 0.0)
+    _push_down = _count_on_path(mdp.parent, n_clean)
+    positions = float((w * mdp.depth).sum())
+    p = float((w * _push_down).sum()) / positions if positions > 0 else float("nan")
+    return BranchQuality(float(nu[clean].sum()), 1.0, p)
+
+
+@nb.njit(cache=True)
+def _count_on_path(parent, x):  # pragma: no cover - compiled
+    """out[n] = sum of x over the strict ancestors of n."""
+    out = np.zeros(parent.shape[0])
+    for n in range(parent.shape[0]):
+        p = parent[n]
+        if p >= 0:
+            out[n] = out[p] + x[p]
+    return out
+
+
+def selection_from(nu: np.ndarray, d: np.ndarray, G: np.ndarray | None = None) -> Selection:
+    """Per-visit acceptance ``s`` with ``d s`` proportional to ``nu`` (``s = (nu/d) / max``), so
+    that a selector given as a reset distribution plugs into the exact CPI iteration; precision
+    and recall against ``G`` when given."""
+    nu = np.asarray(nu, dtype=np.float64)
+    d = np.asarray(d, dtype=np.float64)
+    ratio = np.where(d > 0, nu / np.where(d > 0, d, 1.0), 0.0)
+    top = ratio.max()
+    s = ratio / top if top > 0 else ratio
+    mass = float(d @ s)
+    if G is None:
+        return Selection(s, float("nan"), float("nan"), mass, float("nan"), float("nan"))
+    G = np.asarray(G, dtype=bool)
+    mass_G = float(d[G] @ s[G])
+    p = float(d[G].sum())
+    return Selection(s, float("nan"), float("nan"), mass, mass_G / mass if mass > 0 else np.nan,
+                     mass_G / p if p > 0 else float("nan"))

@@ -5,6 +5,7 @@ Usage::
     python experiments/compare.py                                   # runs/cpi_sweep + runs/llm
     python experiments/compare.py --cpi runs/cpi_sweep --llm runs/llm --out runs/compare
     python experiments/compare.py --only coverage --coverage runs/llm_coverage_quick --out DIR
+    python experiments/compare.py --only methods --methods runs/llm_all --out DIR
 
 Reads the tidy outputs of ``experiments/cpi_sweep.py`` (``results.parquet``, ``summary.json``) and
 of ``experiments/llm_srpo.py`` (``metrics.parquet``, ``resets.parquet``), maps both into the common
@@ -18,7 +19,14 @@ reset-event and learning-curve tables (docs/compare.md), and writes into ``--out
 * ``resets_common.parquet`` / ``curves_common.parquet`` -- the two sides in the common schema;
 * ``compare_coverage.{png,pdf}``, ``compare_coverage.md`` / ``.json`` -- speed-up vs coverage p,
   the simulation's prediction and the language model's points, and the phase map, when the
-  coverage experiment (``experiments/llm_coverage.py``, ``--coverage DIR``) has run.
+  coverage experiment (``experiments/llm_coverage.py``, ``--coverage DIR``) has run;
+* ``compare_methods.{png,pdf}``, ``compare_methods.md`` / ``.json`` -- every method of the
+  registry (``llm_srpo.py --method all``, ``--methods DIR``): learning curves per rollout and per
+  generated token, final J and speed-ups with intervals (``experiments/comparison/methods.py``).
+
+The phase map also draws the branch rules (entropy, fixed position) measured on the language
+model's failed chains by ``experiments/branch_rules.py lm`` (``--branch-rules DIR``) next to the
+self-localizer, and their simulation counterparts (``figures/branch_rules.json``).
 
 Published results are never replaced by a smoke run: the figures and tables are copied to the
 repository's ``figures/`` only when every input they are drawn from is the full default run
@@ -51,9 +59,11 @@ from experiments.comparison.schema import InputError, load_cpi, load_inputs  # n
 DEFAULT_CPI = Path("runs/cpi_sweep")
 DEFAULT_LLM = Path("runs/llm")
 DEFAULT_COVERAGE = Path("runs/llm_coverage")
+DEFAULT_METHODS = Path("runs/llm_all")
+DEFAULT_BRANCH_RULES = Path("runs/branch_rules")
 DEFAULT_OUT = Path("runs/compare")
 DEFAULT_FIGURES = REPO_ROOT / "figures"
-ONLY = ("all", "main", "coverage")
+ONLY = ("all", "main", "coverage", "methods")
 
 
 @dataclass
@@ -82,6 +92,44 @@ class ComparisonResult:
     coverage: dict | None = None
 
 
+def _branch_rules(directory) -> dict:
+    """The branch rules' LM qualities (``branch_rules.py lm``) and the simulation's test rows
+    (``figures/branch_rules.json``), each None when absent."""
+    import json
+
+    import pandas as pd
+
+    from experiments.comparison.schema import map_llm_resets
+
+    lm = sim = None
+    if directory is not None and (Path(directory) / "resets.parquet").is_file():
+        mapped = map_llm_resets(pd.read_parquet(Path(directory) / "resets.parquet"))
+        lm = {m: st.selector_quality(mapped, m) for m in ("entropy", "fixed", "self", "random")
+              if m in set(mapped["method"])}
+    sim_path = DEFAULT_FIGURES / "branch_rules.json"
+    if sim_path.is_file():
+        sim = pd.DataFrame(json.loads(sim_path.read_text())["rows"])
+    return {"lm": lm, "sim": sim}
+
+
+def _methods_group(result, methods_dir, out: Path, n_boot: int):
+    """Draw the every-method comparison; returns its (files, provenance) group."""
+    from experiments.comparison import methods as mt
+
+    curves, _metrics, summary = mt.load_methods(methods_dir)
+    line, published = mt.provenance_of(Path(methods_dir), summary)
+    table = mt.methods_table(curves, n_boot=n_boot)
+    figs = mt.methods_figure(curves, out, footer=line)
+    md, _js = mt.write_methods_report(table, out, provenance=line)
+    result.figures += figs
+    prov = pv.RunProvenance(side="language model (every method)", directory=str(methods_dir),
+                            kind="default" if published else "custom", description=line,
+                            reasons=[] if published else
+                            ["not the published `llm_srpo.py --method all` run"])
+    result.provenance.append(prov)
+    return (figs + [md], [prov])
+
+
 def _is_published_dir(path: Path) -> bool:
     return Path(path).resolve() == Path(DEFAULT_FIGURES).resolve()
 
@@ -89,7 +137,8 @@ def _is_published_dir(path: Path) -> bool:
 def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFAULT_LLM,
                    out_dir: str | Path = DEFAULT_OUT, figures_copy: str | Path | None = None,
                    n_boot: int = 400, coverage_dir: str | Path | None = None,
-                   only: str = "all") -> ComparisonResult:
+                   only: str = "all", methods_dir: str | Path | None = None,
+                   branch_rules_dir: str | Path | None = None) -> ComparisonResult:
     """Read the inputs, draw the figures and write the tables.
 
     Args:
@@ -101,7 +150,11 @@ def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFA
         n_boot: bootstrap resamples for speed-up intervals.
         coverage_dir: output directory of ``experiments/llm_coverage.py`` (None: skip the
             coverage figure).
-        only: ``all``, ``main`` (the four simulation-vs-LM figures) or ``coverage``.
+        only: ``all``, ``main`` (the four simulation-vs-LM figures), ``coverage`` or
+            ``methods``.
+        methods_dir: output directory of ``llm_srpo.py --method all`` (None: skip).
+        branch_rules_dir: output directory of ``branch_rules.py lm`` (None: no branch-rule
+            points on the phase map).
 
     Raises:
         InputError: a missing or malformed input, before any file is written.
@@ -127,7 +180,7 @@ def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFA
         cov_provs = [pv.coverage_provenance(coverage_dir)]
         if sim_phase is not None:
             cov_provs.append(pv.sim_provenance(cpi_dir))
-    if inputs is None and cov is None:
+    if inputs is None and cov is None and not (only in ("all", "methods") and methods_dir):
         raise InputError(f"coverage input directory {coverage_dir} not given or missing "
                          "(produce it with `python experiments/llm_coverage.py`)")
     out = Path(out_dir)
@@ -144,13 +197,15 @@ def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFA
         llm_resets = inputs.resets[inputs.resets["side"] == "language model"]
         quality = {m: st.selector_quality(llm_resets, m)
                    for m in ("self", "random", "oracle") if m in set(llm_resets["method"])}
+        branch = _branch_rules(branch_rules_dir)
         speedups = fg.speedup_table(inputs.curves, n_boot=n_boot)
         figures: list[Path] = []
         figures += fg.localization_figure(inputs.resets, out, footer=footer)
         figures += fg.learning_curves_figure(inputs.curves, speedups, out, footer=footer)
         figures += fg.gradient_signal_figure(inputs.signal, out, footer=footer)
         figures += fg.phase_map_figure(inputs.phase, quality, out, inputs.sim_selectors,
-                                       footer=footer)
+                                       footer=footer, branch_quality=branch["lm"],
+                                       branch_sim=branch["sim"])
         report, report_json = write_report(inputs, speedups, quality, figures, out,
                                            provenance=main_provs)
         result.figures += figures
@@ -165,6 +220,9 @@ def run_comparison(cpi_dir: str | Path = DEFAULT_CPI, llm_dir: str | Path = DEFA
         result.figures += figs
         result.coverage = cres
         groups.append((figs + [md, js], cov_provs))
+
+    if only in ("all", "methods") and methods_dir is not None:
+        groups.append(_methods_group(result, methods_dir, out, n_boot))
 
     if figures_copy is not None:
         dest = Path(figures_copy)
@@ -205,7 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"llm_coverage output directory (default {DEFAULT_COVERAGE} when it "
                          "exists; the coverage figure is skipped otherwise)")
     ap.add_argument("--only", choices=ONLY, default="all",
-                    help="draw only the main comparison or only the coverage figure")
+                    help="draw only the main comparison, the coverage figure or the every-method "
+                         "comparison")
+    ap.add_argument("--methods", type=Path, default=None, metavar="DIR",
+                    help=f"llm_srpo.py --method all output directory (default {DEFAULT_METHODS} "
+                         "when it exists)")
+    ap.add_argument("--branch-rules", type=Path, default=None, metavar="DIR",
+                    help=f"branch_rules.py lm output (default {DEFAULT_BRANCH_RULES} when it "
+                         "exists): the rules' points on the phase map")
     return ap
 
 
@@ -225,10 +290,22 @@ def main(argv: list[str] | None = None) -> int:
               "does not exist; produce it with `python experiments/llm_coverage.py`)",
               file=sys.stderr)
         return 2
+    methods = args.methods
+    if methods is None and args.only in ("all", "methods") and DEFAULT_METHODS.is_dir():
+        methods = DEFAULT_METHODS
+    if args.only == "methods" and methods is None:
+        print(f"compare: input error: --only methods needs --methods DIR ({DEFAULT_METHODS} does "
+              "not exist; produce it with `python experiments/llm_srpo.py --method all`)",
+              file=sys.stderr)
+        return 2
+    branch = args.branch_rules
+    if branch is None and DEFAULT_BRANCH_RULES.is_dir():
+        branch = DEFAULT_BRANCH_RULES
     try:
         result = run_comparison(args.cpi, args.llm, args.out,
                                 None if args.no_copy_figures else args.figures_dir, args.n_boot,
-                                coverage_dir=coverage, only=args.only)
+                                coverage_dir=coverage, only=args.only, methods_dir=methods,
+                                branch_rules_dir=branch)
     except InputError as exc:
         print(f"compare: input error: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,19 @@
-"""GRPO vs RRPO vs SRPO vs oracle resets on a language model, from one command.
+"""GRPO vs RRPO vs SRPO vs oracle resets (and every compared method) on a language model.
 
 CPU default (the tiny warm-started model on the synthetic chained-arithmetic task; run times in
 README.md):
 
-    python experiments/llm_srpo.py                 # all four methods, 5 seeds -> runs/llm, figures/
+    python experiments/llm_srpo.py                 # grpo rrpo srpo oracle, 5 seeds -> runs/llm, figures/
     python experiments/llm_srpo.py --quick         # a smoke run -> runs/llm_quick only
     python experiments/llm_srpo.py --method srpo rrpo --split 2x4 --no-mask --seeds 3 --out runs/x
+    python experiments/llm_srpo.py --method all    # every compared method (srpo.methods), 5 seeds
+    python experiments/llm_srpo.py --method grpo,score,treerl --localization-offset 2
+
+Methods (``srpo.methods``): grpo, rrpo, srpo, oracle, srpo-offset, score, critique-grpo,
+spo-tree, treerl, and the selector-study resets entropy-reset and fixed-reset; ``all`` = the
+paper's comparison (every one but the selector-study resets). ``--recipe paper`` gives each method
+its release learning rate, temperature and loss settings; without it every method shares the
+CPU comparison's lr and temperature (compute-matched at 8 terminal rollouts per prompt).
 
 GPU with a real model and a local question/answer file (JSONL or parquet, the release's layout
 included; see docs/llm.md): the release's limits are the default for a task file, and
@@ -65,7 +73,8 @@ try:  # torch-free: every input is checked before anything heavy is imported
         ConfigError,
         TrainConfig,
         checkpoint_compatibility,
-        paper_recipe,
+        paper_recipe,  # noqa: F401  (kept importable from here)
+        recipe_values,
     )
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"llm_srpo.py: error: {_error}") from None
@@ -80,11 +89,17 @@ QUICK_FILE = dict(steps=2, prompts_per_step=4, eval_size=16, eval_every=1)
 # chosen").
 DEFAULT = dict(steps=24, prompts_per_step=16, eval_size=256, eval_every=4)
 DEFAULT_OUT = "runs/llm"
+ALL_OUT = "runs/llm_all"  # --method all (the comparison of every method)
 QUICK_OUT = "runs/llm_quick"
 #: any other non-default configuration without --out (only the default run writes runs/llm)
 CUSTOM_OUT = "runs/llm_custom"
 FIGURES_DIR = REPO_ROOT / "figures"
 FILE_TASK_METHODS = ("grpo", "rrpo", "srpo")
+#: the default run's methods (the published figures/llm_* come from these)
+DEFAULT_METHODS = ("grpo", "rrpo", "srpo", "oracle")
+ALL = "all"
+#: methods that sample from a follow-up prompt (the tiny model needs the follow-up warm start)
+FOLLOWUP_METHODS = ("score", "critique-grpo")
 
 #: argparse dest -> TrainConfig field, for flags that map one to one
 FLAG_FIELDS = {
@@ -102,7 +117,7 @@ FLAG_FIELDS = {
     "localization_temperature": "localization_temperature",
     "localization_top_p": "localization_top_p", "localization_prompt": "localization_prompt",
     "localization_stop_at_boxed": "localization_stop_at_boxed",
-    "localization_fallback": "localization_fallback",
+    "localization_fallback": "localization_fallback", "localization_offset": "localization_offset",
     "grad_checkpointing": "grad_checkpointing", "gen_batch_tokens": "gen_batch_tokens",
     "micro_batch_size": "micro_batch_size", "micro_batch_tokens": "micro_batch_tokens",
     "logprob_chunk_tokens": "logprob_chunk_tokens", "eval": "eval_task",
@@ -114,6 +129,7 @@ FLAG_FIELDS = {
     "vllm_enforce_eager": "vllm_enforce_eager",
 }
 FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
+FIELD_FLAGS["method_options"] = "--method-option"
 #: flags that do not change results (a run with only these is still "the default run")
 NEUTRAL_FLAGS = ("threads", "jobs", "fresh", "cache_dir", "no_copy_figures", "out",
                  "vllm_gpu_memory_utilization", "vllm_kv_cache_gib", "vllm_block_size",
@@ -146,12 +162,26 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="llm_srpo.py", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("methods")
-    g.add_argument("--method", nargs="+", default=None, choices=METHODS,
-                   help="methods to run (default: all four on the synthetic task; grpo rrpo srpo "
-                        "on a task file, which has no step verifier for the oracle)")
+    g.add_argument("--method", nargs="+", default=None, metavar="NAME",
+                   help=f"methods to run, space- or comma-separated, from {', '.join(METHODS)}; "
+                        "'all' = the paper's comparison (default: grpo rrpo srpo oracle on the "
+                        "synthetic task; grpo rrpo srpo on a task file, which has no step "
+                        "verifier for the oracle)")
+    g.add_argument("--localization-offset", type=int, default=None, metavar="N",
+                   help="move every localized reset step N thoughts earlier, floor 1 (the "
+                        "release's SRPO_LOC_OFFSET; reset methods only; srpo-offset: default 1)")
+    g.add_argument("--method-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="a method's own option (srpo.methods; JSON values, e.g. "
+                        "branching=[2,4], segment_tokens=600, alpha=10), passed to every selected "
+                        "method that has it")
     g.add_argument("--split", default=None, choices=("1x4", "2x4", "1x8"),
                    help="rollout layout of the reset methods (default 1x4)")
     g.add_argument("--no-mask", action="store_true", help="ablation: train on the copied prefix too")
+    g.add_argument("--followup-warmstart", default=None, action=argparse.BooleanOptionalAction,
+                   help="tiny model: warm-start every method of the command with a follow-up "
+                        "stage (srpo.warmstart.followup_stage) so that SCoRe's second attempts "
+                        "and Critique-GRPO's refinements are answered (default: on when score or "
+                        "critique-grpo is selected)")
     g.add_argument("--recipe", default=None, choices=("paper",),
                    help="set the paper's whole recipe (explicit flags still win)")
 
@@ -205,13 +235,15 @@ def build_parser() -> OneLineParser:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--grad-clip", type=float, default=None)
-    g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip"))
-    g.add_argument("--agg", default=None, choices=("seq-mean-token-mean", "token-mean"),
-                   help="loss aggregation")
+    g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip", "critique-shaped"),
+                   help="the registered policy loss (default: the method's)")
+    g.add_argument("--agg", default=None,
+                   choices=("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"),
+                   help="loss aggregation (default: the method's)")
     g.add_argument("--clip-eps", type=float, default=None, help="PPO clip epsilon (ppo-clip)")
     g.add_argument("--adv-std", default=None, choices=("population", "unbiased", "none"),
-                   help="advantage std within a group: population (SRPO/RRPO), unbiased (sample "
-                        "std, ddof 1: the release's GRPO) or none")
+                   help="advantage std within a group (GRPO-family methods): population "
+                        "(SRPO/RRPO), unbiased (sample std, ddof 1: the release's GRPO) or none")
     g.add_argument("--adv-eps", type=float, default=None,
                    help="added to the advantage's std (the release's GRPO: 1e-6; default 0)")
     g.add_argument("--updates-per-step", type=int, default=None,
@@ -345,7 +377,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not synthetic:
         if args.model is None:
             p.error("--task FILE needs --model (the tiny model only knows the synthetic task)")
-        if args.method is not None and "oracle" in args.method:
+        if args.method is not None and "oracle" in _names(args.method):
             p.error("--method oracle needs a step verifier, which only --task synthetic has")
         from srpo.data import read_problems
 
@@ -361,14 +393,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     elif args.eval is not None or args.eval_split:
         p.error("--eval and --eval-split need --task FILE (the synthetic task draws its own "
                 "evaluation set)")
-    if args.method is None:
-        args.method = list(METHODS) if synthetic else list(FILE_TASK_METHODS)
-        args.oracle_dropped = not synthetic
-    else:
-        args.oracle_dropped = False
-    if not args.out_given and not args.quick and not is_default_run(
-            argparse.Namespace(**{**vars(args), "out": str(REPO_ROOT / DEFAULT_OUT)})):
-        args.out = CUSTOM_OUT  # a smaller or other run never writes the default run's folder
+    args.method, args.oracle_dropped = _methods(p, args.method, synthetic)
+    args.method_options = _method_options(p, args.method_option, args.method)
+    if not args.out_given and not args.quick:  # a smaller or other run never writes a published
+        kind = published_kind(argparse.Namespace(**{**vars(args), "out": str(REPO_ROOT / ALL_OUT)}))
+        if kind == "all":  # folder: runs/llm (the default run) and runs/llm_all (--method all)
+            args.out = ALL_OUT
+        elif not is_default_run(argparse.Namespace(**{**vars(args),
+                                                      "out": str(REPO_ROOT / DEFAULT_OUT)})):
+            args.out = CUSTOM_OUT
     try:
         args.configs = make_configs(args)
     except ConfigError as err:
@@ -399,6 +432,59 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _names(values) -> list[str]:
+    """``--method`` values split on commas."""
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def _methods(p, values, synthetic: bool) -> tuple[list[str], bool]:
+    """The methods to run (``all`` expanded, duplicates dropped) and whether the oracle was
+    dropped for a task file; an unknown name is a one-line error."""
+    from srpo.methods import COMPARISON_METHODS
+
+    if values is None:
+        return (list(DEFAULT_METHODS) if synthetic else list(FILE_TASK_METHODS)), not synthetic
+    names = []
+    for n in _names(values):
+        if n == ALL:
+            names += [m for m in COMPARISON_METHODS if synthetic or m != "oracle"]
+        elif n not in METHODS:
+            p.error(f"argument --method: invalid choice: {n!r} (choose from {ALL}, "
+                    f"{', '.join(METHODS)})")
+        else:
+            names.append(n)
+    if not names:
+        p.error("argument --method: no method given")
+    dropped = ALL in _names(values) and not synthetic
+    return list(dict.fromkeys(names)), dropped
+
+
+def _method_options(p, items, methods) -> dict[str, dict]:
+    """``--method-option KEY=VALUE`` per method: each key goes to the selected methods whose
+    options have it; a key no selected method has is a one-line error."""
+    import dataclasses
+
+    from srpo.methods import get_method
+
+    out: dict[str, dict] = {m: {} for m in methods}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            p.error(f"argument --method-option: expected KEY=VALUE; got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        takers = [m for m in methods if get_method(m).options is not None
+                  and key in {f.name for f in dataclasses.fields(get_method(m).options)}]
+        if not takers:
+            p.error(f"argument --method-option: no selected method has an option {key!r} "
+                    f"(methods: {', '.join(methods)})")
+        for m in takers:
+            out[m][key] = value
+    return out
+
+
 def _model_config_problem(path: Path, check) -> str | None:
     """``check(config_dict)`` on the model directory's config.json (the base model's for an
     adapter directory); None when there is nothing to read."""
@@ -413,42 +499,74 @@ def _model_config_problem(path: Path, check) -> str | None:
 
 
 def make_configs(args) -> list[TrainConfig]:
-    """One TrainConfig per seed x method: sizes of the default / quick run, then the recipe, then
-    every explicit flag."""
+    """One TrainConfig per seed x method: sizes of the default / quick run, then the recipe (the
+    paper's, with each method's release settings), then every explicit flag."""
+    from srpo.methods import get_method
+
     synthetic = args.task == "synthetic"
     if synthetic:
-        values = dict(QUICK if args.quick else DEFAULT)
+        sizes = dict(QUICK if args.quick else DEFAULT)
     else:
-        values = dict(QUICK_FILE) if args.quick else {}
+        sizes = dict(QUICK_FILE) if args.quick else {}
     flags = {}
     for dest, field_name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:
             flags[field_name] = None if value == NO_CAP else value
+    offset = flags.pop("localization_offset", None)
+    resets = [m for m in args.method if get_method(m).localizer != "none"]
+    if offset is not None and not resets:
+        raise ConfigError("localization_offset", "localization_offset applies to reset methods "
+                                                 f"only; none selected ({', '.join(args.method)})")
+    followup = args.followup_warmstart
+    if followup is None:
+        followup = bool(set(args.method) & set(FOLLOWUP_METHODS))
+    if followup and args.model is None:
+        from srpo.setup import warm_start_config
+        from srpo.warmstart import followup_stage
+
+        base = TrainConfig(**{**sizes, **flags}, method=args.method[0], out_dir="unused")
+        sizes["warmstart"] = followup_stage(warm_start_config(base))
     out = Path(args.out)
     configs = []
     for seed in range(args.seeds):
         for method in args.method:
-            # the recipe depends on the method (grpo: the release's baseline estimator and loss)
-            recipe = paper_recipe(method) if args.recipe == "paper" else {}
+            values = {**sizes, **recipe_values(method, args.recipe), **flags}
+            if offset is not None and method in resets:
+                values["localization_offset"] = offset
             configs.append(TrainConfig(
-                **{**values, **recipe, **flags}, method=method, mask_prefix=not args.no_mask,
-                seed=seed, out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
+                **values, method=method, mask_prefix=not args.no_mask, seed=seed,
+                method_options=dict(getattr(args, "method_options", {}).get(method, {})),
+                out_dir=str(out / f"{method}-s{seed}"), resume=not args.fresh,
             ))
     return configs
 
 
-def is_default_run(args) -> bool:
-    """The full default run: every flag that can change results at its default."""
+def published_kind(args) -> str | None:
+    """``"default"`` for the full default run, ``"all"`` for the full comparison of every method
+    (``--method all`` and nothing else that changes results), None otherwise."""
+    from srpo.methods import COMPARISON_METHODS
+
     defaults = vars(parse_defaults())
     for key, value in vars(args).items():
         if key in NEUTRAL_FLAGS or key in ("configs", "oracle_dropped", "seeds", "method",
-                                           "out_given"):
+                                           "method_options", "out_given"):
             continue
         if defaults.get(key) != value:
-            return False
-    return (args.seeds == 5 and list(args.method) == list(METHODS)
-            and Path(args.out).resolve() == (REPO_ROOT / DEFAULT_OUT).resolve())
+            return None
+    if args.seeds != 5:
+        return None
+    out = Path(args.out).resolve()
+    if list(args.method) == list(DEFAULT_METHODS) and out == (REPO_ROOT / DEFAULT_OUT).resolve():
+        return "default"
+    if list(args.method) == list(COMPARISON_METHODS) and out == (REPO_ROOT / ALL_OUT).resolve():
+        return "all"
+    return None
+
+
+def is_default_run(args) -> bool:
+    """The full default run: every flag that can change results at its default."""
+    return published_kind(args) == "default"
 
 
 def parse_defaults() -> argparse.Namespace:
@@ -765,11 +883,13 @@ def main(argv=None) -> dict:
     metrics.to_parquet(out / "metrics.parquet", index=False)
     resets.to_parquet(out / "resets.parquet", index=False)
     summary = summarize(metrics, resets)
-    default_run = is_default_run(args)
+    kind = published_kind(args)
+    default_run = kind == "default"
     command = " ".join(["python", "experiments/llm_srpo.py",
                         *(argv if argv is not None else sys.argv[1:])])
     summary["run"] = {
         "command": command, "quick": bool(args.quick), "default_run": default_run,
+        "published": kind,
         "methods": list(args.method), "seeds": list(range(args.seeds)),
         "steps": int(metrics.iteration.max()), "task": args.task,
         "model": args.model or "tiny warm-started model", "out": str(out),
@@ -789,14 +909,15 @@ def main(argv=None) -> dict:
               f"{args.seeds} seeds x {summary['run']['steps']} steps; task {args.task}; "
               f"{command}")
     paths = plot_curves(metrics, out, footer)
-    if default_run and not args.no_copy_figures:
+    if kind is not None and not args.no_copy_figures:
+        prefix = "llm_" if kind == "default" else "llm_all_"
         FIGURES_DIR.mkdir(exist_ok=True)
         for path in paths:
-            shutil.copyfile(path, FIGURES_DIR / f"llm_{path.name}")
-        shutil.copyfile(out / "summary.json", FIGURES_DIR / "llm_summary.json")
-        print(f"copied learning curves and summary to {FIGURES_DIR}/llm_*", flush=True)
+            shutil.copyfile(path, FIGURES_DIR / f"{prefix}{path.name}")
+        shutil.copyfile(out / "summary.json", FIGURES_DIR / f"{prefix}summary.json")
+        print(f"copied learning curves and summary to {FIGURES_DIR}/{prefix}*", flush=True)
     for m, e in summary["methods"].items():
-        print(f"{m:7s} final J {fmt(e['final_J'])} (start {fmt(e['initial_J'])}); "
+        print(f"{m:13s} final J {fmt(e['final_J'])} (start {fmt(e['initial_J'])}); "
               f"reset rate {fmt(e['reset_rate'], 2)}; "
               f"clean prefix {fmt(e.get('clean_prefix_rate'), pct=True)}; "
               f"fallbacks {e['localization_fallbacks']}", flush=True)

@@ -1,5 +1,10 @@
 """SRPO / RRPO / oracle resets / GRPO with TRL's GRPOTrainer (``srpo.integrations.trl``).
 
+Methods: grpo, rrpo, srpo, oracle, srpo-offset (``--localization-offset N``) and fixed-reset.
+score, critique-grpo, spo-tree, treerl and entropy-reset are refused with the reason TRL's
+rollout function and loss cannot express them (docs/engines.md); run them with
+``experiments/llm_srpo.py``.
+
 One method per run; works under ``accelerate launch`` (several GPUs, DeepSpeed ZeRO) and as a plain
 script (one device). The batch logic, localization, thought rules and metrics are the ones of
 ``experiments/llm_srpo.py``; TRL does the loss, the optimizer and the distribution.
@@ -49,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 try:  # torch-free: every input is checked before anything heavy is imported
-    from srpo.config import AGG_MODES, METHODS, ConfigError, TrainConfig, paper_recipe
+    from srpo.config import AGG_MODES, METHODS, ConfigError, TrainConfig, recipe_values  # noqa: F401
 except ModuleNotFoundError as _error:  # srpo says which extra to install
     raise SystemExit(f"trl_srpo.py: error: {_error}") from None
 from experiments.cli_checks import out_dir_problem, user_words, whole_number_problem  # noqa: E402
@@ -81,6 +86,7 @@ FLAG_FIELDS = {
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
     "vllm_kv_cache_gib": "vllm_kv_cache_gib", "seed": "seed",
     "gen_batch_tokens": "gen_batch_tokens", "gradient_checkpointing": "grad_checkpointing",
+    "localization_offset": "localization_offset",
 }
 FIELD_FLAGS = {field: "--" + dest.replace("_", "-") for dest, field in FLAG_FIELDS.items()}
 
@@ -98,7 +104,11 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="trl_srpo.py", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("method and data")
-    g.add_argument("--method", default="srpo", choices=METHODS)
+    g.add_argument("--method", default="srpo", choices=METHODS,
+                   help="grpo, rrpo, srpo, oracle, srpo-offset, fixed-reset (the others need "
+                        "experiments/llm_srpo.py: docs/engines.md)")
+    g.add_argument("--localization-offset", type=int, default=None, metavar="N",
+                   help="move every localized step N thoughts earlier, floor 1 (reset methods)")
     g.add_argument("--split", default=None, choices=("1x4", "2x4", "1x8"))
     g.add_argument("--no-mask", action="store_true", help="ablation: train on the copied prefix")
     g.add_argument("--recipe", default=None, choices=("paper",),
@@ -133,7 +143,7 @@ def build_parser() -> OneLineParser:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--grad-clip", type=float, default=None)
-    g.add_argument("--agg", default=None, choices=AGG_MODES,
+    g.add_argument("--agg", default=None, choices=tuple(LOSS_TYPE_OF_AGG),
                    help="seq-mean-token-mean (TRL loss_type grpo) or token-mean (dapo)")
     g.add_argument("--loss", default=None, choices=("reinforce", "ppo-clip"),
                    help="reinforce: ratio 1 on every mini-batch (the release's SRPO); ppo-clip: "
@@ -209,9 +219,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--engine trl needs --use-vllm")
     if problem := whole_number_problem("--grad-accum", args.grad_accum, 1):
         p.error(problem)
+    from srpo.methods import get_method
+
+    reason = get_method(args.method).trl
+    if reason is None and get_method(args.method).localizer == "entropy":
+        reason = "the entropy rule needs the policy's token entropies inside the rollout function"
+    if reason is not None:
+        p.error(f"--method {args.method} cannot run in TRL's GRPOTrainer: {reason}; run it with "
+                "experiments/llm_srpo.py")
     values = dict(QUICK) if args.quick else {}
-    if args.recipe == "paper":  # grpo: the release's baseline estimator and loss
-        values.update(paper_recipe(args.method))
+    values.update(recipe_values(args.method, args.recipe))
     for dest, field_name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:

@@ -19,22 +19,28 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from srpo.buffers import SPLITS
 from srpo.engines.options import ENGINES, VLLMOptions
 from srpo.localize import LOCALIZATION_FALLBACKS, LOCALIZATION_PROMPTS
+from srpo.methods import get_method, method_names
+from srpo.methods.resets import SPLITS
 
 __all__ = [
-    "METHODS", "LOCALIZER_OF", "LOSSES", "AGG_MODES", "AUTO", "TRAINER_VERSION",
+    "METHODS", "LOCALIZER_OF", "LOSSES", "AGG_MODES", "ADV_STD_MODES", "AUTO", "TRAINER_VERSION",
     "SYNTHETIC_PROFILE", "RELEASE_PROFILE", "PAPER_RECIPE", "ConfigError", "CheckpointMismatch",
-    "TrainConfig", "checkpoint_compatibility", "PAPER_GRPO", "paper_recipe",
+    "TrainConfig", "checkpoint_compatibility", "recipe_values", "paper_recipe", "PAPER_GRPO",
 ]
 
 #: loss aggregation modes (``srpo.loss.aggregate``)
-AGG_MODES = ("seq-mean-token-mean", "token-mean")
+AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 
-METHODS = ("grpo", "rrpo", "srpo", "oracle")
-LOCALIZER_OF = {"grpo": "none", "rrpo": "random", "srpo": "self", "oracle": "oracle"}
-LOSSES = ("reinforce", "ppo-clip")
+#: every registered method (``srpo.methods``), and the localizer of each
+METHODS = method_names()
+LOCALIZER_OF = {name: get_method(name).localizer for name in METHODS}
+#: the registered policy losses (``srpo.loss.POLICY_LOSSES``; a test checks they agree)
+LOSSES = ("reinforce", "ppo-clip", "critique-shaped")
+#: ``adv_std`` of the GRPO-family estimators: z-scores with the population / sample std, or mean
+#: centring only (the release's GRPO baseline: ``unbiased`` with ``adv_eps = 1e-6``)
+ADV_STD_MODES = ("population", "unbiased", "none")
 #: enters ``run_key``: bump when the update rule or the sampled trajectories change, so that old
 #: checkpoints are not resumed.
 #: (2: log pi at the sampling temperature, seeded LoRA initialisation; 3: thoughts end by decoded
@@ -91,9 +97,14 @@ PAPER_RECIPE = {
     "split": "1x4",
 }
 
-#: ``--recipe paper --method grpo``: the release's GRPO baseline (LLM_METHOD.md, "GRPO baseline"):
-#: verl's GRPO outcome estimator, (r - mean) / (sample std with ddof 1 + 1e-6), and PPO-clip 0.2
-#: with token-mean; SRPO / RRPO keep the population std, REINFORCE and seq-mean-token-mean.
+#: fields added with the method registry (issue 17): left out of the run key at these values, so
+#: earlier runs keep their keys and checkpoints
+_KEY_IF_SET = {"localization_offset": 0, "method_options": {}, "entropy_coef": 0.0,
+               "adv_eps": 0.0}
+
+#: ``--recipe paper --method grpo`` on top of ``PAPER_RECIPE``: the release's GRPO baseline, verl's
+#: outcome estimator (r - mean) / (sample std, ddof 1, + 1e-6), PPO-clip 0.2, token-mean (the GRPO
+#: method's release recipe, ``srpo.methods.grpo``, holds the same values and its lr / temperature)
 PAPER_GRPO = {
     "adv_std": "unbiased",
     "adv_eps": 1e-6,
@@ -101,18 +112,6 @@ PAPER_GRPO = {
     "clip_eps": 0.2,
     "agg": "token-mean",
 }
-
-
-def paper_recipe(method: str) -> dict:
-    """The ``TrainConfig`` values of ``--recipe paper`` for ``method`` (explicit flags win over
-    them): ``PAPER_RECIPE``, and for ``grpo`` the release's baseline estimator and loss
-    (``PAPER_GRPO``)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    values = dict(PAPER_RECIPE)
-    if method == "grpo":
-        values.update(PAPER_GRPO)
-    return values
 
 #: fields that change memory or speed only (not the trajectory): left out of the run key, so a
 #: run resumes after they change
@@ -168,8 +167,9 @@ class TrainConfig:
         mini_batches: optimizer updates per iteration, prompts split into this many equal parts
             (paper: 4 x 64 sequences; updates 2.. are slightly off-policy, uncorrected).
         agg: loss aggregation, ``seq-mean-token-mean`` (paper) or ``token-mean``.
-        adv_std: advantage normalisation: ``population`` (paper's SRPO / RRPO), ``unbiased``
-            (the sample std, ddof 1: the release's GRPO baseline) or ``none``.
+        adv_std: advantage normalisation of the GRPO-family methods: ``population`` (paper's
+            SRPO / RRPO), ``unbiased`` (the sample std, ddof 1: the release's GRPO) or ``none``
+            (*auto*: the method's).
         adv_eps: added to the std in the advantage's denominator (the release's GRPO: 1e-6;
             0: none).
         kl_coef: weight of the k3 KL penalty to the initial policy (paper: 0).
@@ -263,14 +263,17 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
-    loss: str = "reinforce"
-    clip_eps: float = 0.2
+    loss: str = AUTO
+    clip_eps: float | str = AUTO
     updates_per_step: int = 1
     mini_batches: int = 1
-    agg: str = "seq-mean-token-mean"
-    adv_std: str = "population"
+    agg: str = AUTO
+    adv_std: str = AUTO
     adv_eps: float = 0.0
     kl_coef: float = 0.0
+    entropy_coef: float | str = AUTO
+    localization_offset: int | str = AUTO
+    method_options: dict = field(default_factory=dict)
     dtype: str = "auto"
     grad_checkpointing: bool | str = AUTO
     gen_batch_tokens: int | None = None
@@ -328,6 +331,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.task_ops = tuple(self.task_ops)
+        self.method_options = dict(self.method_options or {})
+        if self.method not in METHODS:
+            raise ConfigError("method", f"method must be one of {METHODS}; got {self.method!r}")
+        method_defaults = {"loss": "reinforce", "agg": "seq-mean-token-mean",
+                           "adv_std": "population", "clip_eps": 0.2, "entropy_coef": 0.0,
+                           "localization_offset": 0, **get_method(self.method).defaults}
+        for name, value in method_defaults.items():
+            if getattr(self, name) == AUTO:
+                setattr(self, name, value)
         profile = SYNTHETIC_PROFILE if self.is_synthetic else RELEASE_PROFILE
         for name, value in profile.items():
             if name != "steps" and getattr(self, name) == AUTO:
@@ -353,7 +365,7 @@ class TrainConfig:
             ("split", self.split, SPLITS[1:]),
             ("loss", self.loss, LOSSES),
             ("agg", self.agg, AGG_MODES),
-            ("adv_std", self.adv_std, ("population", "unbiased", "none")),
+            ("adv_std", self.adv_std, ADV_STD_MODES),
             ("device", self.device.split(":")[0], ("cpu", "cuda")),
             ("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16")),
             ("localization_prompt", self.localization_prompt, LOCALIZATION_PROMPTS),
@@ -380,14 +392,14 @@ class TrainConfig:
                 fail(name, f"must be an integer >= {minimum}{' or None' if name in optional else ''}"
                            f"; got {value!r}")
         for name in ("lr", "weight_decay", "kl_coef", "clip_eps", "temperature",
-                     "localization_temperature", "eval_split", "adv_eps"):
+                     "localization_temperature", "eval_split", "entropy_coef", "adv_eps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 fail(name, f"must be a finite number; got {value!r}")
         if not self.lr > 0:
             fail("lr", f"must be > 0; got {self.lr}")
         for name in ("weight_decay", "kl_coef", "clip_eps", "temperature",
-                     "localization_temperature", "adv_eps"):
+                     "localization_temperature", "entropy_coef", "adv_eps"):
             if getattr(self, name) < 0:
                 fail(name, f"must be >= 0; got {getattr(self, name)}")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
@@ -409,6 +421,7 @@ class TrainConfig:
             fail("updates_per_step", "must be 1 with loss='reinforce' (on-policy)")
         if self.method == "oracle" and not self.is_synthetic:
             fail("method", "'oracle' needs a task with a step verifier (task='synthetic')")
+        self._validate_method()
         try:
             self.vllm_options()
         except ValueError as err:
@@ -423,6 +436,35 @@ class TrainConfig:
         if self.is_synthetic and (self.eval_task is not None or self.eval_split):
             fail("eval_task", "and eval_split apply to task files only (the synthetic task draws "
                               "its evaluation set with eval_seed)")
+
+    def _validate_method(self) -> None:
+        method = get_method(self.method)
+        if self.loss not in method.losses:
+            raise ConfigError("loss", f"loss must be one of {method.losses} for method "
+                                      f"{self.method!r}; got {self.loss!r}")
+        offset = self.localization_offset
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ConfigError("localization_offset", f"localization_offset must be an integer >= "
+                                                     f"0; got {offset!r}")
+        if offset and method.localizer == "none":
+            raise ConfigError("localization_offset", f"localization_offset applies to reset "
+                                                     f"methods; method {self.method!r} has none")
+        try:
+            method.make_options(self.method_options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError("method_options", f"method_options {err}") from None
+        if self.agg == "seq-mean-token-sum-norm" and not isinstance(self.max_response_tokens, int):
+            raise ConfigError("agg", "agg 'seq-mean-token-sum-norm' divides by "
+                                     "max_response_tokens, which must be set")
+
+    @property
+    def method_spec(self):
+        """The registered ``srpo.methods.base.Method`` of ``method``."""
+        return get_method(self.method)
+
+    def options(self):
+        """The method's options dataclass (``method_options`` applied)."""
+        return get_method(self.method).make_options(self.method_options)
 
     def vllm_options(self) -> VLLMOptions:
         """The vLLM engine's settings (``srpo.engines.options.VLLMOptions``)."""
@@ -444,10 +486,26 @@ class TrainConfig:
             d.pop("engine")
         if not d["task_options"]:  # runs of the plain task keep their keys (and checkpoints)
             d.pop("task_options")
-        if not d["adv_eps"]:  # so do runs without the GRPO baseline's epsilon
-            d.pop("adv_eps")
+        for name, unset in _KEY_IF_SET.items():
+            if d[name] == unset:
+                d.pop(name)
         d["trainer_version"] = TRAINER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recipe_values(method: str, recipe: str | None) -> dict:
+    """TrainConfig values of a recipe for ``method``: ``paper`` = ``PAPER_RECIPE`` with the
+    method's release settings on top (its lr, temperature and loss settings); None = {}."""
+    if recipe is None:
+        return {}
+    if recipe != "paper":
+        raise ConfigError("recipe", f"recipe must be 'paper' or None; got {recipe!r}")
+    return {**PAPER_RECIPE, **get_method(method).release}
+
+
+def paper_recipe(method: str) -> dict:
+    """``recipe_values(method, "paper")``: the TrainConfig values of ``--recipe paper``."""
+    return recipe_values(method, "paper")
 
 
 def checkpoint_compatibility(config: TrainConfig) -> tuple[bool, str | None]:

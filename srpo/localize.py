@@ -17,6 +17,11 @@ the prefix and resamples from thought k on.
 * ``random`` (RRPO): k uniform in 1..n from a seeded numpy Generator.
 * ``oracle``: the task's step verifier gives the true first wrong step; a failed chain without a
   wrong step falls back to random, counted.
+* ``entropy`` (TreeRL's branch rule as a localizer): k = the thought holding the parent's
+  highest-entropy response token (the policy's entropy at the sampling temperature; the first
+  maximum on ties).
+* ``fixed`` (SPO-Tree's branch rule as a localizer): k = the thought holding response token
+  ``position`` (the last token if the parent is shorter).
 * ``none`` (GRPO): no resets.
 
 Every call is accounted in ``LocalizationStats``: calls, results by source, fallbacks and every
@@ -46,15 +51,18 @@ __all__ = [
     "SelfLocalizer",
     "RandomLocalizer",
     "OracleLocalizer",
+    "EntropyLocalizer",
+    "FixedPositionLocalizer",
+    "thought_of_token",
 ]
 
-LOCALIZERS = ("self", "random", "oracle", "none")
+LOCALIZERS = ("self", "random", "oracle", "entropy", "fixed", "none")
 LOCALIZATION_PROMPTS = ("release", "compact")
 LOCALIZATION_FALLBACKS = ("step1", "random")
 
 #: sources of a k; those containing "fallback" are failures of the localizer and are counted.
 SOURCES = ("boxed", "boxed_zero", "step_mention", "fallback_step1", "fallback_random", "random",
-           "oracle", "oracle_fallback_random")
+           "oracle", "oracle_fallback_random", "entropy", "fixed")
 
 
 @dataclass(frozen=True)
@@ -285,11 +293,16 @@ class ParentView:
         problem: the task's problem object (for the oracle's step verifier).
         problem_text: the problem statement shown in the self-localization prompt.
         thoughts: the parent's thought texts, in order (n = len(thoughts)).
+        prompt_ids, response_ids, spans: the parent's token ids and thought spans (the branch
+            rules ``entropy`` and ``fixed`` read them; None when not given).
     """
 
     problem: Any
     problem_text: str
     thoughts: list[str]
+    prompt_ids: list[int] | None = None
+    response_ids: list[int] | None = None
+    spans: list[tuple[int, int]] | None = None
 
     @property
     def n(self) -> int:
@@ -343,6 +356,63 @@ class OracleLocalizer(_Localizer):
             else:
                 k = min(max(int(fe), 1), p.n)
                 out.append(LocalizationResult(k, "oracle", raw=int(fe), out_of_range=k != fe))
+        return out
+
+
+def thought_of_token(spans, t: int) -> int:
+    """1-based index of the thought (span) holding response token ``t``."""
+    for i, (start, end) in enumerate(spans, start=1):
+        if start <= t < end:
+            return i
+    raise ValueError(f"token {t} lies in no span of {list(spans)}")
+
+
+class EntropyLocalizer(_Localizer):
+    """TreeRL's rule: k = the thought holding the highest-entropy token of the parent.
+
+    Args:
+        token_entropy: ``(prompts, responses) -> list of (T_i,) arrays``: the policy's entropy at
+            every response token (``srpo.trainer`` passes the model's, at the sampling
+            temperature).
+    """
+
+    name = "entropy"
+
+    def __init__(self, token_entropy) -> None:
+        super().__init__()
+        if token_entropy is None:
+            raise ValueError("localizer 'entropy' needs token_entropy=")
+        self.token_entropy = token_entropy
+
+    def _locate(self, parents, rng, **kw):
+        if not parents:
+            return []
+        ents = self.token_entropy([p.prompt_ids for p in parents],
+                                  [p.response_ids for p in parents])
+        out = []
+        for p, e in zip(parents, ents):
+            t = int(np.argmax(np.asarray(e)))  # the first maximum
+            out.append(LocalizationResult(thought_of_token(p.spans, t), "entropy", raw=t))
+        return out
+
+
+class FixedPositionLocalizer(_Localizer):
+    """SPO-Tree's rule: k = the thought holding response token ``position`` (0-based; the last
+    token of a shorter parent)."""
+
+    name = "fixed"
+
+    def __init__(self, position: int) -> None:
+        super().__init__()
+        if position < 0:
+            raise ValueError(f"position must be >= 0; got {position}")
+        self.position = int(position)
+
+    def _locate(self, parents, rng, **kw):
+        out = []
+        for p in parents:
+            t = min(self.position, len(p.response_ids) - 1)
+            out.append(LocalizationResult(thought_of_token(p.spans, t), "fixed", raw=t))
         return out
 
 
@@ -427,6 +497,10 @@ def make_localizer(name: str, task: Any = None, engine: Any = None, tokenizer: A
         return RandomLocalizer()
     if name == "oracle":
         return OracleLocalizer(task)
+    if name == "entropy":
+        return EntropyLocalizer(kw.get("token_entropy"))
+    if name == "fixed":
+        return FixedPositionLocalizer(kw.get("position", 0))
     if engine is None or tokenizer is None:
         raise ValueError("localizer 'self' needs engine= and tokenizer=")
     return SelfLocalizer(engine, tokenizer, **kw)

@@ -1,4 +1,18 @@
-"""The prefix-masked policy-gradient loss of GRPO / RRPO / SRPO, and the diagnostics around it.
+"""Policy losses: registered pure functions (verl ``core_algos`` style), and diagnostics.
+
+``POLICY_LOSSES`` maps a name to ``loss(logprobs, advantages, loss_mask, agg, ...) -> (loss,
+stats)``; ``TrainConfig.loss`` names one and the trainer calls it per micro-batch:
+
+=====================  =====================================================================
+name                   per-token loss
+=====================  =====================================================================
+``reinforce``          -A log pi (the release's SRPO / RRPO loss; no ratio, no clipping)
+``ppo-clip``           max(-A r, -A clip(r, 1 - eps, 1 + eps)), r = pi / pi_old
+``critique-shaped``    Critique-GRPO: -A r on original rows, -A f(pi), f(p) = p / (p + gamma),
+                       on shaped (refinement) rows
+=====================  =====================================================================
+
+The prefix-masked policy-gradient loss of GRPO / RRPO / SRPO, and the diagnostics around it.
 
 Shapes: B rollouts (sequences) by T response-token positions (padded). ``loss_mask[i, t] = 1``
 marks a token that is trained on: for a reset rollout only the freshly sampled suffix tokens
@@ -16,6 +30,9 @@ Aggregation (``agg``):
   sequences that have at least one active token: L = -(1/B') sum_i A_i mean_{t in suffix_i} log pi.
   This is the release's loss.
 * ``"token-mean"``: mean over all active tokens of the batch (longer sequences weigh more).
+* ``"seq-mean-token-sum-norm"`` (Dr.GRPO): the sum over each sequence's active tokens divided by a
+  fixed length ``norm_tokens`` (the response cap), then the mean over sequences with an active
+  token.
 
 Masked positions receive *exactly* zero gradient: they are removed with ``torch.where`` before any
 arithmetic, so even ``-inf`` or NaN log-probabilities on padding cannot leak into the gradient.
@@ -29,11 +46,29 @@ from srpo.config import AGG_MODES  # one list of modes for the config and the lo
 
 __all__ = [
     "AGG_MODES",
+    "POLICY_LOSSES",
+    "register_policy_loss",
     "aggregate",
     "masked_pg_loss",
+    "reinforce_loss",
+    "ppo_clip_loss",
+    "critique_shaped_loss",
     "gradient_signal",
     "kl_k3",
 ]
+
+#: name -> policy loss (``register_policy_loss``)
+POLICY_LOSSES: dict = {}
+
+
+def register_policy_loss(name: str):
+    """Decorator: register a policy loss under ``name``."""
+    def wrap(fn):
+        if name in POLICY_LOSSES:
+            raise ValueError(f"policy loss {name!r} is already registered")
+        POLICY_LOSSES[name] = fn
+        return fn
+    return wrap
 
 
 def _check_2d(name: str, x: torch.Tensor, shape: torch.Size) -> None:
@@ -60,13 +95,15 @@ def _broadcast_advantages(advantages: torch.Tensor, shape: torch.Size) -> torch.
     return advantages
 
 
-def aggregate(per_token: torch.Tensor, loss_mask: torch.Tensor, agg: str) -> torch.Tensor:
+def aggregate(per_token: torch.Tensor, loss_mask: torch.Tensor, agg: str,
+              norm_tokens: int | None = None) -> torch.Tensor:
     """Reduce a (B, T) per-token quantity over its active tokens to a scalar.
 
     Args:
         per_token: (B, T) float; values at masked positions are ignored (replaced by zero).
         loss_mask: (B, T) {0, 1} (bool, int or float).
         agg: one of ``AGG_MODES``.
+        norm_tokens: the fixed length of ``seq-mean-token-sum-norm`` (required there).
 
     Returns:
         A 0-d tensor; zero (still attached to the graph) when no token is active.
@@ -78,7 +115,13 @@ def aggregate(per_token: torch.Tensor, loss_mask: torch.Tensor, agg: str) -> tor
     if agg == "token-mean":
         return vals.sum() / mask.sum().clamp(min=1)
     n_tok = mask.sum(dim=1)
-    seq_mean = vals.sum(dim=1) / n_tok.clamp(min=1)
+    if agg == "seq-mean-token-sum-norm":
+        if norm_tokens is None or norm_tokens < 1:
+            raise ValueError(f"agg 'seq-mean-token-sum-norm' needs norm_tokens >= 1; got "
+                             f"{norm_tokens!r}")
+        seq_mean = vals.sum(dim=1) / float(norm_tokens)
+    else:
+        seq_mean = vals.sum(dim=1) / n_tok.clamp(min=1)
     active = n_tok > 0
     return (seq_mean * active).sum() / active.sum().clamp(min=1)
 
@@ -91,6 +134,7 @@ def masked_pg_loss(
     clip: float | tuple[float, float] | None = None,
     agg: str = "seq-mean-token-mean",
     return_stats: bool = False,
+    norm_tokens: int | None = None,
 ):
     """Prefix-masked policy-gradient loss (REINFORCE by default, PPO-clip on request).
 
@@ -105,6 +149,7 @@ def masked_pg_loss(
         agg: ``"seq-mean-token-mean"`` (default, the release's loss) or ``"token-mean"``.
         return_stats: also return a dict of floats (``n_active_tokens``, ``n_active_seqs``,
             ``clip_frac``, ``ratio_mean``).
+        norm_tokens: the fixed length of ``agg="seq-mean-token-sum-norm"``.
 
     Returns:
         The scalar loss (0-d tensor), or ``(loss, stats)`` when ``return_stats``.
@@ -148,7 +193,7 @@ def masked_pg_loss(
             per_token = pg
         if return_stats:
             stats["ratio_mean"] = float(ratio.detach()[mask].mean()) if mask.any() else 1.0
-    loss = aggregate(per_token, mask, agg)
+    loss = aggregate(per_token, mask, agg, norm_tokens)
     if not return_stats:
         return loss
     stats.setdefault("clip_frac", 0.0)
@@ -156,6 +201,64 @@ def masked_pg_loss(
     stats["n_active_tokens"] = int(mask.sum())
     stats["n_active_seqs"] = int((mask.sum(dim=1) > 0).sum())
     stats["loss"] = float(loss.detach())
+    return loss, stats
+
+
+@register_policy_loss("reinforce")
+def reinforce_loss(logprobs, advantages, loss_mask, agg="seq-mean-token-mean", old_logprobs=None,
+                   norm_tokens=None, **_):
+    """-A log pi on active tokens (``masked_pg_loss`` without a ratio); returns (loss, stats).
+
+    Shapes: logprobs (B, T) with grad; advantages (B,) or (B, T); loss_mask (B, T).
+    ``old_logprobs`` is ignored (REINFORCE is on-policy by construction).
+    """
+    return masked_pg_loss(logprobs, advantages, loss_mask, agg=agg, return_stats=True,
+                          norm_tokens=norm_tokens)
+
+
+@register_policy_loss("ppo-clip")
+def ppo_clip_loss(logprobs, advantages, loss_mask, agg="token-mean", old_logprobs=None,
+                  clip=0.2, norm_tokens=None, **_):
+    """PPO-clip: max(-A r, -A clip(r, 1 - eps, 1 + eps)), r = exp(log pi - log pi_old).
+
+    Shapes as ``reinforce_loss``; ``old_logprobs`` (B, T) required; ``clip`` eps or (lo, hi).
+    """
+    if old_logprobs is None:
+        raise ValueError("ppo-clip needs old_logprobs")
+    return masked_pg_loss(logprobs, advantages, loss_mask, old_logprobs=old_logprobs, clip=clip,
+                          agg=agg, return_stats=True, norm_tokens=norm_tokens)
+
+
+@register_policy_loss("critique-shaped")
+def critique_shaped_loss(logprobs, advantages, loss_mask, agg="seq-mean-token-sum-norm",
+                         old_logprobs=None, shaped=None, gamma=0.1, norm_tokens=None, **_):
+    """Critique-GRPO: -A r on original rows (r = pi / pi_old, no clipping) and -A f(pi),
+    f(p) = p / (p + gamma), on shaped rows (refinements, sampled from another prompt).
+
+    Args:
+        logprobs: (B, T) log pi with grad. advantages: (B,) or (B, T). loss_mask: (B, T).
+        old_logprobs: (B, T) log pi_old (None: r = 1 in value, REINFORCE's gradient).
+        shaped: (B,) bool, the rows that get f(pi) (None: none).
+        gamma: the shaping constant (release 0.1).
+    """
+    shape = logprobs.shape
+    adv = _broadcast_advantages(advantages, shape).to(logprobs.dtype).to(logprobs.device).detach()
+    mask = loss_mask.to(torch.bool)
+    zeros = torch.zeros_like(logprobs)
+    lp = torch.where(mask, logprobs, zeros)
+    adv = torch.where(mask, adv, zeros)
+    old = lp.detach() if old_logprobs is None else torch.where(
+        mask, old_logprobs.detach().to(logprobs.dtype), zeros)
+    ratio = torch.exp(lp - old)
+    p = torch.exp(lp)
+    rows = torch.zeros(shape[0], dtype=torch.bool, device=logprobs.device)
+    if shaped is not None:
+        rows = torch.as_tensor(shaped, dtype=torch.bool, device=logprobs.device).reshape(-1)
+    per_token = torch.where(rows[:, None], -adv * (p / (p + gamma)), -adv * ratio)
+    loss = aggregate(per_token, mask, agg, norm_tokens)
+    stats = {"clip_frac": 0.0, "ratio_mean": float(ratio.detach()[mask].mean()) if mask.any()
+             else 1.0, "n_active_tokens": int(mask.sum()),
+             "n_active_seqs": int((mask.sum(dim=1) > 0).sum()), "loss": float(loss.detach())}
     return loss, stats
 
 

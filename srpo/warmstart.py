@@ -20,6 +20,16 @@ solution drawn from the same distribution (plus extra i.i.d. errors so that firs
 every position); target = ``\\boxed{first_error}``. This is the CPU analogue of an instruction
 model's ability to answer the localization prompt about its own chains.
 
+Follow-up examples (``followup_fraction``, off by default). SCoRe's second attempt and
+Critique-GRPO's refinement are sampled from prompt + the first solution + an instruction
+(``srpo.methods.score.CORRECTION_MESSAGE``; ``srpo.methods.critique_grpo.CRITIQUE_MESSAGE`` with
+the true verdict). A model never trained on that layout answers it with garbage, so those two
+methods cannot be compared on it. With ``followup_fraction > 0`` a share of the examples are such
+prompts, and their target is a *fresh, independent* solution from the same distribution: the
+model learns the layout, not to correct (a correction skill would decide the comparison in
+advance). ``experiments/llm_srpo.py --method all`` trains this as a short second stage on top of
+the default warm start (``init``), for every method of the comparison alike.
+
 Coverage family (``experiments/llm_coverage.py``). With ``hard_steps`` / ``hard_ops`` the data
 come from ``ModularArithmeticTask(hard_steps=..., hard_ops=...)`` (one hard step per problem at a
 position drawn from ``hard_steps``) and ``confused_ops`` restricts the misconceptions to the facts
@@ -52,7 +62,7 @@ from srpo.tasks import ModArithProblem, ModularArithmeticTask, apply_op, format_
 from srpo.tokenizer import build_tokenizer
 
 __all__ = ["WarmStartConfig", "warm_start", "warm_start_path", "is_cached", "MisconceptionWriter",
-           "default_cache_dir"]
+           "default_cache_dir", "followup_stage"]
 
 #: bump when the data or training recipe changes, so old caches are not reused
 RECIPE_VERSION = 1
@@ -80,6 +90,8 @@ class WarmStartConfig:
         localization_fraction: fraction of training examples that are localization examples.
         localization_extra_error: i.i.d. per-step error rate added when drawing failed chains for
             localization examples (spreads first errors over all positions).
+        followup_fraction: fraction of training examples that are follow-up examples (module
+            docstring; 0: none, the default).
         n_layer, d_model, n_head: tiny model size.
         steps: optimizer steps.
         batch_size: examples per step.
@@ -105,6 +117,7 @@ class WarmStartConfig:
     noise_error_rate: float = 0.02
     localization_fraction: float = 0.25
     localization_extra_error: float = 0.15
+    followup_fraction: float = 0.0
     n_layer: int = 2
     d_model: int = 64
     n_head: int = 4
@@ -134,7 +147,7 @@ class WarmStartConfig:
             raise ValueError(f"confused_ops must be None or a subset of ('+', '-', '*'); got "
                              f"{self.confused_ops!r}")
         for name in ("confused_fraction", "confusion_prob", "noise_error_rate",
-                     "localization_fraction", "localization_extra_error"):
+                     "localization_fraction", "localization_extra_error", "followup_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]; got {v}")
@@ -159,7 +172,8 @@ class WarmStartConfig:
         # the coverage-family fields enter the key only when set, so that the keys (and caches)
         # of plain-task warm starts stay what they were before these fields existed
         for name, default in (("hard_steps", ()), ("hard_ops", ("*",)), ("hard_operands", ()),
-                              ("easy_operands", ()), ("confused_ops", None), ("init", None)):
+                              ("easy_operands", ()), ("confused_ops", None), ("init", None),
+                              ("followup_fraction", 0.0)):
             if getattr(self, name) == default:
                 fields.pop(name)
         payload = json.dumps({"v": RECIPE_VERSION, **fields}, sort_keys=True)
@@ -170,6 +184,17 @@ class WarmStartConfig:
                                      hard_steps=self.hard_steps, hard_ops=self.hard_ops,
                                      hard_operands=self.hard_operands,
                                      easy_operands=self.easy_operands)
+
+
+def followup_stage(base: WarmStartConfig, fraction: float = 0.3, steps: int = 400,
+                   lr: float = 1e-3) -> dict:
+    """``TrainConfig.warmstart`` overrides of a second stage that continues ``base`` with
+    follow-up examples (module docstring): ``{"init": base's fields, "followup_fraction", "steps",
+    "lr"}``."""
+    init = {k: v for k, v in dataclasses.asdict(base).items() if k != "init"}
+    if base.init is not None:
+        init["init"] = base.init
+    return {"init": init, "followup_fraction": fraction, "steps": steps, "lr": lr}
 
 
 class MisconceptionWriter:
@@ -220,12 +245,34 @@ class MisconceptionWriter:
         return thoughts
 
 
+def _followup_example(task, writer, tokenizer, problem, rng):
+    """prompt + a first solution + a follow-up instruction (SCoRe's, or Critique-GRPO's with the
+    true verdict) -> an independent fresh solution (module docstring)."""
+    from srpo.methods.critique_grpo import CRITIQUE_MESSAGE
+    from srpo.methods.score import CORRECTION_MESSAGE
+
+    first = "".join(writer.solution(problem, rng))
+    if rng.random() < 0.5:
+        message = CORRECTION_MESSAGE
+    else:
+        right = task.grade(problem, first) > 0.5
+        message = CRITIQUE_MESSAGE.format(verdict="correct" if right else "incorrect")
+    prompt = (tokenizer.encode(task.prompt(problem))
+              + tokenizer.encode(first, add_special_tokens=False)
+              + tokenizer.encode(message, add_special_tokens=False))
+    target = tokenizer.encode("".join(writer.solution(problem, rng)), add_special_tokens=False)
+    return prompt, target
+
+
 def _examples(config, task, writer, tokenizer, rng, n):
-    """n (prompt_ids, target_ids) pairs: solutions and localization examples."""
+    """n (prompt_ids, target_ids) pairs: solutions, localization and follow-up examples."""
     out = []
     for _ in range(n):
         problem = task.sample(1, rng)[0]
         prompt_text = task.prompt(problem)
+        if config.followup_fraction and rng.random() < config.followup_fraction:
+            out.append(_followup_example(task, writer, tokenizer, problem, rng))
+            continue
         if rng.random() < config.localization_fraction:
             for _attempt in range(50):
                 thoughts = writer.solution(problem, rng, config.localization_extra_error)

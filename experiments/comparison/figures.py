@@ -333,10 +333,43 @@ def gradient_signal_figure(signal: pd.DataFrame, out: Path,
 
 
 # ------------------------------------------------------------------------------ 4. phase map
+def _branch_points(ax1, ax2, branch_quality: dict | None, branch_sim) -> None:
+    """The branch rules: the LM's (entropy, fixed position; ``branch_rules.py lm``) on the left
+    panel, the simulation's rule-vs-random ratios (``figures/branch_rules.json``) on the right."""
+    style = {"entropy": ("^", "#d62728"), "fixed": ("v", "#8c564b")}
+    for m, q in (branch_quality or {}).items():
+        if m not in style or not (q.precision.finite and q.recall.finite):
+            continue
+        marker, color = style[m]
+        ax1.errorbar([q.recall.value], [q.precision.value],
+                     xerr=np.array(_err(q.recall))[:, None],
+                     yerr=np.array(_err(q.precision))[:, None], fmt=marker, ms=10, color=color,
+                     mec="black", capsize=3, zorder=5,
+                     label=f"LM {m} rule (initial policy): 1−β = {q.precision.fmt(digits=2)}, "
+                           f"γ = {q.recall.fmt(digits=2)}, p = {q.coverage.fmt(digits=2)}")
+        if q.product.finite and q.coverage.finite and q.coverage.value > 0:
+            ax2.axvline(q.product.value / q.coverage.value, color=color, lw=1.5, ls="--",
+                        label=f"LM {m} rule: (1−β)γ/p = {q.product.value / q.coverage.value:.2f}")
+    if branch_sim is not None and len(branch_sim):
+        for rule, sub in branch_sim.assign(
+                family=branch_sim["rule"].str.split("@").str[0]).groupby("family"):
+            marker, color = style.get(rule, ("x", "0.4"))
+            ax2.scatter(sub["precision"] / sub["p"],
+                        sub["ratio_vs_random_theory"].clip(lower=1e-3), marker=marker, s=16,
+                        facecolor="none", edgecolor=color, alpha=0.7,
+                        label=f"simulation {rule} rule vs random resets on failed paths "
+                              f"({len(sub)} cases)")
+
+
 def phase_map_figure(phase: pd.DataFrame, quality: dict, out: Path,
                      sim_selectors: pd.DataFrame | None = None,
-                     footer: str | None = None) -> list[Path]:
+                     footer: str | None = None, branch_quality: dict | None = None,
+                     branch_sim: pd.DataFrame | None = None) -> list[Path]:
     """The LLM's localizers on the simulation's (beta, gamma) phase map.
+
+    Branch rules (``experiments/branch_rules.py``), when given: the LM's entropy and
+    fixed-position rules on the left panel, the simulation's rule / random improvement ratios
+    against (1 - beta) gamma / p on the right one.
 
     Left: recall gamma (x) vs precision 1 - beta (y); the simulation's grid points (realised
     precision and recall of the sampled selector where logged) coloured by
@@ -392,6 +425,7 @@ def phase_map_figure(phase: pd.DataFrame, quality: dict, out: Path,
                      fmt=markers.get(m, "o"), ms=14 if m == "self" else 9, color=COLORS.get(m),
                      mec="black", capsize=3, zorder=5,
                      label=f"LM {m}: 1−β = {q.precision.fmt(digits=2)}, γ = {q.recall.fmt(digits=2)}")
+    _branch_points(ax1, ax2, branch_quality, branch_sim)
     ax1.set_xlim(0, 1.08)
     ax1.set_ylim(0, 1.08)
     ax1.set_xlabel("recall γ = P(x ∈ S | x ∈ G)")

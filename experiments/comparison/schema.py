@@ -86,6 +86,7 @@ METHOD_ALIASES = {
     "approximate": "self", "selector": "self",
     "oracle": "oracle", "caro": "oracle", "cpi-caro": "oracle", "cpi_caro": "oracle",
     "exact": "oracle",
+    "entropy-reset": "entropy", "entropy": "entropy", "fixed-reset": "fixed", "fixed": "fixed",
 }
 
 LLM_METRICS_FILE = "metrics.parquet"
@@ -274,6 +275,13 @@ def map_llm(metrics: pd.DataFrame, resets: pd.DataFrame, mpath: Path | str = LLM
     else:
         signal = pd.DataFrame(columns=list(SIGNAL_COLUMNS))
 
+    return {"resets": map_llm_resets(resets, rpath), "curves": curves, "signal": signal,
+            "metrics": metrics}
+
+
+def map_llm_resets(resets: pd.DataFrame, rpath: Path | str = LLM_RESETS_FILE) -> pd.DataFrame:
+    """An LLM reset table (``resets.parquet``) in the common schema (``map_llm``)."""
+    side = "language model"
     where = f"{side}: {rpath}"
     require_columns(resets, ("method", "seed", "iteration", "n", "k", "first_error",
                              "suffix_pass_at_k"), where)
@@ -319,8 +327,7 @@ def map_llm(metrics: pd.DataFrame, resets: pd.DataFrame, mpath: Path | str = LLM
         "from_fallback": False if fallback is None else fallback,
         "weight": 1.0,
     })
-    return {"resets": _finish_resets(mapped), "curves": curves, "signal": signal,
-            "metrics": metrics}
+    return _finish_resets(mapped)
 
 
 # --------------------------------------------------------------------------------- simulation

@@ -1,5 +1,13 @@
 """SRPO, RRPO and oracle resets for TRL's ``GRPOTrainer`` (tested with TRL 1.16: ``trl>=1.16,<1.17``).
 
+Methods (``srpo.methods``): ``grpo``, ``rrpo``, ``srpo``, ``oracle``, ``srpo-offset`` and
+``fixed-reset`` run here; the others cannot be expressed through TRL's rollout function and loss,
+and ``SRPOSettings`` refuses them with the reason (``srpo.methods.base.Method.trl``): SCoRe and
+Critique-GRPO train a sample under another prompt than the one it was sampled from (and SCoRe
+puts a KL to the reference in the reward, Critique-GRPO shapes the refinement's tokens by
+f(pi)); SPO-Tree and TreeRL need per-token advantages; ``entropy-reset`` needs the policy's token
+entropies inside the rollout function. Run them with ``experiments/llm_srpo.py``.
+
 Two ways in:
 
 - ``SRPOTrainer(model, args, task, train_problems, settings)``: a thin ``GRPOTrainer`` subclass (the
@@ -66,6 +74,7 @@ from srpo.advantages import group_advantages
 from srpo.buffers import SPLITS, build_batch, split_spec
 from srpo.config import LOCALIZER_OF, METHODS
 from srpo.engines.options import VLLMOptions
+from srpo.methods import get_method
 from srpo.metrics import RESET_COLUMNS, nanmean, reset_metrics
 
 __all__ = ["SRPOSettings", "SRPORollout", "SRPOCallback", "SRPOTrainer", "TRL_TESTED",
@@ -98,13 +107,17 @@ class SRPOSettings:
     top_p, optimizer, logging, vLLM mode, distribution: is TRL's).
 
     Attributes:
-        method: ``grpo``, ``rrpo``, ``srpo`` or ``oracle`` (``srpo.config.METHODS``).
+        method: ``grpo``, ``rrpo``, ``srpo``, ``oracle``, ``srpo-offset`` or ``fixed-reset``
+            (``srpo.methods``; the others are refused with the reason, module docstring).
         split: ``1x4`` (paper), ``2x4`` or ``1x8``; ``num_generations`` is the rollout budget R.
         mask_prefix: mask the copied prefix out of the loss (False: the no-mask ablation).
         max_fresh_chains: cap on fresh chains per prompt while looking for a failure.
-        adv_std: advantage normalisation within subgroups (``population``: the paper's SRPO;
-            ``unbiased``: the release's GRPO baseline).
-        adv_eps: added to the std in the denominator (the release's GRPO baseline: 1e-6).
+        adv_std: advantage normalisation within subgroups (``population``: the paper;
+            ``unbiased`` with ``adv_eps = 1e-6``: the release's GRPO baseline).
+        adv_eps: added to the std in the advantage's denominator.
+        localization_offset: move every localized step this many thoughts earlier (floor 1;
+            None: the method's default, 1 for ``srpo-offset``, else 0).
+        fixed_position: ``fixed-reset``'s token position (None: SPO-Tree's segment length).
         max_thoughts, max_thought_tokens, max_response_tokens, max_model_len, max_new_tokens:
             the thought rules' caps (``srpo.engines.base.GenerationConfig``; defaults: the tiny
             synthetic task's; the release's are 20, 256, 5120, 8192, None).
@@ -129,6 +142,8 @@ class SRPOSettings:
     max_fresh_chains: int = 12
     adv_std: str = "population"
     adv_eps: float = 0.0
+    localization_offset: int | None = None
+    fixed_position: int | None = None
     max_thoughts: int = 8
     max_thought_tokens: int = 24
     max_response_tokens: int | None = None
@@ -151,6 +166,16 @@ class SRPOSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
+        reason = get_method(self.method).trl
+        if reason is None and get_method(self.method).localizer == "entropy":
+            reason = ("the entropy rule needs the policy's token entropies inside the rollout "
+                      "function, which is not wired to TRL's model")
+        if reason is not None:
+            raise ValueError(f"method {self.method!r} cannot run in TRL's GRPOTrainer: {reason}; "
+                             "run it with experiments/llm_srpo.py")
+        if self.localization_offset is None:
+            self.localization_offset = int(get_method(self.method).defaults.get(
+                "localization_offset", 0))
         if self.split not in SPLITS[1:]:
             raise ValueError(f"split must be one of {SPLITS[1:]}; got {self.split!r}")
         if self.engine not in ENGINE_CHOICES:
@@ -163,9 +188,11 @@ class SRPOSettings:
         """The settings of a ``srpo.config.TrainConfig`` (its resolved task profile)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"engine", "vllm", "model_path",
                                                               "reinforce_minibatches",
-                                                              "reset_table"}
+                                                              "reset_table", "fixed_position"}
         values = {n: getattr(config, n) for n in names}
         values["vllm"] = config.vllm_options()
+        values["reinforce_minibatches"] = config.loss == "reinforce"
+        values["fixed_position"] = getattr(config.options(), "position", None)
         values.update(overrides)
         return cls(**values)
 
@@ -337,7 +364,8 @@ class SRPORollout:
             batch = build_batch(problems, self.task, engine, tokenizer, split, localizer,
                                 self._rng, self._generator, rollouts_per_prompt=g,
                                 max_fresh_chains=max(self.settings.max_fresh_chains, g),
-                                mask_prefix=self.settings.mask_prefix)
+                                mask_prefix=self.settings.mask_prefix,
+                                localization_offset=self.settings.localization_offset)
         samples = sorted(batch.samples, key=lambda s: s.prompt_index)  # stable: base, suffixes
         counts = np.bincount([s.prompt_index for s in samples], minlength=len(problems))
         if not (counts == g).all():  # pragma: no cover - build_batch's contract
@@ -440,7 +468,13 @@ class SRPORollout:
                                   stop_at_boxed=s.localization_stop_at_boxed,
                                   prompt=s.localization_prompt, fallback=s.localization_fallback)
         if self._localizer is None or getattr(self._localizer, "name", None) != name:
-            self._localizer = make_localizer(name, task=self.task)
+            kw = {}
+            if name == "fixed":
+                from srpo.methods.spo_tree import segment_length
+
+                kw["position"] = segment_length(self.settings.fixed_position,
+                                                self.settings.max_response_tokens)
+            self._localizer = make_localizer(name, task=self.task, **kw)
         return self._localizer
 
     def _record(self, batch, samples, rewards, advantages, trainer, training, n_rows) -> None:

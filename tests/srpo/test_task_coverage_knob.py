@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from srpo.config import _NOT_IN_KEY
+from srpo.config import _KEY_IF_SET, _NOT_IN_KEY
 from srpo.tasks import ModularArithmeticTask, apply_op, format_step
 from srpo.trainer import TRAINER_VERSION, TrainConfig, build_task
 from srpo.warmstart import MisconceptionWriter, WarmStartConfig
@@ -108,7 +108,7 @@ def test_warmstart_key_and_misconceptions():
     plain = WarmStartConfig()
     fields = {k: v for k, v in plain.__dict__.items() if k not in (
         "eval_size", "hard_steps", "hard_ops", "hard_operands", "easy_operands",
-        "confused_ops", "init")}
+        "confused_ops", "init", "followup_fraction")}
     payload = json.dumps({"v": 1, **fields}, sort_keys=True)
     assert plain.key == hashlib.sha256(payload.encode()).hexdigest()[:16]
     # family: confusions only on the hard operator's facts that the task asks
@@ -132,7 +132,7 @@ def test_trainer_task_options():
     assert task.hard_steps == (2,) and all(task.hard_step_of(p) == 2 for p in problems)
     # plain runs keep their run keys: task_options enters the key only when set
     d = TrainConfig().to_dict()
-    for k in (*_NOT_IN_KEY, "engine", "task_options"):
+    for k in (*_NOT_IN_KEY, "engine", "task_options", *_KEY_IF_SET):
         d.pop(k)
     d["trainer_version"] = TRAINER_VERSION
     old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

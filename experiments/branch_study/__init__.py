@@ -1,0 +1,2 @@
+"""Branch rules as selectors (``experiments/branch_rules.py``): the simulation side (``sim``) and
+the language model (``lm``)."""
