@@ -22,6 +22,10 @@ def time_limit(request):
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
+    # Children that earlier tests of the same pytest process left on purpose (joblib's reusable
+    # worker pool, for one) are not this test's leftovers: only processes born during it count.
+    _BEFORE.clear()
+    _BEFORE.update(_descendants_and_sandbox())
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
@@ -39,8 +43,16 @@ def _stat(pid: str) -> tuple[int, int] | None:
     return int(fields[1]), uid
 
 
+_BEFORE: set[int] = set()
+
+
 def leftovers() -> list[int]:
-    """Processes of a sandbox uid, and descendants of this test process (zombies included)."""
+    """Processes of a sandbox uid, and descendants of this test process (zombies included), that
+    did not exist when the test started."""
+    return sorted(_descendants_and_sandbox() - _BEFORE)
+
+
+def _descendants_and_sandbox() -> set[int]:
     parents, found = {}, []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -57,7 +69,7 @@ def leftovers() -> list[int]:
                 found.append(pid)
                 break
             current, seen = parents.get(current), seen + 1
-    return sorted(set(found))
+    return set(found)
 
 
 def sandbox_dirs() -> set[str]:

@@ -97,7 +97,10 @@ def test_micro_batch_caps_do_not_change_the_update(real):
     for kw in ({"micro_batch_size": 3}, {"micro_batch_tokens": 40}, {"logprob_chunk_tokens": 2},
                {"grad_checkpointing": True}):
         params, other = _update(real, samples, adv, **kw)
-        assert other["loss"] == pytest.approx(stats["loss"], rel=1e-5, abs=1e-7), kw
+        # The loss (~5e-3) is a sum of +-log-prob terms of size ~1-10 that nearly cancel; float32
+        # round-off in those terms (~1e-7 relative, summed in another order when chunked) reaches
+        # ~2e-7 absolute on some CPUs, so the tolerance is absolute at the terms' scale.
+        assert other["loss"] == pytest.approx(stats["loss"], rel=1e-5, abs=1e-6), kw
         for name in reference:
             torch.testing.assert_close(params[name], reference[name], atol=1e-6, rtol=1e-5)
 
