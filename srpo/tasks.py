@@ -159,6 +159,12 @@ class ModularArithmeticTask:
         hard_operands: operands of the hard step (empty: `1..modulus-1`; only with `hard_steps`).
         easy_operands: operands of the other steps (empty: `1..modulus-1`; only with
             `hard_steps`).
+        hard_fraction: probability that a problem has the hard step at all (the ladder's
+            coverage knob, issue 19: the hard step appears on some problems only, with the same
+            per-visit difficulty; the others keep their drawn easy operator there). 1 (default):
+            every problem has it, and the draws are exactly those of before this field.
+        eval_hard_only: ``sample_eval`` draws problems that all have the hard step (the
+            held-out J then measures the one thing RL can improve); ``sample`` is unchanged.
     """
 
     n_steps: int = 4
@@ -169,6 +175,8 @@ class ModularArithmeticTask:
     hard_ops: tuple[str, ...] = ("*",)
     hard_operands: tuple[int, ...] = ()
     easy_operands: tuple[int, ...] = ()
+    hard_fraction: float = 1.0
+    eval_hard_only: bool = False
     has_step_verifier: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
@@ -199,6 +207,10 @@ class ModularArithmeticTask:
                 raise ValueError(f"{name} must lie in 1..modulus-1={self.modulus - 1}, got "
                                  f"{getattr(self, name)!r}")
             setattr(self, name, values)
+        if not 0.0 <= float(self.hard_fraction) <= 1.0:
+            raise ValueError(f"hard_fraction must be in [0, 1], got {self.hard_fraction!r}")
+        if self.hard_fraction < 1.0 and not self.hard_steps:
+            raise ValueError("hard_fraction < 1 needs hard_steps (the hard step to leave out)")
 
     def make_problem(self, start: int, ops: Sequence[tuple[str, int]], uid: str = "") -> ModArithProblem:
         """A problem from explicit values (question and answer derived)."""
@@ -239,9 +251,21 @@ class ModularArithmeticTask:
                 operand = ops[position - 1][1]
                 if self.hard_operands:
                     operand = self.hard_operands[int(rng.integers(0, len(self.hard_operands)))]
+                easy = ops[position - 1]
                 ops[position - 1] = (hard, operand)
+                if self.hard_fraction < 1.0 and rng.random() >= self.hard_fraction:
+                    ops[position - 1] = easy  # this problem has no hard step
             problems.append(self.make_problem(start, ops))
         return problems
+
+    def sample_eval(self, n: int, rng: np.random.Generator) -> list[ModArithProblem]:
+        """The evaluation problems: ``sample``, or with ``eval_hard_only`` problems that all have
+        the hard step (drawn as with ``hard_fraction = 1``)."""
+        if not self.eval_hard_only:
+            return self.sample(n, rng)
+        import dataclasses
+
+        return dataclasses.replace(self, hard_fraction=1.0, eval_hard_only=False).sample(n, rng)
 
     def hard_step_of(self, problem: ModArithProblem) -> int | None:
         """1-based position of the problem's hard step: the only step whose operator is in

@@ -104,6 +104,8 @@ class WarmStartConfig:
         hard_steps, hard_ops, hard_operands, easy_operands: the task's coverage knob
             (``srpo.tasks.ModularArithmeticTask``); empty ``hard_steps``: the plain task.
         confused_ops: operators whose facts may be confused (None: every operator in ``ops``).
+        hard_fraction: share of training problems that have the hard step
+            (``ModularArithmeticTask.hard_fraction``; 1: all, the default).
         init: a previous stage: ``WarmStartConfig`` fields of the warm start whose model this one
             continues training (it is trained or loaded from the cache first; same model size);
             None (default): a freshly initialised model.
@@ -133,6 +135,7 @@ class WarmStartConfig:
     hard_operands: tuple[int, ...] = ()
     easy_operands: tuple[int, ...] = ()
     confused_ops: tuple[str, ...] | None = None
+    hard_fraction: float = 1.0
     init: dict | None = None
 
     def __post_init__(self) -> None:
@@ -173,7 +176,7 @@ class WarmStartConfig:
         # of plain-task warm starts stay what they were before these fields existed
         for name, default in (("hard_steps", ()), ("hard_ops", ("*",)), ("hard_operands", ()),
                               ("easy_operands", ()), ("confused_ops", None), ("init", None),
-                              ("followup_fraction", 0.0)):
+                              ("followup_fraction", 0.0), ("hard_fraction", 1.0)):
             if getattr(self, name) == default:
                 fields.pop(name)
         payload = json.dumps({"v": RECIPE_VERSION, **fields}, sort_keys=True)
@@ -183,7 +186,8 @@ class WarmStartConfig:
         return ModularArithmeticTask(n_steps=self.n_steps, modulus=self.modulus, ops=self.ops,
                                      hard_steps=self.hard_steps, hard_ops=self.hard_ops,
                                      hard_operands=self.hard_operands,
-                                     easy_operands=self.easy_operands)
+                                     easy_operands=self.easy_operands,
+                                     hard_fraction=self.hard_fraction)
 
 
 def followup_stage(base: WarmStartConfig, fraction: float = 0.3, steps: int = 400,
