@@ -49,6 +49,9 @@ TRAINER_VERSION = 3
 
 AUTO = "auto"
 
+#: ``TrainConfig.optimizer`` (``srpo.setup.make_optimizer``)
+OPTIMIZERS = ("adamw", "sgd")
+
 #: Limits of the synthetic task with the tiny warm-started model (the published CPU runs).
 SYNTHETIC_PROFILE = {
     "steps": 40,
@@ -100,7 +103,7 @@ PAPER_RECIPE = {
 #: fields added with the method registry (issue 17): left out of the run key at these values, so
 #: earlier runs keep their keys and checkpoints
 _KEY_IF_SET = {"localization_offset": 0, "method_options": {}, "entropy_coef": 0.0,
-               "adv_eps": 0.0}
+               "adv_eps": 0.0, "optimizer": "adamw"}
 
 #: ``--recipe paper --method grpo`` on top of ``PAPER_RECIPE``: the release's GRPO baseline, verl's
 #: outcome estimator (r - mean) / (sample std, ddof 1, + 1e-6), PPO-clip 0.2, token-mean (the GRPO
@@ -123,7 +126,8 @@ _NOT_IN_KEY = ("steps", "epochs", "out_dir", "resume", "checkpoint_every", "devi
 
 
 #: keyword arguments of ``srpo.tasks.ModularArithmeticTask`` that ``TrainConfig.task_options`` accepts
-TASK_OPTIONS = ("hard_steps", "hard_ops", "hard_operands", "easy_operands")
+TASK_OPTIONS = ("hard_steps", "hard_ops", "hard_operands", "easy_operands", "hard_fraction",
+                "eval_hard_only")
 
 
 class ConfigError(ValueError):
@@ -158,7 +162,9 @@ class TrainConfig:
         prompts_per_step: prompts per iteration (paper: 32).
         rollouts_per_prompt: training rollouts per prompt (paper: 8).
         max_fresh_chains: cap on fresh chains per prompt while looking for failures (paper: 12).
-        lr: AdamW learning rate (constant; the same for every method). Paper: 5e-5.
+        lr: learning rate (constant; the same for every method). Paper: 5e-5 (AdamW).
+        optimizer: ``adamw`` (paper) or ``sgd`` (plain SGD, no momentum: the step is the
+            gradient, not its Adam-normalised form; issue 19's optimiser reading).
         weight_decay: AdamW weight decay (paper: 0.01).
         grad_clip: max global gradient norm (None: no clipping). Paper: 1.0.
         loss: ``reinforce`` (paper default: -A * mean log pi, no ratio) or ``ppo-clip``.
@@ -261,6 +267,7 @@ class TrainConfig:
     rollouts_per_prompt: int = 8
     max_fresh_chains: int = 12
     lr: float = 1e-4
+    optimizer: str = "adamw"
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     loss: str = AUTO
@@ -371,6 +378,7 @@ class TrainConfig:
             ("localization_prompt", self.localization_prompt, LOCALIZATION_PROMPTS),
             ("localization_fallback", self.localization_fallback, LOCALIZATION_FALLBACKS),
             ("engine", self.engine, ENGINES),
+            ("optimizer", self.optimizer, OPTIMIZERS),
         ]
         for name, value, allowed in checks:
             if value not in allowed:

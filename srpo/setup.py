@@ -31,6 +31,7 @@ __all__ = [
     "build_engine",
     "entropy_function",
     "make_localizer_for",
+    "make_optimizer",
     "TOTALS",
 ]
 
@@ -74,7 +75,7 @@ def build_task(config: TrainConfig):
             ops=config.task_ops,
             **config.task_options,
         )
-        eval_problems = task.sample(config.eval_size, np.random.default_rng(config.eval_seed))
+        eval_problems = task.sample_eval(config.eval_size, np.random.default_rng(config.eval_seed))
         return task, eval_problems, "synthetic"
     fields = {"question_field": config.question_field, "answer_field": config.answer_field}
     problems = read_problems(config.task, **fields)
@@ -359,6 +360,15 @@ def make_localizer_for(config, method, task, engine, tokenizer, token_entropy):
     return make_localizer(method.localizer, task=task, engine=engine, tokenizer=tokenizer, **kw)
 
 
+def make_optimizer(params, config):
+    """The configured optimizer over ``params``: ``adamw`` (default; AdamW with ``lr`` and
+    ``weight_decay``) or ``sgd`` (plain SGD with ``lr`` and ``weight_decay``, no momentum: the
+    update is the gradient itself, for the optimiser reading of issue 19)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def _random_streams(config):
     seeds = np.random.SeedSequence(config.seed).spawn(3)
     generator = torch.Generator(device="cpu")
@@ -381,7 +391,8 @@ def make_run(
     if task is None:
         task, eval_problems, eval_source = build_task(config)
     else:
-        eval_problems = task.sample(config.eval_size, np.random.default_rng(config.eval_seed))
+        sample_eval = getattr(task, "sample_eval", task.sample)
+        eval_problems = sample_eval(config.eval_size, np.random.default_rng(config.eval_seed))
         eval_source = "task"
     torch.manual_seed(config.seed)  # a new LoRA adapter's initialisation draws from the global RNG
     model, tokenizer, model_path = load_policy(config, progress=warmstart_progress)
@@ -404,9 +415,7 @@ def make_run(
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(
-        [p for _, p in trainable], lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer([p for _, p in trainable], config)
     engine, gen_budget = build_engine(config, model, tokenizer, model_path, trainable, note)
     token_entropy = entropy_function(model, tokenizer, config)
     localizer = make_localizer_for(config, method, task, engine, tokenizer, token_entropy)
