@@ -6,6 +6,7 @@ Usage::
     python experiments/compare.py --cpi runs/cpi_sweep --llm runs/llm --out runs/compare
     python experiments/compare.py --only coverage --coverage runs/llm_coverage_quick --out DIR
     python experiments/compare.py --only methods --methods runs/llm_all --out DIR
+    python experiments/compare.py --only ladder [--ladder runs/ladder]   # figures/ladder.*
 
 Reads the tidy outputs of ``experiments/cpi_sweep.py`` (``results.parquet``, ``summary.json``) and
 of ``experiments/llm_srpo.py`` (``metrics.parquet``, ``resets.parquet``), maps both into the common
@@ -22,7 +23,10 @@ reset-event and learning-curve tables (docs/compare.md), and writes into ``--out
   coverage experiment (``experiments/llm_coverage.py``, ``--coverage DIR``) has run;
 * ``compare_methods.{png,pdf}``, ``compare_methods.md`` / ``.json`` -- every method of the
   registry (``llm_srpo.py --method all``, ``--methods DIR``): learning curves per rollout and per
-  generated token, final J and speed-ups with intervals (``experiments/comparison/methods.py``).
+  generated token, final J and speed-ups with intervals (``experiments/comparison/methods.py``);
+* ``ladder.{png,pdf}`` (``--only ladder`` only) -- the oracle's speed-up over GRPO vs p_reach on
+  three rungs, CPI, the tabular policy and the language model (``experiments/llm_ladder.py``,
+  ``--ladder DIR``; ``experiments/comparison/ladder.py``).
 
 The phase map also draws the branch rules (entropy, fixed position) measured on the language
 model's failed chains by ``experiments/branch_rules.py lm`` (``--branch-rules DIR``) next to the
@@ -61,9 +65,10 @@ DEFAULT_LLM = Path("runs/llm")
 DEFAULT_COVERAGE = Path("runs/llm_coverage")
 DEFAULT_METHODS = Path("runs/llm_all")
 DEFAULT_BRANCH_RULES = Path("runs/branch_rules")
+DEFAULT_LADDER = Path("runs/ladder")
 DEFAULT_OUT = Path("runs/compare")
 DEFAULT_FIGURES = REPO_ROOT / "figures"
-ONLY = ("all", "main", "coverage", "methods")
+ONLY = ("all", "main", "coverage", "methods", "ladder")
 
 
 @dataclass
@@ -271,7 +276,43 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--branch-rules", type=Path, default=None, metavar="DIR",
                     help=f"branch_rules.py lm output (default {DEFAULT_BRANCH_RULES} when it "
                          "exists): the rules' points on the phase map")
+    ap.add_argument("--ladder", type=Path, default=None, metavar="DIR",
+                    help=f"llm_ladder.py output (default {DEFAULT_LADDER} when it has a "
+                         "summary.json, else the published figures/ladder_summary.json)")
     return ap
+
+
+def _ladder(args) -> int:
+    """``--only ladder``: the three-rung figure from ``llm_ladder.py``'s summary.json; copied to
+    figures/ only when the summary is the default size."""
+    import json
+
+    from experiments.comparison.ladder import ladder_figure
+
+    src = args.ladder / "summary.json" if args.ladder is not None else None
+    if src is None:
+        src = DEFAULT_LADDER / "summary.json"
+        if not src.is_file():
+            src = DEFAULT_FIGURES / "ladder_summary.json"
+    if not src.is_file():
+        print(f"compare: input error: {src} does not exist; produce it with `python "
+              "experiments/llm_ladder.py`", file=sys.stderr)
+        return 2
+    summary = json.loads(src.read_text())
+    runs = summary.get("lm_runs", {})
+    footer = (f"{src} ({summary.get('size')} size; LM runs finished "
+              f"{runs.get('finished')} of {runs.get('expected')})")
+    paths = ladder_figure(summary, args.out, footer=footer)
+    for p in paths:
+        print(f"wrote {p}")
+    if summary.get("size") == "default" and not args.no_copy_figures:
+        args.figures_dir.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            shutil.copy2(p, args.figures_dir / p.name)
+            print(f"copied {p.name} to {args.figures_dir}")
+    elif summary.get("size") != "default":
+        print(f"not copied to {args.figures_dir}: {src} is not the default size")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem := out_dir_problem(args.out):  # before any input is read
         print(f"compare: error: {problem}", file=sys.stderr)
         return 2
+    if args.only == "ladder":
+        return _ladder(args)
     coverage = args.coverage
     if coverage is None and args.only != "main" and DEFAULT_COVERAGE.is_dir():
         coverage = DEFAULT_COVERAGE

@@ -68,3 +68,36 @@ def test_p_reach_matches_sampling():
     ]
     n = len(hits)
     assert abs(np.mean(hits) - exact) < 4 * np.sqrt(exact * (1 - exact) / n)
+
+
+@pytest.mark.timeout(600)
+def test_quick_end_to_end_resumes_and_draws(tmp_path):
+    """``llm_ladder.py --quick``: every phase writes its files; ``train`` refuses without a
+    prediction; the prediction predates every LM run; a rerun reuses every cell (no file is
+    rewritten); ``compare.py --only ladder`` draws the figure from the summary."""
+    import json
+
+    from experiments import compare, llm_ladder
+
+    out = tmp_path / "ladder"
+    with pytest.raises(SystemExit, match="no prediction"):
+        llm_ladder.run_train(llm_ladder.parse_args(["train", "--quick", "--out", str(out)]))
+    assert llm_ladder.main(["--quick", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lm_runs"]["finished"] == summary["lm_runs"]["expected"] > 0
+    fams = {r["hard_fraction"] for r in summary["predictions"]["tabular"]}
+    assert len(fams) == 3 and {r["method"] for r in summary["lm"]} >= {"grpo", "oracle"}
+    assert summary["predictions"]["tabular_sgd"] and summary["lm_sgd"]
+    pred_time = (out / "predictions.json").stat().st_mtime
+    runs = sorted((out / "lm").glob("*/*/metrics.parquet"))
+    assert runs and all(r.stat().st_mtime > pred_time for r in runs)
+    cells = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.parquet")}
+    assert len(cells) == 3 * 2 * 4 + 2 * 2 + 3 * 2  # tabular Adam + tabular SGD + CPI
+    assert llm_ladder.main(["--quick", "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in cells} == cells
+    assert [r.stat().st_mtime for r in runs] == [
+        r.stat().st_mtime for r in sorted((out / "lm").glob("*/*/metrics.parquet"))
+    ]
+    figs = tmp_path / "figs"
+    assert compare.main(["--only", "ladder", "--ladder", str(out), "--out", str(figs)]) == 0
+    assert (figs / "ladder.png").is_file() and (figs / "ladder.pdf").is_file()
