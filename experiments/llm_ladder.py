@@ -76,9 +76,12 @@ def _jsonable(obj):
 
 
 def _write_json(path: Path, data) -> None:
+    """``experiments.artifacts.stable_json`` (sorted keys, rounded floats), atomically."""
+    from experiments.artifacts import stable_json
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=1, sort_keys=True) + "\n")
+    tmp.write_text(stable_json(_jsonable(data)))
     tmp.replace(path)
 
 

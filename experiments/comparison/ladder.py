@@ -83,8 +83,6 @@ def ladder_figure(summary: dict, out: str | Path, footer: str = "") -> list[Path
     note = f"{dropped} speed-up(s) not reached in most resamples are not drawn. " if dropped else ""
     fig.text(0.01, 0.01, (note + footer).strip(), fontsize=7, va="bottom")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    paths = [out / "ladder.png", out / "ladder.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return paths
+    from experiments.artifacts import save_figure
+
+    return save_figure(fig, out / "ladder")
