@@ -6,7 +6,8 @@ The mutations change the tabular rung's seams (its engine, codec, scorer, locali
 language model's seams (its codec, scorer) or the buffer code both share (``reset_batch``, the
 advantage estimator): the batch-identity test catches the first two kinds, the golden buffer the
 third. Not collected by pytest; ``tests/srpo/test_tabular_rung.py`` checks that every replaced
-line still exists.
+line still exists
+(``test_mutation_lines_exist``, left out of the mutation runs).
 """
 
 import sys
@@ -47,8 +48,10 @@ MUT = [
     (
         "shared buffer: a 13th fresh chain allowed",
         "srpo/methods/resets.py",
-        "todo = [s for s in states if s.needed(spec) > 0 and len(s.chains) < ctx.max_fresh_chains]",
-        "todo = [s for s in states if s.needed(spec) > 0 and len(s.chains) <= ctx.max_fresh_chains]",
+        "len(s.chains) < ctx.max_fresh_chains]\n        if not todo:\n            return\n"
+        "        counts = [min(s.needed(spec), ctx.max_fresh_chains - len(s.chains))",
+        "len(s.chains) < ctx.max_fresh_chains + 1]\n        if not todo:\n            return\n"
+        "        counts = [min(s.needed(spec), ctx.max_fresh_chains + 1 - len(s.chains))",
     ),
     (
         "shared buffer: the parent joins the base group",
@@ -68,4 +71,5 @@ if __name__ == "__main__":
     import tests.srpo.mutate_methods as mm
 
     mm.MUT = MUT
-    _run(sys.argv[1:] or ["tests/srpo/test_tabular_rung.py"])
+    # the line-existence check fails under every mutation by design: leave it out here
+    _run(sys.argv[1:] or ["tests/srpo/test_tabular_rung.py", "-k", "not mutation_lines_exist"])
