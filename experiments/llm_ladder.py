@@ -172,7 +172,8 @@ def _cpi_curves(args, pre: dict):
     for s in pre["settings"]:
         p = max(float(s["lm"]["p_reach"]["value"] or 0.0), 1e-3)
         for seed in range(size.cpi_seeds):
-            path = out / "cells" / "cpi" / f"f{s['hard_fraction']:g}-s{seed}.parquet"
+            tag = f"p{p:.4g}-b{beta:.3g}-g{gamma:.3g}-s{seed}"  # a new measurement: new cells
+            path = out / "cells" / "cpi" / f"{tag}.parquet"
             frames.append(
                 cached_cell(
                     path, lambda p=p, seed=seed: cpi_cell(p, beta, gamma, seed, size)
@@ -195,7 +196,8 @@ def _tabular_curves(args, pre: dict, optimizer: str, fractions):
         t0 = time.time()
         for seed in range(size.seeds):
             for m in methods:
-                path = out / "cells" / "tabular" / f"f{f:g}-{m}-{optimizer}-s{seed}.parquet"
+                loc = f"-b{beta:.3g}-g{gamma:.3g}" if m == "srpo" else ""
+                path = out / "cells" / "tabular" / f"f{f:g}-{m}{loc}-{optimizer}-s{seed}.parquet"
                 frames.append(
                     cached_cell(
                         path,

@@ -10,8 +10,9 @@ step errs with probability ``noise_error_rate``. So the per-visit difficulty of 
 moves, and with it the theory's p_reach (the chance that a trajectory visits an improvable
 state): about ``hard_fraction x P(the problem's fact is confused) x P(clean up to the step)``.
 
-One warm start serves every setting (the model is trained on problems that all have the hard
-step, at every position). The tabular rung's initial policy is the warm start's *data*
+One warm start serves every setting: it is trained on problems of which half have the hard step
+(at any position) and half have none (``warmstart_hard_fraction``; a model that never saw an
+easy-only problem errs on those, which would make every problem improvable and pin p_reach). The tabular rung's initial policy is the warm start's *data*
 distribution (``srpo.tabular.misconception_probabilities`` with the writer's confused facts).
 """
 
@@ -37,6 +38,7 @@ class LadderFamily:
         confused_fraction, confusion_prob: share of the ``*`` facts confused in the warm-start
             data, and the probability a confused fact is written wrong (per-visit difficulty).
         noise_error_rate: per-step error probability of the other steps in the data.
+        warmstart_hard_fraction: share of the warm start's problems with a hard step.
         warmstart: further ``srpo.warmstart.WarmStartConfig`` overrides (model size, steps).
     """
 
@@ -48,6 +50,7 @@ class LadderFamily:
     confused_fraction: float = 0.5
     confusion_prob: float = 0.6
     noise_error_rate: float = 0.01
+    warmstart_hard_fraction: float = 0.5
     warmstart: dict = field(default_factory=lambda: {"steps": 1500})
 
     def __post_init__(self) -> None:
@@ -94,6 +97,7 @@ class LadderFamily:
             "confused_fraction": self.confused_fraction,
             "confusion_prob": self.confusion_prob,
             "noise_error_rate": self.noise_error_rate,
+            "hard_fraction": self.warmstart_hard_fraction,
             "num_threads": 1,
             **self.warmstart,
         }
