@@ -101,3 +101,26 @@ def test_quick_end_to_end_resumes_and_draws(tmp_path):
     figs = tmp_path / "figs"
     assert compare.main(["--only", "ladder", "--ladder", str(out), "--out", str(figs)]) == 0
     assert (figs / "ladder.png").is_file() and (figs / "ladder.pdf").is_file()
+
+
+def test_common_target_speedup_closed_form():
+    """Linear curves: a method twice as fast reads 2; one that ends lower is compared at its
+    own final score (GRPO reaches 0.3 at 30 rollouts, the method at 60: 0.5), not NaN."""
+    import pandas as pd
+
+    from experiments.ladder.summary import common_target_speedup
+
+    x = np.arange(0, 101, 10.0)
+    rows = []
+    for seed in range(3):
+        for method, slope, cap in (("grpo", 0.01, 1.0), ("fast", 0.02, 1.0), ("slow", 0.005, 0.3)):
+            y = np.minimum(slope * x, cap) + 0.001 * seed
+            rows += [
+                {"method": method, "seed": seed, "iteration": i, "score": v, "rollouts": xi}
+                for i, (xi, v) in enumerate(zip(x, y))
+            ]
+    curves = pd.DataFrame(rows)
+    fast = common_target_speedup(curves, "fast", "grpo", "rollouts", n_boot=50)
+    slow = common_target_speedup(curves, "slow", "grpo", "rollouts", n_boot=50)
+    assert fast.value == pytest.approx(2.0, rel=1e-3) and fast.lo <= 2.0 <= fast.hi
+    assert slow.value == pytest.approx(0.5, rel=0.02)
