@@ -15,16 +15,16 @@ position 2 on a share ``hard_fraction`` of the problems; p_reach moves with the 
 hard step's per-visit difficulty stays fixed. Phases (each resumes where a kill left it: every
 cell and LM run is written when it finishes and skipped when its file exists):
 
-1. ``measure``: the family's warm start (cached) and, per setting, p_reach / p_mass / the state
-   reading of the LM (``experiments.coverage_study.measure.measure_setting``: teacher-forced
-   step probabilities, sampled chains, the self-localizer's 1 - beta and gamma) and of the
-   tabular rung's initial policy -> ``pre_rl.json``.
-2. ``predict``: the CPI rung at the LM's p_reach values and the tabular rung at every setting
-   (GRPO, RRPO, SRPO with the LM's measured (beta, gamma), oracle; plus SGD against Adam at the
-   lowest p) -> ``cells/``, ``predictions.json``; the default size copies it to
-   ``figures/ladder_predictions.json`` (commit it before the LM runs).
-3. ``train``: the LM runs (the four methods, every setting and seed; SGD against Adam at the
-   lowest p for GRPO and the oracle), equal rollouts per iteration -> ``lm/``.
+1. ``measure``: p_reach / p_mass / the state reading of the tabular rung's initial policy at
+   every setting (exact) -> ``pre_rl.json``; with the phase ``measure`` alone also the LM's.
+2. ``predict``: the CPI rung at the tabular p_reach values and the tabular rung at every setting
+   (GRPO, RRPO, SRPO with the set (beta, gamma) of ``LadderSize``, oracle; plus SGD against Adam
+   at the lowest p) -> ``cells/``, ``predictions.json``; the default size copies it to
+   ``figures/ladder_predictions.json`` (commit it before the LM runs). No LM is needed.
+3. ``train``: the family's warm start (cached) and the LM's p_reach / p_mass / state reading /
+   self-localizer before any RL (``experiments.coverage_study.measure.measure_setting``) ->
+   ``lm_pre_rl.json``; then the LM runs (the four methods, every setting and seed; SGD against
+   Adam at the lowest p for GRPO and the oracle), equal rollouts per iteration -> ``lm/``.
 4. ``summary``: speed-ups over GRPO with 95% bootstrap intervals per rollout and per generated
    token on every rung, (1 - beta, gamma), the optimiser test -> ``summary.json``; the default
    size copies it to ``figures/ladder_summary.json``.
@@ -90,16 +90,42 @@ def _sha(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------ measure
-def run_measure(args) -> dict:
-    import torch
-
-    from experiments.coverage_study.measure import measure_setting
+def run_measure_tabular(args) -> dict:
+    """p_reach, p_mass and the state reading of the tabular rung's initial policy at every
+    setting (exact, cheap) -> ``pre_rl.json`` (the prediction's input)."""
     from experiments.ladder.family import tabular_p_reach
-    from srpo.warmstart import load_warm_start, warm_start
 
     out, size = Path(args.out), args.size
     fam = size.family
     path = out / "pre_rl.json"
+    spec = {"family": fam.to_dict()}
+    if path.is_file():
+        pre = json.loads(path.read_text())
+        if pre.get("spec") == _jsonable(spec):
+            return pre
+    settings = []
+    for f in fam.hard_fractions:
+        tab = tabular_p_reach(fam.tabular_env(f))
+        settings.append({"hard_fraction": f, "tabular": tab})
+        _say(
+            f"measure: hard_fraction {f:g}: tabular p_reach {tab['p_reach'].fmt(digits=3)}, "
+            f"state reading {tab['p_state_model'].fmt(digits=2)}"
+        )
+    _write_json(path, {"spec": spec, "settings": settings})
+    return json.loads(path.read_text())
+
+
+def run_measure_lm(args) -> dict:
+    """The LM's warm start (cached) and its p_reach, p_mass, state reading and self-localizer
+    (1 - beta, gamma) before any RL at every setting -> ``lm_pre_rl.json``."""
+    import torch
+
+    from experiments.coverage_study.measure import measure_setting
+    from srpo.warmstart import load_warm_start, warm_start
+
+    out, size = Path(args.out), args.size
+    fam = size.family
+    path = out / "lm_pre_rl.json"
     spec = {
         "family": fam.to_dict(),
         "n_model": size.n_model,
@@ -116,7 +142,7 @@ def run_measure(args) -> dict:
     model, tokenizer, info = load_warm_start(
         warm_start(fam.warmstart_config(), cache_dir=args.cache_dir)
     )
-    _say(f"measure: warm start ready ({time.time() - t0:.0f}s): {info['eval']}")
+    _say(f"measure: LM warm start ready ({time.time() - t0:.0f}s): {info['eval']}")
     settings = []
     for f in fam.hard_fractions:
         rec, _chains = measure_setting(
@@ -131,14 +157,12 @@ def run_measure(args) -> dict:
             max_thoughts=fam.n_steps + 2,
             n_boot=size.n_boot,
         )
-        tab = tabular_p_reach(fam.tabular_env(f))
-        settings.append({"hard_fraction": f, "lm": rec, "tabular": tab})
+        settings.append({"hard_fraction": f, "lm": rec})
         sl = rec["self_localizer"]
         _say(
             f"measure: hard_fraction {f:g}: LM p_reach {rec['p_reach'].fmt(digits=3)}, "
-            f"tabular p_reach {tab['p_reach'].fmt(digits=3)}, LM state reading "
-            f"{rec['p_state'].fmt(digits=2)}, self 1-beta {sl['precision'].fmt(digits=2)}, "
-            f"gamma {sl['recall'].fmt(digits=2)}"
+            f"state reading {rec['p_state'].fmt(digits=2)}, self 1-beta "
+            f"{sl['precision'].fmt(digits=2)}, gamma {sl['recall'].fmt(digits=2)}"
         )
     pre = {
         "spec": spec,
@@ -151,13 +175,9 @@ def run_measure(args) -> dict:
     return json.loads(path.read_text())
 
 
-def _localizer_of(pre: dict) -> tuple[float, float]:
-    """(beta, gamma) for the tabular and CPI SRPO: the LM's pre-RL self-localizer, pooled as
-    the setting with the most failed parents measured (NaN parts: beta 0, gamma 1)."""
-    best = max(pre["settings"], key=lambda s: s["lm"]["self_localizer"].get("n_parents") or 0)
-    sl = best["lm"]["self_localizer"]
-    prec, rec = sl["precision"]["value"], sl["recall"]["value"]
-    return (0.0 if prec is None else 1.0 - prec), (1.0 if rec is None else rec)
+def _localizer_of(size) -> tuple[float, float]:
+    """(beta, gamma) of the tabular and CPI SRPO: ``LadderSize.srpo_beta`` / ``srpo_gamma``."""
+    return size.srpo_beta, size.srpo_gamma
 
 
 # ------------------------------------------------------------------------------------ predict
@@ -167,10 +187,10 @@ def _cpi_curves(args, pre: dict):
     from experiments.ladder.runs import cpi_cell
 
     size, out = args.size, Path(args.out)
-    beta, gamma = _localizer_of(pre)
+    beta, gamma = _localizer_of(args.size)
     frames = []
     for s in pre["settings"]:
-        p = max(float(s["lm"]["p_reach"]["value"] or 0.0), 1e-3)
+        p = max(float(s["tabular"]["p_reach"]["value"] or 0.0), 1e-3)
         for seed in range(size.cpi_seeds):
             tag = f"p{p:.4g}-b{beta:.3g}-g{gamma:.3g}-s{seed}"  # a new measurement: new cells
             path = out / "cells" / "cpi" / f"{tag}.parquet"
@@ -189,7 +209,7 @@ def _tabular_curves(args, pre: dict, optimizer: str, fractions):
     from experiments.ladder.runs import tabular_cell
 
     size, out = args.size, Path(args.out)
-    beta, gamma = _localizer_of(pre)
+    beta, gamma = _localizer_of(args.size)
     methods = METHODS if optimizer == "adamw" else ("grpo", "oracle")
     frames = []
     for f in fractions:
@@ -221,18 +241,12 @@ def run_predict(args, pre: dict) -> dict:
     cpi = _cpi_curves(args, pre)
     tab = _tabular_curves(args, pre, "adamw", fam.hard_fractions)
     sgd = _tabular_curves(args, pre, "sgd", (low,))
-    beta, gamma = _localizer_of(pre)
+    beta, gamma = _localizer_of(args.size)
     pred = {
         "size": size.name,
         "pre_rl_sha256": _sha(out / "pre_rl.json"),
         "localizer": {"beta": beta, "gamma": gamma, "one_minus_beta": 1.0 - beta},
-        "p_reach": {
-            f"{s['hard_fraction']:g}": {
-                "lm": s["lm"]["p_reach"],
-                "tabular": s["tabular"]["p_reach"],
-            }
-            for s in pre["settings"]
-        },
+        "p_reach": {f"{s['hard_fraction']:g}": s["tabular"]["p_reach"] for s in pre["settings"]},
         "cpi": speedup_table(cpi, "hard_fraction", n_boot=size.n_boot),
         "tabular": speedup_table(tab, "hard_fraction", n_boot=size.n_boot),
         "tabular_sgd": speedup_table(sgd, "hard_fraction", methods=("oracle",), n_boot=size.n_boot),
@@ -279,6 +293,7 @@ def run_train(args) -> None:
             f"experiments/llm_ladder.py predict --out {out}` first (the prediction "
             "must exist before any LM run)"
         )
+    run_measure_lm(args)  # the LM's p before any RL (its warm start is trained here if needed)
     configs = _lm_all_configs(args)
     todo = [c for c in configs if not _finished(c)]
     _say(f"train: {len(configs) - len(todo)} of {len(configs)} LM runs already finished")
@@ -363,23 +378,32 @@ def run_summary(args, pre: dict, pred: dict) -> dict:
             "product": q.product,
             "n_parents": q.n_parents,
         }
-    summary["lm_self_localizer_pre_rl"] = {
-        f"{s['hard_fraction']:g}": {
-            "one_minus_beta": s["lm"]["self_localizer"]["precision"],
-            "gamma": s["lm"]["self_localizer"]["recall"],
+    lm_pre = {}
+    if (out / "lm_pre_rl.json").is_file():
+        lm_pre = {
+            f"{s['hard_fraction']:g}": s["lm"]
+            for s in json.loads((out / "lm_pre_rl.json").read_text())["settings"]
         }
-        for s in pre["settings"]
+    summary["lm_self_localizer_pre_rl"] = {
+        k: {
+            "one_minus_beta": v["self_localizer"]["precision"],
+            "gamma": v["self_localizer"]["recall"],
+        }
+        for k, v in lm_pre.items()
     }
-    summary["pre_rl"] = {
-        f"{s['hard_fraction']:g}": {
-            "lm_p_reach": s["lm"]["p_reach"],
-            "lm_p_mass": s["lm"]["p_mass"],
-            "lm_p_state": s["lm"]["p_state"],
+    nan = {"value": None, "lo": None, "hi": None, "n": None}
+    summary["pre_rl"] = {}
+    for s in pre["settings"]:
+        key = f"{s['hard_fraction']:g}"
+        lm_s = lm_pre.get(key, {})
+        summary["pre_rl"][key] = {
+            "lm_p_reach": lm_s.get("p_reach", nan),
+            "lm_p_mass": lm_s.get("p_mass", nan),
+            "lm_p_state": lm_s.get("p_state", nan),
             "tabular_p_reach": s["tabular"]["p_reach"],
+            "tabular_p_mass": s["tabular"]["p_mass"],
             "tabular_p_state": s["tabular"]["p_state_model"],
         }
-        for s in pre["settings"]
-    }
     _write_json(out / "summary.json", summary)
     if size.name == "default" and Path(args.out) == DEFAULT_OUT:
         shutil.copy(out / "summary.json", FIGURES / "ladder_summary.json")
@@ -427,8 +451,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    pre = run_measure(args)
+    pre = run_measure_tabular(args)
     if args.phase == "measure":
+        run_measure_lm(args)
         return 0
     pred_path = Path(args.out) / "predictions.json"
     if args.phase in ("predict", "all") or not pred_path.is_file():

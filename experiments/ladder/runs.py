@@ -55,6 +55,10 @@ class LadderSize:
         cpi_seeds, cpi_budget, cpi_alpha, cpi_batch: the CPI rung.
         n_model, n_sampled, n_per_problem: the LM's pre-RL measurement.
         n_boot: bootstrap resamples of every interval.
+        srpo_beta, srpo_gamma: the set localizer of the tabular and CPI SRPO: 1 - beta = 0.92
+            and gamma = 1.00 are the LM self-localizer's pre-RL precision and recall measured on
+            the family's first warm start (all problems with a hard step; before the switch to
+            a half-easy warm start), fixed here so that the prediction needs no LM run.
     """
 
     name: str
@@ -79,6 +83,8 @@ class LadderSize:
     n_sampled: int = 32
     n_per_problem: int = 4
     n_boot: int = 1000
+    srpo_beta: float = 0.08
+    srpo_gamma: float = 1.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
