@@ -295,7 +295,8 @@ def run_train(args) -> None:
         )
     run_measure_lm(args)  # the LM's p before any RL (its warm start is trained here if needed)
     configs = _lm_all_configs(args)
-    todo = [c for c in configs if not _finished(c)]
+    index, count = args.shard
+    todo = [c for i, c in enumerate(configs) if i % count == index and not _finished(c)]
     _say(f"train: {len(configs) - len(todo)} of {len(configs)} LM runs already finished")
     t0 = time.time()
     for n, cfg in enumerate(todo, start=1):
@@ -436,7 +437,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="LM runs at the N lowest settings only (default 0: all)",
     )
     ap.add_argument("--cache-dir", default=None, help="warm-start cache root")
+    ap.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="train: this process runs LM runs I, I+N, I+2N, ... (default 0/1: "
+        "all); run `measure` first so shards do not train the warm start twice",
+    )
     args = ap.parse_args(argv)
+    try:
+        index, count = (int(x) for x in args.shard.split("/"))
+        if not 0 <= index < count:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--shard must be I/N with 0 <= I < N; got {args.shard!r}")
+    args.shard = (index, count)
     if args.threads < 1 or args.lm_settings < 0:
         ap.error(
             f"--threads must be >= 1 and --lm-settings >= 0; got {args.threads}, {args.lm_settings}"
