@@ -342,6 +342,21 @@ def _lm_curves(args):
     return lm, (pd.concat(resets, ignore_index=True) if resets else pd.DataFrame())
 
 
+def _complete(records: list, fractions, methods) -> list:
+    """``records`` plus a null record for every (setting, method) they lack."""
+    nan = {"value": None, "lo": None, "hi": None, "n": None}
+    have = {(r["hard_fraction"], r["method"]) for r in records}
+    out = list(records)
+    for f in fractions:
+        for m in methods:
+            if (float(f), m) not in have:
+                rec = {"hard_fraction": float(f), "method": m, "final": nan}
+                if m != "grpo":
+                    rec.update(per_rollout=nan, per_token=nan)
+                out.append(rec)
+    return sorted(out, key=lambda r: (r["hard_fraction"], r["method"]))
+
+
 def run_summary(args, pre: dict, pred: dict) -> dict:
     from experiments.comparison.stats import selector_quality
     from experiments.ladder.summary import speedup_table
@@ -360,15 +375,22 @@ def run_summary(args, pre: dict, pred: dict) -> dict:
             "expected": n_expected,
         },
     }
-    if len(lm):
-        adam = lm[lm["optimizer"] == "adamw"]
-        summary["lm"] = speedup_table(adam, "hard_fraction", n_boot=size.n_boot)
-        low = min(size.family.hard_fractions)
-        sgd = lm[(lm["optimizer"] == "sgd") & (lm["hard_fraction"] == low)]
-        if len(sgd):
-            summary["lm_sgd"] = speedup_table(
-                sgd, "hard_fraction", methods=("oracle",), n_boot=size.n_boot
-            )
+    low = min(size.family.hard_fractions)
+    adam = lm[lm["optimizer"] == "adamw"] if len(lm) else lm
+    sgd = lm[(lm["optimizer"] == "sgd") & (lm["hard_fraction"] == low)] if len(lm) else lm
+    # every (setting, method) has a record: null estimates where no LM run has finished
+    summary["lm"] = _complete(
+        speedup_table(adam, "hard_fraction", n_boot=size.n_boot) if len(adam) else [],
+        size.family.hard_fractions,
+        METHODS,
+    )
+    summary["lm_sgd"] = _complete(
+        speedup_table(sgd, "hard_fraction", methods=("oracle",), n_boot=size.n_boot)
+        if len(sgd)
+        else [],
+        (low,),
+        ("grpo", "oracle"),
+    )
     if len(resets):
         from experiments.comparison.schema import map_llm_resets
 
@@ -385,14 +407,19 @@ def run_summary(args, pre: dict, pred: dict) -> dict:
             f"{s['hard_fraction']:g}": s["lm"]
             for s in json.loads((out / "lm_pre_rl.json").read_text())["settings"]
         }
-    summary["lm_self_localizer_pre_rl"] = {
-        k: {
-            "one_minus_beta": v["self_localizer"]["precision"],
-            "gamma": v["self_localizer"]["recall"],
-        }
-        for k, v in lm_pre.items()
-    }
     nan = {"value": None, "lo": None, "hi": None, "n": None}
+    summary["lm_self_localizer_pre_rl"] = {
+        f"{f:g}": {
+            "one_minus_beta": lm_pre[f"{f:g}"]["self_localizer"]["precision"],
+            "gamma": lm_pre[f"{f:g}"]["self_localizer"]["recall"],
+        }
+        if f"{f:g}" in lm_pre
+        else {"one_minus_beta": nan, "gamma": nan}
+        for f in size.family.hard_fractions
+    }
+    summary.setdefault(
+        "lm_self_localizer", {"one_minus_beta": nan, "gamma": nan, "product": nan, "n_parents": 0}
+    )
     summary["pre_rl"] = {}
     for s in pre["settings"]:
         key = f"{s['hard_fraction']:g}"

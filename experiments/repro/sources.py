@@ -41,6 +41,10 @@ SOURCES: dict[str, str] = {
     "coverage_pre_rl": "figures/coverage_pre_rl.json",
     "coverage_prediction": "figures/coverage_prediction.json",
     "coverage": "figures/compare_coverage.json",
+    # the ladder (experiments/llm_ladder.py, default run): the CPI and tabular rungs' prediction
+    # (committed before the LM runs) and the summary of all three rungs
+    "ladder_predictions": "figures/ladder_predictions.json",
+    "ladder": "figures/ladder_summary.json",
     # the paper's own numbers, each with where in the paper it is from
     "paper": "docs/repro/paper_numbers.toml",
 }
