@@ -2,10 +2,10 @@
 
 ``ladder_figure(summary, out)`` draws from ``experiments/llm_ladder.py``'s ``summary.json``: two
 panels (per rollout, per generated token), log-log axes, the CPI rung as a band (95% interval
-over seeds, at the LM's measured p_reach), the tabular rung as a band (at the tabular policy's
+over seeds, at the tabular policy's p_reach, where it was run), the tabular rung as a band (at the tabular policy's
 p_reach), the language model as points with 95% intervals (at its measured p_reach), and the
-line speed-up = 1. A speed-up with no interval (the method did not reach GRPO's final score in
-most resamples) is left out and counted in the footer.
+line speed-up = 1. A speed-up with no value or interval (undefined in most resamples, or an LM setting
+not run yet) is left out and counted in the footer.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def ladder_rows(summary: dict, rung: str, axis: str, method: str = "oracle") -> 
             continue
         key = f"{rec['hard_fraction']:g}"
         pre = summary["pre_rl"][key]
-        p = (pre["tabular_p_reach"] if rung == "tabular" else pre["lm_p_reach"])["value"]
+        # CPI runs at the tabular policy's p_reach (the prediction needs no LM)
+        p = (pre["lm_p_reach"] if rung == "lm" else pre["tabular_p_reach"])["value"]
         e = rec[axis]
         if p is None or e["value"] is None or e["lo"] is None or e["hi"] is None:
             continue
@@ -78,9 +79,9 @@ def ladder_figure(summary: dict, out: str | Path, footer: str = "") -> list[Path
         ax.set_yscale("log")
         ax.set_xlabel("p_reach before RL (log)")
         ax.set_title(f"oracle reset over GRPO, {title}")
-    axes[0].set_ylabel("speed-up (GRPO's samples to its final score / the oracle's)")
+    axes[0].set_ylabel("speed-up over GRPO at a common score (log)")
     axes[0].legend(fontsize=8, loc="best")
-    note = f"{dropped} speed-up(s) not reached in most resamples are not drawn. " if dropped else ""
+    note = f"{dropped} speed-up(s) undefined or not run are not drawn. " if dropped else ""
     fig.text(0.01, 0.01, (note + footer).strip(), fontsize=7, va="bottom")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     from experiments.artifacts import save_figure
