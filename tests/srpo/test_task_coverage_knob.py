@@ -164,3 +164,28 @@ def test_warmstart_stages(tmp_path):
     assert any(not (w1[k] == fresh[k]).all() for k in w1)  # stage 1 did train
     with pytest.raises(ValueError, match="init"):
         WarmStartConfig(**{**tiny, "d_model": 32, "init": dict(tiny)})
+
+
+def test_hard_fraction_knob():
+    """hard_fraction: the share of problems with the hard step (binomial); the problems that
+    have it are drawn as at hard_fraction 1 (same operands); eval_hard_only evaluates on hard
+    problems only; out-of-range values and a fraction without a hard step are refused."""
+    import dataclasses
+
+    import pytest
+
+    base = ModularArithmeticTask(n_steps=6, ops=("+",), hard_steps=(2,), hard_operands=(3, 7, 9),
+                                 easy_operands=(1,))
+    part = dataclasses.replace(base, hard_fraction=0.2, eval_hard_only=True)
+    got = part.sample(4000, np.random.default_rng(0))
+    hard = [p for p in got if part.hard_step_of(p) is not None]
+    assert abs(len(hard) / 4000 - 0.2) < 4 * np.sqrt(0.2 * 0.8 / 4000)
+    assert {p.ops[1][1] for p in hard} == {3, 7, 9}
+    assert all(p.ops[1] == ("+", 1) for p in got if part.hard_step_of(p) is None)
+    assert all(part.hard_step_of(p) == 2 for p in part.sample_eval(50, np.random.default_rng(1)))
+    assert base.sample_eval(20, np.random.default_rng(2)) == base.sample(
+        20, np.random.default_rng(2))
+    with pytest.raises(ValueError, match="hard_fraction must be in"):
+        dataclasses.replace(base, hard_fraction=1.5)
+    with pytest.raises(ValueError, match="needs hard_steps"):
+        ModularArithmeticTask(hard_fraction=0.5)
