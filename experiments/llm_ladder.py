@@ -273,13 +273,19 @@ def _finished(cfg) -> bool:
 
 
 def _lm_all_configs(args):
+    """Every LM run, in the order they are trained: the lowest and the highest setting first,
+    then the SGD runs at the lowest, then the settings between (so that a run cut short by a
+    deadline has the two ends and the optimiser test; it resumes where it stopped)."""
     from experiments.ladder.runs import lm_configs
 
     size, out = args.size, Path(args.out)
     fr = sorted(size.family.hard_fractions)[: args.lm_settings or None]
     kw = {"threads": args.threads, "cache_dir": args.cache_dir}
-    return lm_configs(size, out, fractions=fr, **kw) + lm_configs(
-        size, out, methods=("grpo", "oracle"), fractions=fr[:1], optimizer="sgd", **kw
+    ends = [fr[0]] + ([fr[-1]] if len(fr) > 1 else [])
+    return (
+        lm_configs(size, out, fractions=ends, **kw)
+        + lm_configs(size, out, methods=("grpo", "oracle"), fractions=fr[:1], optimizer="sgd", **kw)
+        + lm_configs(size, out, fractions=fr[1:-1], **kw)
     )
 
 
