@@ -17,8 +17,10 @@ Rows (every speed is a median over ``--repeats`` timed calls after a warm-up cal
   draws from a ``numpy.random.Generator`` at every step (goal >= 50x); both checked unbiased.
 * every sampling kernel (episode returns, episodes, reset candidates, Q-rollouts, K&L terms) on
   a dense tabular MDP, a sweep-sized one and the tree, against its **same-walk limit** (the same
-  uniforms and table reads, nothing else) and its **draws-only limit**, timed alternately in
-  the same run; goal: >= 0.7x the same-walk limit (``sampling_cases.py``, ``walk_limits.py``).
+  uniforms and table reads, nothing else; for the episode kernel, whose results are three
+  (n, H) arrays, the same walk that also writes each output entry once: "walk + outputs") and
+  its **draws-only limit**, timed alternately in the same run; goal: >= 0.7x the same-walk
+  limit (``sampling_cases.py``, ``walk_limits.py``; docs/speed.md says why).
 * peak resident memory of the whole run (``resource.getrusage``).
 
 Everything runs on one core: BLAS threads are pinned to 1 before NumPy is imported and

@@ -9,7 +9,8 @@ from the same Generator seed, so all three see the same machine load:
   tables built beforehand (the public functions add validation, a table-cache lookup and the
   Generator's state transfer, a few microseconds a call);
 * the **same-walk limit** (:mod:`walk_limits`): the same uniforms and the same table reads,
-  nothing else;
+  nothing else; for the episode kernel, the same walk that also writes each entry of its three
+  (n, H) outputs once ("walk + outputs"; the walk without them is timed for information);
 * the **draws-only limit**: a loop making as many uniforms of the same PCG64 stream as the
   kernel consumed (counted by stepping a copy of the generator from the kernel's initial to its
   final state) and nothing else.
