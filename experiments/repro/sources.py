@@ -41,6 +41,8 @@ SOURCES: dict[str, str] = {
     "coverage_pre_rl": "figures/coverage_pre_rl.json",
     "coverage_prediction": "figures/coverage_prediction.json",
     "coverage": "figures/compare_coverage.json",
+    # the coding curves (experiments/llm_code.py, default run; copy of runs/llm_code/code_summary.json)
+    "llm_code": "figures/llm_code_summary.json",
     # the paper's own numbers, each with where in the paper it is from
     "paper": "docs/repro/paper_numbers.toml",
 }
