@@ -72,3 +72,52 @@ def test_quick_run_writes_curves_summary_and_figures_and_resumes(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "reused" in printed or "finished" in printed
     assert (out / "code_summary.json").read_bytes() == first
+
+
+def _documented_command() -> list[str]:
+    """The ``llm_code.py`` line of docs/code.md's GPU block, continuation lines joined."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "code.md").read_text()
+    joined = text.replace("\\\n", " ")
+    line = next(ln for ln in joined.splitlines() if "experiments/llm_code.py --task data/" in ln)
+    tokens = shlex.split(line)
+    return tokens[tokens.index("experiments/llm_code.py") + 1 :]
+
+
+def test_the_documented_livecodebench_command_parses_as_written(tmp_path):
+    """docs/code.md's GPU command, with a tiny Qwen2 model and a release-layout file of synthetic
+    problems standing in for OLMo and LiveCodeBench, CPU for cuda and the Hugging Face engine for
+    vLLM (not installed here): llm_srpo.py accepts what llm_code.py passes and trains the three
+    methods on the code task with the paper's recipe, J every step."""
+    import pandas as pd
+
+    from experiments import llm_srpo
+    from srpo.code.formats import release_row
+    from srpo.code.synthetic import SyntheticCodeTask
+    from tests.srpo.real_model import make_model_dir
+
+    model = make_model_dir(tmp_path / "qwen2-tiny")
+    gen = SyntheticCodeTask()
+    data = tmp_path / "lcb.parquet"
+    problems = gen.sample(40, np.random.default_rng(0))
+    pd.DataFrame([release_row(p) for p in problems]).to_parquet(data)
+    argv = []
+    for token in _documented_command():
+        token = token.replace("data/lcb_v6_medium.parquet", str(data))
+        token = token.replace("/models/OLMo-3-7B-Instruct", str(model))
+        argv.append("cpu" if token == "cuda" else token)
+    argv[argv.index("--out") + 1] = str(tmp_path / "out")
+    cut = argv.index("--engine")
+    argv = argv[:cut] + argv[cut + 2 :]  # vLLM and its memory share: not on this machine
+    cut = argv.index("--vllm-gpu-memory-utilization")
+    argv = argv[:cut] + argv[cut + 2 :]
+    raw, rest = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    args = llm_code.build_parser().parse_args(raw)
+    args.rest = rest
+    srpo_args = llm_srpo.parse_args(llm_code.llm_srpo_argv(args))
+    assert srpo_args.method == ["grpo", "rrpo", "srpo"] and len(srpo_args.configs) == 9
+    cfg = srpo_args.configs[0]
+    assert cfg.task_type == "code" and cfg.eval_every == 1 and cfg.epochs == 1
+    assert (cfg.lora_rank, cfg.lr, cfg.prompts_per_step) == (64, 5e-5, 32)

@@ -229,3 +229,41 @@ def test_every_method_runs_on_the_code_task(method, tmp_path, graded):
     assert int(df.generated_tokens.iloc[-1]) > 0
     assert graded["programs"] >= 2 * 8 + 2 * 4  # the training chains and both evaluations
     assert graded["verdicts"] > 0
+
+
+def test_tiny_code_task_learns(tmp_path):
+    """GRPO, 6 steps x 8 prompts x 8 rollouts at lr 1e-4 (the CPU default), J on 64 held-out
+    problems: the warm-started model starts well below 100% of the held-out tests and improves.
+    Calibration (seed 0, before this test was written): J 0.770 at step 0, 0.818 at steps 3, 6
+    and 9 of a 12-step run. Deterministic on CPU (seeded, one thread)."""
+    from srpo.trainer import train
+
+    config = TrainConfig(
+        task="synthetic_code",
+        method="grpo",
+        steps=6,
+        prompts_per_step=8,
+        eval_size=64,
+        eval_every=6,
+        checkpoint_every=0,
+        save_weights=False,
+        out_dir=str(tmp_path),
+    )
+    js = train(config).J.dropna()
+    assert js.iloc[0] < 0.85  # well below 100%: room to learn
+    assert js.iloc[-1] >= js.iloc[0] + 0.03
+
+
+def test_trl_runs_the_code_task(tmp_path, graded):
+    """``experiments/trl_srpo.py --quick --task synthetic_code``: two SRPO steps in TRL's
+    GRPOTrainer with rewards from the sandbox."""
+    from experiments import trl_srpo
+
+    out = tmp_path / "trl"
+    info = trl_srpo.main(["--quick", "--task", "synthetic_code", "--out", str(out)])
+    state = json.loads((out / "trainer_state.json").read_text())
+    steps = [h for h in state["log_history"] if "loss" in h]
+    assert [h["step"] for h in steps] == [1, 2]
+    assert all(h["srpo/generated_tokens"] > 0 for h in steps)
+    assert graded["programs"] >= 2 * 16  # every training chain graded in the sandbox
+    assert info["settings"]["answer"] == "fence"
