@@ -189,6 +189,16 @@ def test_config_task_type():
 # ---- end to end: every method of the registry on the warm-started tiny coding model ----------
 
 
+@pytest.fixture(scope="module")
+def code_model():
+    """The tiny coding task's warm start, trained (about 100 CPU-seconds) or loaded from the cache
+    before any test's time limit starts (module fixtures are set up first)."""
+    from srpo.setup import warm_start_config
+    from srpo.warmstart import warm_start
+
+    return warm_start(warm_start_config(TrainConfig(task="synthetic_code", out_dir="unused")))
+
+
 @pytest.fixture
 def graded(monkeypatch):
     """Counts the programs the sandbox grades (``CodeGrader.grade_many``)."""
@@ -206,7 +216,7 @@ def graded(monkeypatch):
 
 
 @pytest.mark.parametrize("method", sorted(__import__("srpo.config").config.METHODS))
-def test_every_method_runs_on_the_code_task(method, tmp_path, graded):
+def test_every_method_runs_on_the_code_task(method, tmp_path, graded, code_model):
     """One step of 2 prompts x 8 rollouts; J before and after on 4 held-out problems. Every
     method must produce chains the sandbox grades (fenced code from the warm-started model), a
     finite J in [0, 1] at both evaluations, and tokens."""
@@ -231,7 +241,7 @@ def test_every_method_runs_on_the_code_task(method, tmp_path, graded):
     assert graded["verdicts"] > 0
 
 
-def test_tiny_code_task_learns(tmp_path):
+def test_tiny_code_task_learns(tmp_path, code_model):
     """GRPO, 6 steps x 8 prompts x 8 rollouts at lr 1e-4 (the CPU default), J on 64 held-out
     problems: the warm-started model starts well below 100% of the held-out tests and improves.
     Calibration (seed 0, before this test was written): J 0.770 at step 0, 0.818 at steps 3, 6
@@ -254,7 +264,7 @@ def test_tiny_code_task_learns(tmp_path):
     assert js.iloc[-1] >= js.iloc[0] + 0.03
 
 
-def test_trl_runs_the_code_task(tmp_path, graded):
+def test_trl_runs_the_code_task(tmp_path, graded, code_model):
     """``experiments/trl_srpo.py --quick --task synthetic_code``: two SRPO steps in TRL's
     GRPOTrainer with rewards from the sandbox."""
     from experiments import trl_srpo
