@@ -5,7 +5,7 @@ CPU (the warm-started tiny model on the tiny coding task ``synthetic_code``, srp
 reward = fraction of the reward tests passed in the sandbox, J = fraction of the held-out tests
 passed, greedy, on held-out problems):
 
-    python experiments/llm_code.py              # 5 seeds -> runs/llm_code, figures/llm_code_*
+    python experiments/llm_code.py              # 3 seeds -> runs/llm_code, figures/llm_code_*
     python experiments/llm_code.py --quick      # 2 seeds x 2 steps -> runs/llm_code_quick only
 
 GPU, LiveCodeBench v6 medium (the release's setup; every argument after ``--`` goes to
@@ -41,7 +41,7 @@ from experiments.artifacts import write_json  # noqa: E402
 
 METHODS = ("grpo", "rrpo", "srpo")
 #: the CPU default: fixed before the first comparison run (docs/code.md)
-DEFAULT = dict(seeds=5, steps=16, prompts=8, eval_size=128, eval_every=2)
+DEFAULT = dict(seeds=3, steps=12, prompts=8, eval_size=128, eval_every=2)
 QUICK = dict(seeds=2, steps=2, prompts=4, eval_size=16, eval_every=1)
 DEFAULT_OUT, QUICK_OUT, CUSTOM_OUT = "runs/llm_code", "runs/llm_code_quick", "runs/llm_code_custom"
 FIGURES = REPO_ROOT / "figures"
