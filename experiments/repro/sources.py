@@ -40,6 +40,8 @@ SOURCES: dict[str, str] = {
     # the coverage experiment (experiments/llm_coverage.py measure / predict, compare.py)
     "coverage_pre_rl": "figures/coverage_pre_rl.json",
     "coverage_prediction": "figures/coverage_prediction.json",
+    # the same prediction step rerun on the LM rerun's pre-RL measurement (not the one judged)
+    "coverage_prediction_rerun": "figures/coverage_prediction_rerun.json",
     "coverage": "figures/compare_coverage.json",
     # the coding curves (experiments/llm_code.py, default run; copy of runs/llm_code/code_summary.json)
     "llm_code": "figures/llm_code_summary.json",
