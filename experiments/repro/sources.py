@@ -43,6 +43,8 @@ SOURCES: dict[str, str] = {
     # the same prediction step rerun on the LM rerun's pre-RL measurement (not the one judged)
     "coverage_prediction_rerun": "figures/coverage_prediction_rerun.json",
     "coverage": "figures/compare_coverage.json",
+    # the coding curves (experiments/llm_code.py, default run; copy of runs/llm_code/code_summary.json)
+    "llm_code": "figures/llm_code_summary.json",
     # the paper's own numbers, each with where in the paper it is from
     "paper": "docs/repro/paper_numbers.toml",
 }
