@@ -17,8 +17,10 @@ Rows (every speed is a median over ``--repeats`` timed calls after a warm-up cal
   draws from a ``numpy.random.Generator`` at every step (goal >= 50x); both checked unbiased.
 * every sampling kernel (episode returns, episodes, reset candidates, Q-rollouts, K&L terms) on
   a dense tabular MDP, a sweep-sized one and the tree, against its **same-walk limit** (the same
-  uniforms and table reads, nothing else) and its **draws-only limit**, timed alternately in
-  the same run; goal: >= 0.7x the same-walk limit (``sampling_cases.py``, ``walk_limits.py``).
+  uniforms and table reads, nothing else; for the episode kernel, whose results are three
+  (n, H) arrays, the same walk that also writes each output entry once: "walk + outputs") and
+  its **draws-only limit**, timed alternately in the same run; goal: >= 0.7x the same-walk
+  limit (``sampling_cases.py``, ``walk_limits.py``; docs/speed.md says why).
 * peak resident memory of the whole run (``resource.getrusage``).
 
 Everything runs on one core: BLAS threads are pinned to 1 before NumPy is imported and
@@ -196,8 +198,11 @@ def bench_tree(n_nodes: int, repeats: int) -> list[Row]:
     tree, policy = complete_tree(n_nodes, A=4, seed=0)
     levels = tree_levels(tree)
     n_updates = int((~tree.is_leaf).sum()) * tree.n_actions
-    print(f"tree: N={tree.n_nodes:,} nodes, A={tree.n_actions}, depth {tree.horizon}, "
-          f"{n_updates:,} node-action updates per call", flush=True)
+    print(
+        f"tree: N={tree.n_nodes:,} nodes, A={tree.n_actions}, depth {tree.horizon}, "
+        f"{n_updates:,} node-action updates per call",
+        flush=True,
+    )
 
     def k_eval():
         return ev._tree_evaluate(tree.children, tree.reward, policy, tree.is_leaf)
@@ -218,10 +223,22 @@ def bench_tree(n_nodes: int, repeats: int) -> list[Row]:
     t_ro = median_time(lambda: tree_occupancy_numpy(tree, policy, levels), repeats)
     unit = "node-action/s"
     return [
-        Row("tree evaluate, 1e6 nodes (kernel)", unit, n_updates / t_k, n_updates / t_r,
-            ">= 1e8", n_updates / t_k >= 1e8),
-        Row("  cpi.evaluate (validates) against the kernel", unit, n_updates / t_api,
-            n_updates / t_k, ">= 0.9x kernel", t_k / t_api >= 0.9),
+        Row(
+            "tree evaluate, 1e6 nodes (kernel)",
+            unit,
+            n_updates / t_k,
+            n_updates / t_r,
+            ">= 1e8",
+            n_updates / t_k >= 1e8,
+        ),
+        Row(
+            "  cpi.evaluate (validates) against the kernel",
+            unit,
+            n_updates / t_api,
+            n_updates / t_k,
+            ">= 0.9x kernel",
+            t_k / t_api >= 0.9,
+        ),
         Row("tree occupancy, 1e6 nodes (kernel)", unit, n_updates / t_ko, n_updates / t_ro),
     ]
 
@@ -257,9 +274,20 @@ def bench_tabular(S: int, A: int, H: int, repeats: int) -> list[Row]:
     unit = "(s,a,s')/s"
     return [
         Row(f"tabular evaluate S={S} A={A} H={H} (kernel)", unit, n_updates / t_k, n_updates / t_r),
-        Row("  cpi.evaluate (validates) against the kernel", unit, n_updates / t_api,
-            n_updates / t_k, ">= 0.9x kernel", t_k / t_api >= 0.9),
-        Row(f"tabular occupancy S={S} A={A} H={H} (kernel)", unit, n_updates / t_ko, n_updates / t_ro),
+        Row(
+            "  cpi.evaluate (validates) against the kernel",
+            unit,
+            n_updates / t_api,
+            n_updates / t_k,
+            ">= 0.9x kernel",
+            t_k / t_api >= 0.9,
+        ),
+        Row(
+            f"tabular occupancy S={S} A={A} H={H} (kernel)",
+            unit,
+            n_updates / t_ko,
+            n_updates / t_ro,
+        ),
     ]
 
 
@@ -283,36 +311,54 @@ def tree_rollouts_python(tree: TreeMDP, policy, n_episodes: int, rng: np.random.
     return returns, steps
 
 
-def bench_python_rollouts(S: int, A: int, H: int, n_nodes: int, n_episodes: int, n_ref: int,
-                          repeats: int) -> list[Row]:
+def bench_python_rollouts(
+    S: int, A: int, H: int, n_nodes: int, n_episodes: int, n_ref: int, repeats: int
+) -> list[Row]:
     """simulate_returns against a pure Python loop (tabular and tree), both checked unbiased."""
     from cpi.rollouts import simulate_returns
 
     rows = []
     mdp, policy = random_tabular(S, A, H, seed=2)
     tree, tpol = complete_tree(n_nodes, A=4, seed=0)
-    for label, m, pol, n in ((f"tabular S={S} A={A} H={H}", mdp, policy, n_episodes),
-                             ("tree 1e6 nodes", tree, tpol, n_episodes)):
+    for label, m, pol, n in (
+        (f"tabular S={S} A={A} H={H}", mdp, policy, n_episodes),
+        ("tree 1e6 nodes", tree, tpol, n_episodes),
+    ):
         tab = isinstance(m, TabularMDP)
         J = value(m, pol)
         if tab:
             ref = rollouts_python(m.P, m.R, m.mu, pol, n_ref, np.random.default_rng(3))
             ref_steps = n_ref * H
-            t_r = median_time(lambda m=m, pol=pol: rollouts_python(
-                m.P, m.R, m.mu, pol, n_ref, np.random.default_rng(3)), max(1, repeats // 2))
+            t_r = median_time(
+                lambda m=m, pol=pol: rollouts_python(
+                    m.P, m.R, m.mu, pol, n_ref, np.random.default_rng(3)
+                ),
+                max(1, repeats // 2),
+            )
         else:
             ref, ref_steps = tree_rollouts_python(m, pol, n_ref, np.random.default_rng(6))
-            t_r = median_time(lambda m=m, pol=pol: tree_rollouts_python(
-                m, pol, n_ref, np.random.default_rng(6)), max(1, repeats // 2))
+            t_r = median_time(
+                lambda m=m, pol=pol: tree_rollouts_python(m, pol, n_ref, np.random.default_rng(6)),
+                max(1, repeats // 2),
+            )
         assert abs(ref.mean() - J) < 5 * ref.std() / np.sqrt(ref.size) + 1e-9, "reference biased"
         out = simulate_returns(m, pol, n, np.random.default_rng(4))
         assert abs(out.mean() - J) < 5 * out.std() / np.sqrt(n) + 1e-9, "kernel biased"
         steps = n * H if tab else on_policy_episodes(m, pol, n, np.random.default_rng(4))[3]
-        t_k = median_time(lambda m=m, pol=pol, n=n: simulate_returns(
-            m, pol, n, np.random.default_rng(4)), repeats)
+        t_k = median_time(
+            lambda m=m, pol=pol, n=n: simulate_returns(m, pol, n, np.random.default_rng(4)), repeats
+        )
         rate, ref_rate = steps / t_k, ref_steps / t_r
-        rows.append(Row(f"simulate_returns, {label} vs Python loop", "env steps/s", rate,
-                        ref_rate, ">= 50x Python", rate / ref_rate >= 50))
+        rows.append(
+            Row(
+                f"simulate_returns, {label} vs Python loop",
+                "env steps/s",
+                rate,
+                ref_rate,
+                ">= 50x Python",
+                rate / ref_rate >= 50,
+            )
+        )
     return rows
 
 
@@ -321,31 +367,67 @@ def bench_sampling(repeats: int, scale: float) -> list[WalkRow]:
     cases = []
     mdp, pol = random_tabular(200, 4, 50, seed=2)
     k = max(1, int(round(scale * 100_000)))
-    cases += tabular_cases(mdp, pol, "dense S=200 A=4 H=50", n_ep=k, n_acc=k, n_q=k // 4,
-                           kl_n=max(1, k // 400), kl_reps=400)
+    cases += tabular_cases(
+        mdp,
+        pol,
+        "dense S=200 A=4 H=50",
+        n_ep=k,
+        n_acc=k,
+        n_q=k // 4,
+        kl_n=max(1, k // 400),
+        kl_reps=400,
+    )
     cov = coverage_family(0.1, 0.1, seed=3, n_actions=4, horizon=6, noise=0.1, headroom=2.0)
     k = max(8, int(round(scale * 800_000)))
-    cases += tabular_cases(cov, initial_policy(cov), "sweep S=24 A=4 H=6", n_ep=k, n_acc=k,
-                           n_q=k // 4, kl_n=max(1, k // 400), kl_reps=400)
+    cases += tabular_cases(
+        cov,
+        initial_policy(cov),
+        "sweep S=24 A=4 H=6",
+        n_ep=k,
+        n_acc=k,
+        n_q=k // 4,
+        kl_n=max(1, k // 400),
+        kl_reps=400,
+    )
     tree, tpol = complete_tree(1_000_000, A=4, seed=0)
     k = max(100, int(round(scale * 200_000)))
-    cases += tree_cases(tree, tpol, "tree 1e6 nodes A=4", n_ep=k, n_acc=k // 2, n_q=k // 8,
-                        kl_terms=k)
+    cases += tree_cases(
+        tree, tpol, "tree 1e6 nodes A=4", n_ep=k, n_acc=k // 2, n_q=k // 8, kl_terms=k
+    )
     rows = []
     for case in cases:
         steps, n_draws = check_case(case)
         if steps is None:  # tree returns: the episode kernel's count of the same walk
             steps = on_policy_episodes(tree, tpol, k, np.random.default_rng(5))[3]
         rs0 = open_stream(np.random.default_rng(13))
-        fns = [case.run_kernel, *case.walks.values(),
-               lambda n=n_draws, rs=rs0: wl.draws_only(n, rs)]
+        nw = len(case.walks)
+        fns = [
+            case.run_kernel,
+            *case.walks.values(),
+            *case.info.values(),
+            lambda n=n_draws, rs=rs0: wl.draws_only(n, rs),
+        ]
         times = interleaved_times(fns, repeats)
-        walk_t = min(times[1:-1])
-        kind = list(case.walks)[int(np.argmin(times[1:-1]))]
-        rows.append(WalkRow(case.kernel, case.instance, steps / times[0], steps / walk_t,
-                            steps / times[-1], kind if len(case.walks) > 1 else ""))
-        print(f"  {case.kernel:<26} {case.instance:<22} {steps / times[0]:.3g} env steps/s, "
-              f"{rows[-1].rate / rows[-1].walk:.2f}x same walk", flush=True)
+        walk_t = min(times[1 : 1 + nw])
+        kind = list(case.walks)[int(np.argmin(times[1 : 1 + nw]))]
+        info = {k: steps / t for k, t in zip(case.info, times[1 + nw : -1], strict=True)}
+        rows.append(
+            WalkRow(
+                case.kernel,
+                case.instance,
+                steps / times[0],
+                steps / walk_t,
+                steps / times[-1],
+                kind if nw > 1 or kind != "same walk" else "",
+                info,
+            )
+        )
+        extra = "".join(f", {rows[-1].rate / v:.2f}x {k} (information)" for k, v in info.items())
+        print(
+            f"  {case.kernel:<26} {case.instance:<22} {steps / times[0]:.3g} env steps/s, "
+            f"{rows[-1].rate / rows[-1].walk:.2f}x {kind}{extra}",
+            flush=True,
+        )
     return rows
 
 
@@ -365,8 +447,10 @@ def interleaved_times(fns, repeats: int) -> list[float]:
 
 # ---------------------------------------------------------------------------------------------
 def print_table(rows: list[Row], peak_mib: float) -> None:
-    header = (f"| {'computation':<58} | {'unit':<14} | {'Numba':>9} | {'reference':>16} | "
-              f"{'ratio':>7} | {'goal':<17} | {'met':<4} |")
+    header = (
+        f"| {'computation':<58} | {'unit':<14} | {'Numba':>9} | {'reference':>16} | "
+        f"{'ratio':>7} | {'goal':<17} | {'met':<4} |"
+    )
     print()
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -375,66 +459,104 @@ def print_table(rows: list[Row], peak_mib: float) -> None:
         met = "" if r.met is None else ("yes" if r.met else "NO")
         ref = f"{r.reference:.3g}" if r.reference is not None else "-"
         rtxt = f"{ratio:>6.2f}x" if ratio < 10 else f"{ratio:>6.1f}x"
-        print(f"| {r.name:<58} | {r.unit:<14} | {r.kernel:>9.3g} | {ref:>16} | "
-              f"{rtxt} | {r.goal:<17} | {met:<4} |")
-    print(f"| {'peak memory (maxrss) of this run':<58} | {'MiB':<14} | {peak_mib:>9.0f} | "
-          f"{'':>16} | {'':>7} | {'':<17} | {'':<4} |")
+        print(
+            f"| {r.name:<58} | {r.unit:<14} | {r.kernel:>9.3g} | {ref:>16} | "
+            f"{rtxt} | {r.goal:<17} | {met:<4} |"
+        )
+    print(
+        f"| {'peak memory (maxrss) of this run':<58} | {'MiB':<14} | {peak_mib:>9.0f} | "
+        f"{'':>16} | {'':>7} | {'':<17} | {'':<4} |"
+    )
 
 
 def print_walk_table(rows: list[WalkRow]) -> None:
-    header = (f"| {'sampling kernel':<26} | {'instance':<22} | {'env steps/s':>11} | "
-              f"{'same walk':>9} | {'ratio':>6} | {'draws only':>10} | {'ratio':>6} | "
-              f"{'met (>= 0.7x same walk)':<23} |")
+    header = (
+        f"| {'sampling kernel':<26} | {'instance':<22} | {'env steps/s':>11} | "
+        f"{'same walk':>9} | {'ratio':>6} | {'draws only':>10} | {'ratio':>6} | "
+        f"{'met (>= 0.7x same walk)':<23} |"
+    )
     print()
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in rows:
         kind = f" ({r.walk_kind})" if r.walk_kind else ""
-        print(f"| {r.kernel:<26} | {r.instance:<22} | {r.rate:>11.3g} | {r.walk:>9.3g} | "
-              f"{r.rate / r.walk:>5.2f}x | {r.draws:>10.3g} | {r.rate / r.draws:>5.2f}x | "
-              f"{('yes' if r.met else 'NO') + kind:<23} |")
+        print(
+            f"| {r.kernel:<26} | {r.instance:<22} | {r.rate:>11.3g} | {r.walk:>9.3g} | "
+            f"{r.rate / r.walk:>5.2f}x | {r.draws:>10.3g} | {r.rate / r.draws:>5.2f}x | "
+            f"{('yes' if r.met else 'NO') + kind:<23} |"
+        )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (median)")
     parser.add_argument("--tree-nodes", type=int, default=1_000_000)
-    parser.add_argument("--episodes", type=int, default=200_000,
-                        help="kernel episodes per call (Python comparison rows)")
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=200_000,
+        help="kernel episodes per call (Python comparison rows)",
+    )
     parser.add_argument("--ref-episodes", type=int, default=2_000, help="reference episodes")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="work per call of the sampling rows (1: 30-150 ms each)")
-    parser.add_argument("--only-sampling", action="store_true",
-                        help="only the sampling kernels against their limits")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall (quiet machine) or this process's CPU time (shared machine)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="work per call of the sampling rows (1: 30-150 ms each)",
+    )
+    parser.add_argument(
+        "--only-sampling",
+        action="store_true",
+        help="only the sampling kernels against their limits",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall (quiet machine) or this process's CPU time (shared machine)",
+    )
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
 
     numba.set_num_threads(1)
-    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"{platform.machine()}, numba threads {numba.get_num_threads()}, "
-          f"repeats {args.repeats} (median), clock {args.clock}", flush=True)
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+        f"{platform.machine()}, numba threads {numba.get_num_threads()}, "
+        f"repeats {args.repeats} (median), clock {args.clock}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     rows = []
     if not args.only_sampling:
         rows += bench_tree(args.tree_nodes, args.repeats)
         rows += bench_tabular(200, 4, 50, args.repeats)
-        rows += bench_python_rollouts(200, 4, 50, args.tree_nodes, args.episodes,
-                                      args.ref_episodes, args.repeats)
+        rows += bench_python_rollouts(
+            200, 4, 50, args.tree_nodes, args.episodes, args.ref_episodes, args.repeats
+        )
     print("sampling kernels against their limits:", flush=True)
     walk_rows = bench_sampling(args.repeats, args.scale)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if rows:
         print_table(rows, peak_mib)
-        print("\nreference: the NumPy/Python implementation of the same computation; "
-              "cpi.evaluate rows: against the bare kernel (validation costs the difference)")
+        print(
+            "\nreference: the NumPy/Python implementation of the same computation; "
+            "cpi.evaluate rows: against the bare kernel (validation costs the difference)"
+        )
     print_walk_table(walk_rows)
-    print("\nsame walk: a loop making the kernel's uniforms (same stream, same order) and its "
-          "table reads, nothing else (benchmarks/walk_limits.py; checked to end where the kernel "
-          "ends, with its checksum); draws only: as many uniforms and nothing else. "
-          f"Peak memory {peak_mib:.0f} MiB.")
+    print(
+        "\nsame walk: a loop making the kernel's uniforms (same stream, same order) and its "
+        "table reads, nothing else (benchmarks/walk_limits.py; checked to end where the kernel "
+        "ends, with its checksum); walk + outputs: the same walk that also writes each of the "
+        "episode kernel's output entries once (its results are memory it must write); draws "
+        f"only: as many uniforms and nothing else. Peak memory {peak_mib:.0f} MiB."
+    )
+    for r in walk_rows:
+        for k, v in r.info.items():
+            print(
+                f"  for information: {r.kernel}, {r.instance}: {r.rate / v:.2f}x {k} "
+                "(the walk without the outputs)"
+            )
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
     return 0
 

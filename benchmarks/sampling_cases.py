@@ -9,7 +9,8 @@ from the same Generator seed, so all three see the same machine load:
   tables built beforehand (the public functions add validation, a table-cache lookup and the
   Generator's state transfer, a few microseconds a call);
 * the **same-walk limit** (:mod:`walk_limits`): the same uniforms and the same table reads,
-  nothing else;
+  nothing else; for the episode kernel, the same walk that also writes each entry of its three
+  (n, H) outputs once ("walk + outputs"; the walk without them is timed for information);
 * the **draws-only limit**: a loop making as many uniforms of the same PCG64 stream as the
   kernel consumed (counted by stepping a copy of the generator from the kernel's initial to its
   final state) and nothing else.
@@ -23,7 +24,7 @@ a Q-rollout from step h: H - h; a tree episode: its length).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba as nb
 import numpy as np
@@ -43,6 +44,7 @@ class WalkRow:
     walk: float  # env steps/s of the same-walk loop
     draws: float  # env steps/s of the draws-only loop
     walk_kind: str = ""
+    info: dict[str, float] = field(default_factory=dict)  # name -> env steps/s, not limits
 
     @property
     def met(self) -> bool:
@@ -78,6 +80,8 @@ class Case:
     run_kernel: Callable[[], tuple]  # -> (checksum, env steps, final stream(s))
     walks: dict[str, Callable[[], tuple]]  # name -> () -> (checksum, stream(s) after)
     seeds: tuple[int, ...]
+    #: loops timed and checked like the walks but printed for information only (not limits)
+    info: dict[str, Callable[[], tuple]] = field(default_factory=dict)
 
 
 def _seeded(seed):
@@ -180,8 +184,13 @@ def tabular_cases(
             "on_policy_episodes",
             label,
             k_episodes,
-            {k: (lambda f=f: f(n_ep // 4)) for k, f in ep.items()},
+            {
+                "walk + outputs": _stored_walk_in_calls(
+                    mdp, wl.tab_episodes_stored, (*view, *start, ptab), n_ep // 4
+                )
+            },
             (5,),
+            {k: (lambda f=f: f(n_ep // 4)) for k, f in ep.items()},
         ),
         Case("sample_resets", label, k_resets, res, (6, 7)),
         Case("q_rollouts (4 per state)", label, k_q, q, (8,)),
@@ -198,16 +207,42 @@ STEPS_PER_CALL = 100_000
 def _episodes_in_calls(mdp, tb, ptab, n: int) -> tuple:
     """``n`` episodes in calls of about STEPS_PER_CALL steps, a multiple of LANES episodes (the
     same uniforms and walk as one call of n), the stream carried from call to call."""
-    per_call = max(8, (STEPS_PER_CALL // mdp.horizon) // 8 * 8)
     rs = _stream(5)
     chk = 0.0
     steps = 0
-    for i0 in range(0, n, per_call):
-        m = min(per_call, n - i0)
-        xs, _, rtg, rs = rollouts.run_episodes(mdp, tb, ptab, m, tuple(np.uint64(v) for v in rs))
+    for m in _call_sizes(mdp, n):
+        _, _, rtg, k, rs = rollouts.run_episodes(mdp, tb, ptab, m, _u64(rs))
         chk += rtg[:, 0].sum()
-        steps += int((xs >= 0).sum())
+        steps += int(k)
     return chk, steps, (rs,)
+
+
+def _call_sizes(mdp, n: int) -> list[int]:
+    per_call = max(8, (STEPS_PER_CALL // mdp.horizon) // 8 * 8)
+    return [min(per_call, n - i0) for i0 in range(0, n, per_call)]
+
+
+def _u64(rs) -> tuple:
+    return tuple(np.uint64(v) for v in rs)
+
+
+def _stored_walk_in_calls(mdp, walk, args, n: int) -> Callable[[], tuple]:
+    """The episode kernel's limit: ``walk`` (a ``*_episodes_stored`` loop) over the same calls
+    as :func:`_episodes_in_calls`, writing the outputs into buffers allocated once."""
+    H = mdp.horizon
+    sizes = _call_sizes(mdp, n)
+    size = max(sizes) * H
+    xs, acts, rew = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size)
+
+    def run():
+        rs = _stream(5)
+        chk = 0.0
+        for m in sizes:
+            c, rs = walk(*args, H, xs[: m * H], acts[: m * H], rew[: m * H], _u64(rs))
+            chk += c
+        return chk, rs
+
+    return run
 
 
 def _pair(out):
@@ -263,7 +298,16 @@ def tree_cases(
     return [
         Case("simulate_returns", label, k_returns, {"same walk": lambda: walk_ep(n_ep)}, (5,)),
         Case(
-            "on_policy_episodes", label, k_episodes, {"same walk": lambda: walk_ep(n_ep // 4)}, (5,)
+            "on_policy_episodes",
+            label,
+            k_episodes,
+            {
+                "walk + outputs": _stored_walk_in_calls(
+                    tree, wl.tree_episodes_stored, (children, reward, A, *start, ptab), n_ep // 4
+                )
+            },
+            (5,),
+            {"same walk": lambda: walk_ep(n_ep // 4)},
         ),
         Case(
             "sample_resets",
@@ -336,7 +380,7 @@ def check_case(case: Case) -> tuple[float, int]:
     kernel's env steps and the uniforms it consumed."""
     chk, steps, ends = case.run_kernel()
     ends = tuple(tuple(np.uint64(v) for v in e) for e in ends)  # kernels return plain ints
-    for name, walk in case.walks.items():
+    for name, walk in {**case.walks, **case.info}.items():
         wchk, wend = walk()
         wend = wend if isinstance(wend[0], tuple) else (wend,)
         assert tuple(tuple(int(v) for v in e[:2]) for e in wend) == tuple(

@@ -8,7 +8,15 @@ arrays: start CDF, policy alias slot, transition offsets and slot, reward, child
 probability, reset-state alias slot and coefficient) and does nothing else: what it reads is
 folded into one checksum, and it writes no per-episode outputs, counts nothing, keeps no
 per-rollout records. That is the limit of the computation on this machine: a kernel can only
-add work to it. The loops use the kernels' own primitives (:func:`cpi.walk.tab_step`,
+add work to it.
+
+One kernel's output is itself a memory access of the computation: ``on_policy_episodes`` hands
+back each step's state, action and return-to-go, three (n, H) arrays, 24 bytes a step written
+to memory, which no loop computing those episodes can skip (a loop summing rewards writes
+nothing). Its limit, :func:`tab_episodes_stored` / :func:`tree_episodes_stored`, is the same
+walk that also writes each output entry once, at the kernel's position (state, action, reward;
+a tree's padding past the leaf), into buffers allocated once; it does not form the suffix sums
+and allocates nothing, which the kernel must (both are the kernel's overhead against it). The loops use the kernels' own primitives (:func:`cpi.walk.tab_step`,
 :func:`cpi.walk.tree_step`, :func:`cpi.pcg.draw`), which *are* the walk (a draw and the reads it
 causes); whether those primitives are fast is what the second reference, the draws-only loop,
 bounds.
@@ -39,6 +47,7 @@ from cpi.walk import (
     load,
     next_state,
     start_state,
+    store,
     tab_step,
     tree_step,
     uniform_action,
@@ -72,6 +81,34 @@ def tab_episodes(ptr, slots, R, S, A, cdf, idx, ptab, H, n, rs):  # pragma: no c
             for ln in range(m):
                 s[ln], _, r, rs = tab_step(ptab, ptr, slots, R, S, A, h, s[ln], rs)
                 acc += r
+    return acc, rs
+
+
+@nb.njit(cache=True, nogil=True)
+def tab_episodes_stored(
+    ptr, slots, R, S, A, cdf, idx, ptab, H, xs, acts, rew, rs
+):  # pragma: no cover
+    """The walk of n = len(xs) / H episodes that also stores what the episode kernel must
+    hand back: each step's flat state, action and reward, once, into (n H,) arrays at the
+    kernel's positions (the lane states kept in a lane array). Sum of rewards, stream."""
+    n = xs.shape[0] // H
+    s = np.zeros(LANES, dtype=np.int64)
+    acc = 0.0
+    for i0 in range(0, n, LANES):
+        m = min(LANES, n - i0)
+        for ln in range(m):
+            u, rs = draw(rs)
+            s[ln] = start_state(cdf, idx, u)
+        for h in range(H):
+            jl = i0 * H + h
+            for ln in range(m):
+                x = s[ln]
+                store(xs, jl, h * S + x)
+                s[ln], a, r, rs = tab_step(ptab, ptr, slots, R, S, A, h, x, rs)
+                store(acts, jl, a)
+                store(rew, jl, r)
+                acc += r
+                jl += H
     return acc, rs
 
 
@@ -229,6 +266,35 @@ def tree_episodes(children, reward, A, cdf, idx, ptab, n, rs):  # pragma: no cov
     for _ in range(n):
         u, rs = draw(rs)
         acc, rs = _leaf_sum(children, reward, ptab, A, start_state(cdf, idx, u), acc, rs)
+    return acc, rs
+
+
+@nb.njit(cache=True, nogil=True)
+def tree_episodes_stored(
+    children, reward, A, cdf, idx, ptab, H, xs, acts, rew, rs
+):  # pragma: no cover
+    """The walk of n = len(xs) / H tree episodes that also stores each step's node, action and
+    reward, once, and the padding past the leaf (-1, -1, 0): every entry of the episode
+    kernel's outputs written once. Sum of rewards, stream."""
+    n = xs.shape[0] // H
+    acc = 0.0
+    for i in range(n):
+        u, rs = draw(rs)
+        x = start_state(cdf, idx, u)
+        j = i * H
+        end = j + H
+        while load(children, x * A) >= 0:
+            store(xs, j, x)
+            x, a, rs = tree_step(children, ptab, A, x, rs)
+            store(acts, j, a)
+            r = load(reward, x)
+            store(rew, j, r)
+            acc += r
+            j += 1
+        for k in range(j, end):
+            store(xs, k, -1)
+            store(acts, k, -1)
+            store(rew, k, 0.0)
     return acc, rs
 
 

@@ -78,7 +78,7 @@ def run_returns(mdp: MDP, tb, ptab, n: int, rs) -> tuple[np.ndarray, tuple]:
 
 
 def run_episodes(mdp: MDP, tb, ptab, n: int, rs) -> tuple:
-    """(xs, acts, rtg, rs); the outputs are allocated here (see the kernels)."""
+    """(xs, acts, rtg, env steps, rs); the outputs are allocated here (see the kernels)."""
     H = mdp.horizon
     xs, acts, rtg = (
         np.empty((n, H), dtype=np.int64),
@@ -87,10 +87,10 @@ def run_episodes(mdp: MDP, tb, ptab, n: int, rs) -> tuple:
     )
     flat = (xs.reshape(-1), acts.reshape(-1), rtg.reshape(-1))
     if isinstance(mdp, TabularMDP):
-        rs = tk.episodes(*_tab(tb), tb.start_cdf, tb.start_idx, ptab, H, *flat, rs)
+        steps, rs = tk.episodes(*_tab(tb), tb.start_cdf, tb.start_idx, ptab, H, *flat, rs)
     else:
-        rs = trk.episodes(*_tree(tb), tb.start_cdf, tb.start_idx, ptab, H, *flat, rs)
-    return xs, acts, rtg, rs
+        steps, rs = trk.episodes(*_tree(tb), tb.start_cdf, tb.start_idx, ptab, H, *flat, rs)
+    return xs, acts, rtg, steps, rs
 
 
 def run_resets(mdp: MDP, tb, ptab, n_accept: int, sel, G, cap: int, rs, rs_sel, shared: bool):
@@ -269,9 +269,9 @@ def on_policy_episodes(mdp: MDP, policy, n_episodes: int, rng: np.random.Generat
     tb = tables(mdp)
     ptab = policy_table(mdp, policy)
     n = int(n_episodes)
-    xs, acts, rtg, rs = run_episodes(mdp, tb, ptab, n, open_stream(rng))
+    xs, acts, rtg, steps, rs = run_episodes(mdp, tb, ptab, n, open_stream(rng))
     close_stream(rng, rs)
-    return xs, acts, rtg, int((xs >= 0).sum())
+    return xs, acts, rtg, int(steps)
 
 
 def kl_estimates(

@@ -74,7 +74,7 @@ def returns(ptr, slots, R, S, A, cdf, idx, ptab, H, n, rs):  # pragma: no cover 
 def episodes(ptr, slots, R, S, A, cdf, idx, ptab, H, xs, acts, rtg, rs):  # pragma: no cover
     """n episodes into flat states ``xs``, actions ``acts`` and return-to-go ``rtg``, each (n,
     H) flattened to (n H,) (allocated by the caller: numpy backs large arrays with huge pages, so
-    writing them costs fewer page faults); returns the stream."""
+    writing them costs fewer page faults); returns (env steps = n H, the stream)."""
     n = xs.shape[0] // H
     s = np.zeros(LANES, dtype=np.int64)
     for i0 in range(0, n, LANES):
@@ -100,7 +100,7 @@ def episodes(ptr, slots, R, S, A, cdf, idx, ptab, H, xs, acts, rtg, rs):  # prag
             for _ in range(m):
                 store(rtg, jl, load(rtg, jl) + load(rtg, jl + 1))
                 jl += H
-    return rs
+    return n * H, rs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,8 +125,10 @@ def q_rollouts(children, reward, A, ptab, starts, group, rs):  # pragma: no cove
 @nb.njit(cache=True, nogil=True)
 def episodes(children, reward, A, cdf, idx, ptab, H, xs, acts, rtg, rs):  # pragma: no cover
     """Like :func:`cpi.tabular_kernels.episodes` (outputs (n, H) flattened to (n H,), allocated
-    by the caller); an episode shorter than H is padded with x = -1, action -1, rtg 0."""
+    by the caller); an episode shorter than H is padded with x = -1, action -1, rtg 0. Returns
+    (env steps = the episodes' lengths summed, the stream)."""
     n = xs.shape[0] // H
+    steps = 0
     for i in range(n):
         u, rs = draw(rs)
         x = start_state(cdf, idx, u)
@@ -138,6 +140,7 @@ def episodes(children, reward, A, cdf, idx, ptab, H, xs, acts, rtg, rs):  # prag
             store(acts, j0 + t, a)
             store(rtg, j0 + t, load(reward, x))
             t += 1
+        steps += t
         for h in range(t, H):
             store(xs, j0 + h, -1)
             store(acts, j0 + h, -1)
@@ -147,7 +150,7 @@ def episodes(children, reward, A, cdf, idx, ptab, H, xs, acts, rtg, rs):  # prag
             for h in range(t - 2, -1, -1):
                 acc = load(rtg, j0 + h) + acc
                 store(rtg, j0 + h, acc)
-    return rs
+    return steps, rs
 
 
 @nb.njit(cache=True, nogil=True)

@@ -69,6 +69,7 @@ sys.path.insert(0, str(REPO_ROOT))
 try:  # torch-free: every input is checked before anything heavy is imported
     from srpo.config import (  # noqa: E402
         METHODS,
+        TINY_TASKS,
         CheckpointMismatch,
         ConfigError,
         TrainConfig,
@@ -124,6 +125,7 @@ FLAG_FIELDS = {
     "eval_split": "eval_split", "eval_size": "eval_size", "eval_every": "eval_every",
     "question_field": "question_field", "answer_field": "answer_field",
     "threads": "num_threads", "cache_dir": "cache_dir", "checkpoint_every": "checkpoint_every",
+    "task_type": "task_type", "sandbox_workers": "sandbox_workers",
     "engine": "engine", "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
     "vllm_kv_cache_gib": "vllm_kv_cache_gib", "vllm_block_size": "vllm_block_size",
     "vllm_enforce_eager": "vllm_enforce_eager",
@@ -187,7 +189,15 @@ def build_parser() -> OneLineParser:
 
     g = p.add_argument_group("task and data")
     g.add_argument("--task", default="synthetic",
-                   help="'synthetic' or a .jsonl/.parquet question/answer file (trained on in full)")
+                   help="'synthetic' (chained arithmetic), 'synthetic_code' (the tiny coding task, "
+                        "docs/code.md) or a .jsonl/.parquet question/answer or coding file "
+                        "(trained on in full)")
+    g.add_argument("--task-type", default=None, choices=("qa", "code"),
+                   help="code: reward = fraction of the reward tests passed in the sandbox, J = "
+                        "fraction of held-out tests passed (default: code for synthetic_code, "
+                        "else qa)")
+    g.add_argument("--sandbox-workers", type=int, default=None, metavar="N",
+                   help="sandboxed gradings at a time (code tasks; default 2)")
     g.add_argument("--eval", default=None, metavar="FILE", help="held-out file for J (task files)")
     g.add_argument("--eval-split", type=float, default=None, metavar="F",
                    help="hold out this fraction of --task for J instead")
@@ -314,7 +324,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     written. The result carries the TrainConfigs (``args.configs``)."""
     p = build_parser()
     args = p.parse_args(argv)
-    synthetic = args.task == "synthetic"
+    synthetic = args.task in TINY_TASKS
     if args.seeds is None:
         args.seeds = 1 if args.quick else 5
     for flag, value in (("--seeds", args.seeds), ("--threads", args.threads)):
@@ -379,14 +389,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--task FILE needs --model (the tiny model only knows the synthetic task)")
         if args.method is not None and "oracle" in _names(args.method):
             p.error("--method oracle needs a step verifier, which only --task synthetic has")
-        from srpo.data import read_problems
-
         counts = {}
         for flag, path in (("--task", args.task), ("--eval", args.eval)):
             if path is None:
                 continue
             try:
-                counts[flag] = len(read_problems(path, args.question_field, args.answer_field))
+                counts[flag] = _count_problems(args, path, training=flag == "--task")
             except ValueError as err:
                 p.error(f"{flag}: {err}")
         args.train_problems = counts["--task"]
@@ -430,6 +438,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     if problem := out_dir_problem(args.out):
         p.error(problem)
     return args
+
+
+def _count_problems(args, path: str, training: bool) -> int:
+    """Problems of a task file (a coding file: its training problems, not the held-out ones)."""
+    if args.task_type == "code":
+        from srpo.code.formats import read_code_problems
+
+        problems = read_code_problems(path)
+        return sum(not p.heldout_problem for p in problems) if training else len(problems)
+    from srpo.data import read_problems
+
+    return len(read_problems(path, args.question_field, args.answer_field))
 
 
 def _names(values) -> list[str]:
@@ -503,7 +523,7 @@ def make_configs(args) -> list[TrainConfig]:
     paper's, with each method's release settings), then every explicit flag."""
     from srpo.methods import get_method
 
-    synthetic = args.task == "synthetic"
+    synthetic = args.task in TINY_TASKS
     if synthetic:
         sizes = dict(QUICK if args.quick else DEFAULT)
     else:

@@ -68,6 +68,7 @@ LOSS_TYPE_OF_AGG = {"seq-mean-token-mean": "grpo", "token-mean": "dapo"}
 
 #: argparse dest -> TrainConfig field (validated there, with the task profiles)
 FLAG_FIELDS = {
+    "task_type": "task_type",
     "split": "split", "model": "model", "task": "task", "lora_rank": "lora_rank",
     "lora_alpha": "lora_alpha", "lora_targets": "lora_target_modules", "steps": "steps",
     "epochs": "epochs", "prompts_per_step": "prompts_per_step",
@@ -113,7 +114,11 @@ def build_parser() -> OneLineParser:
     g.add_argument("--no-mask", action="store_true", help="ablation: train on the copied prefix")
     g.add_argument("--recipe", default=None, choices=("paper",),
                    help="the paper's recipe (LoRA r64, lr 5e-5, 32 x 8, 4 mini-batches, ...)")
-    g.add_argument("--task", default="synthetic", help="'synthetic' or a .jsonl/.parquet file")
+    g.add_argument("--task", default="synthetic",
+                   help="'synthetic', 'synthetic_code' (the tiny coding task) or a .jsonl/.parquet "
+                        "file")
+    g.add_argument("--task-type", default=None, choices=("qa", "code"),
+                   help="code: rewards from the reward tests in the sandbox (docs/code.md)")
     g.add_argument("--question-field", default=None)
     g.add_argument("--answer-field", default=None)
     g.add_argument("--quick", action="store_true",
@@ -211,7 +216,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--out {args.out!r} is a file; expected a directory")
     if args.model is not None and not Path(args.model).is_dir():
         p.error(f"--model {args.model!r} is not a directory (expected a local Hugging Face model)")
-    if args.task != "synthetic" and args.model is None:
+    if args.task not in ("synthetic", "synthetic_code") and args.model is None:
         p.error("--task FILE needs --model (the tiny model only knows the synthetic task)")
     if args.use_vllm and args.engine in ("hf", "vllm"):
         p.error(f"--use-vllm generates with TRL's vLLM; it does not go with --engine {args.engine}")
@@ -244,11 +249,16 @@ def parse_args(argv=None) -> argparse.Namespace:
             message = f"{flag}: {message}"
         p.error(user_words(message, FIELD_FLAGS))
     cfg = args.config
-    if not cfg.is_synthetic:  # a bad file or too few problems: one line, before anything loads
+    if not cfg.is_tiny:  # a bad file or too few problems: one line, before anything loads
         from srpo.data import check_batch_fits, read_problems
 
         try:
-            n = len(read_problems(cfg.task, cfg.question_field, cfg.answer_field))
+            if cfg.task_type == "code":  # its training problems (not the held-out ones)
+                from srpo.code.formats import read_code_problems
+
+                n = sum(not q.heldout_problem for q in read_code_problems(cfg.task))
+            else:
+                n = len(read_problems(cfg.task, cfg.question_field, cfg.answer_field))
             check_batch_fits(n, cfg.prompts_per_step, cfg.task)
         except ValueError as err:
             p.error(str(err).replace("prompts_per_step", "--prompts-per-step", 1))
@@ -332,7 +342,7 @@ def main(argv=None) -> dict:
 
     cfg = args.config
     task, eval_problems, _ = build_task(cfg)
-    if cfg.is_synthetic:
+    if cfg.is_tiny:
         # a seeded stream of synthetic problems, as many as the run will draw
         steps = cfg.steps or 1
         train_problems = task.sample(cfg.prompts_per_step * steps * max(cfg.epochs, 1),

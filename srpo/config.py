@@ -28,6 +28,7 @@ __all__ = [
     "METHODS", "LOCALIZER_OF", "LOSSES", "AGG_MODES", "ADV_STD_MODES", "AUTO", "TRAINER_VERSION",
     "SYNTHETIC_PROFILE", "RELEASE_PROFILE", "PAPER_RECIPE", "ConfigError", "CheckpointMismatch",
     "TrainConfig", "checkpoint_compatibility", "recipe_values", "paper_recipe", "PAPER_GRPO",
+    "TINY_CODE_PROFILE", "TINY_TASKS", "TASK_TYPES",
 ]
 
 #: loss aggregation modes (``srpo.loss.aggregate``)
@@ -67,6 +68,15 @@ SYNTHETIC_PROFILE = {
     "micro_batch_tokens": None,
 }
 
+#: Limits of the tiny coding task (``task = "synthetic_code"``, ``srpo.code.tiny``): its code
+#: thought (a fenced one-line function) is longer than an arithmetic step.
+TINY_CODE_PROFILE = {**SYNTHETIC_PROFILE, "max_thoughts": 5, "max_thought_tokens": 48}
+#: tasks of the tiny warm-started model (drawn in code, not read from a file)
+TINY_TASKS = ("synthetic", "synthetic_code")
+#: ``TrainConfig.task_type``: how responses are graded (``auto``: ``code`` for
+#: ``synthetic_code``, else ``qa``)
+TASK_TYPES = ("qa", "code")
+
 #: The release's limits, for a task file and a real model.
 RELEASE_PROFILE = {
     "max_thoughts": 20,
@@ -103,7 +113,7 @@ PAPER_RECIPE = {
 #: fields added with the method registry (issue 17): left out of the run key at these values, so
 #: earlier runs keep their keys and checkpoints
 _KEY_IF_SET = {"localization_offset": 0, "method_options": {}, "entropy_coef": 0.0,
-               "adv_eps": 0.0, "optimizer": "adamw"}
+               "adv_eps": 0.0, "task_type": "qa", "optimizer": "adamw"}
 
 #: ``--recipe paper --method grpo`` on top of ``PAPER_RECIPE``: the release's GRPO baseline, verl's
 #: outcome estimator (r - mean) / (sample std, ddof 1, + 1e-6), PPO-clip 0.2, token-mean (the GRPO
@@ -122,7 +132,7 @@ _NOT_IN_KEY = ("steps", "epochs", "out_dir", "resume", "checkpoint_every", "devi
                "num_threads", "micro_batch_size", "micro_batch_tokens", "gen_batch_tokens",
                "logprob_chunk_tokens", "grad_checkpointing", "save_weights",
                "vllm_gpu_memory_utilization", "vllm_kv_cache_gib", "vllm_block_size",
-               "vllm_enforce_eager")
+               "vllm_enforce_eager", "sandbox_workers")
 
 
 #: keyword arguments of ``srpo.tasks.ModularArithmeticTask`` that ``TrainConfig.task_options`` accepts
@@ -222,8 +232,17 @@ class TrainConfig:
         vllm_enforce_eager: no graph capture (None: on for CPU, off for GPU).
 
     Task and model:
-        task: ``synthetic`` (chained modular arithmetic with a step verifier) or a path to a
-            ``.jsonl`` / ``.parquet`` file (``srpo.data``), trained on in full, epoch by epoch.
+        task: ``synthetic`` (chained modular arithmetic with a step verifier),
+            ``synthetic_code`` (the tiny coding task, ``srpo.code.tiny``: one-line functions from
+            examples, graded by tests in the sandbox, with a step verifier) or a path to a
+            ``.jsonl`` / ``.parquet`` file (``srpo.data``; with ``task_type="code"``
+            ``srpo.code.formats``), trained on in full, epoch by epoch.
+        task_type: ``qa`` (a boxed / graded answer) or ``code`` (``srpo.code.task.CodeTask``:
+            reward = fraction of the reward tests passed in the sandbox, correct = all pass,
+            the code between the last two fence lines, a chain ends at a closed fenced block;
+            J = fraction of the held-out tests passed). *auto*: ``code`` for ``synthetic_code``,
+            else ``qa``.
+        sandbox_workers: sandboxed gradings at a time (``task_type="code"``).
         task_steps, task_modulus, task_ops: the synthetic task's H, modulus and operators.
         task_options: further keyword arguments of ``srpo.tasks.ModularArithmeticTask`` (the
             coverage knob ``hard_steps``, ``hard_ops``, ``hard_operands``, ``easy_operands``);
@@ -307,6 +326,8 @@ class TrainConfig:
     vllm_block_size: int | None = None
     vllm_enforce_eager: bool | None = None
     task: str = "synthetic"
+    task_type: str = AUTO
+    sandbox_workers: int = 2
     task_steps: int = 6
     task_modulus: int = 10
     task_ops: tuple[str, ...] = ("+", "-", "*")
@@ -334,7 +355,14 @@ class TrainConfig:
 
     @property
     def is_synthetic(self) -> bool:
+        """The chained modular-arithmetic task."""
         return self.task == "synthetic"
+
+    @property
+    def is_tiny(self) -> bool:
+        """A task of the tiny warm-started model (``TINY_TASKS``: drawn in code, with a step
+        verifier)."""
+        return self.task in TINY_TASKS
 
     def __post_init__(self) -> None:
         self.task_ops = tuple(self.task_ops)
@@ -347,7 +375,11 @@ class TrainConfig:
         for name, value in method_defaults.items():
             if getattr(self, name) == AUTO:
                 setattr(self, name, value)
-        profile = SYNTHETIC_PROFILE if self.is_synthetic else RELEASE_PROFILE
+        if self.task_type == AUTO:
+            self.task_type = "code" if self.task == "synthetic_code" else "qa"
+        profile = RELEASE_PROFILE
+        if self.is_tiny:
+            profile = TINY_CODE_PROFILE if self.task == "synthetic_code" else SYNTHETIC_PROFILE
         for name, value in profile.items():
             if name != "steps" and getattr(self, name) == AUTO:
                 setattr(self, name, value)
@@ -355,11 +387,11 @@ class TrainConfig:
             self.localization_temperature = 0.0 if self.split == "1x8" else 0.3
         if self.localization_top_p is None:
             self.localization_top_p = self.top_p
-        if (self.max_response_tokens is None and self.is_synthetic
+        if (self.max_response_tokens is None and self.is_tiny
                 and isinstance(self.max_thoughts, int) and isinstance(self.max_thought_tokens, int)
                 and self.max_thoughts > 0 and self.max_thought_tokens > 0):
             self.max_response_tokens = self.max_thoughts * self.max_thought_tokens
-        if self.steps is None and self.is_synthetic:
+        if self.steps is None and self.is_tiny:
             self.steps = SYNTHETIC_PROFILE["steps"]
         self._validate()
 
@@ -388,7 +420,8 @@ class TrainConfig:
                     "eval_size": 1, "eval_every": 1, "micro_batch_size": 1, "num_threads": 1,
                     "max_thoughts": 1, "max_thought_tokens": 1, "max_prompt_tokens": 1,
                     "localization_max_new_tokens": 1, "logprob_chunk_tokens": 1,
-                    "checkpoint_every": 0, "task_steps": 1, "task_modulus": 2}
+                    "checkpoint_every": 0, "task_steps": 1, "task_modulus": 2,
+                    "sandbox_workers": 1}
         optional = {"steps", "micro_batch_tokens", "gen_batch_tokens", "max_response_tokens",
                     "max_model_len", "max_new_tokens", "lora_rank"}
         for name in list(minimums) + sorted(optional - set(minimums)):
@@ -427,8 +460,18 @@ class TrainConfig:
                                  f"got {self.mini_batches}")
         if self.loss == "reinforce" and self.updates_per_step != 1:
             fail("updates_per_step", "must be 1 with loss='reinforce' (on-policy)")
-        if self.method == "oracle" and not self.is_synthetic:
-            fail("method", "'oracle' needs a task with a step verifier (task='synthetic')")
+        if self.task_type not in TASK_TYPES:
+            fail("task_type", f"must be one of {TASK_TYPES} or 'auto'; got {self.task_type!r}")
+        if self.task == "synthetic_code" and self.task_type != "code":
+            fail("task_type", f"must be 'code' for task='synthetic_code'; got {self.task_type!r}")
+        if self.is_synthetic and self.task_type != "qa":
+            fail("task_type", f"must be 'qa' for task='synthetic'; got {self.task_type!r}")
+        if self.task_type == "code" and self.eval_split:
+            fail("eval_split", "does not apply to task_type='code': coding problems are held "
+                               "out by their own split (srpo.code.problem)")
+        if self.method == "oracle" and not self.is_tiny:
+            fail("method", "'oracle' needs a task with a step verifier (task='synthetic' or "
+                           "'synthetic_code')")
         self._validate_method()
         try:
             self.vllm_options()
@@ -441,7 +484,7 @@ class TrainConfig:
             unknown = sorted(set(self.task_options) - set(TASK_OPTIONS))
             if unknown:
                 fail("task_options", f"keys must be among {TASK_OPTIONS}; got {unknown}")
-        if self.is_synthetic and (self.eval_task is not None or self.eval_split):
+        if self.is_tiny and (self.eval_task is not None or self.eval_split):
             fail("eval_task", "and eval_split apply to task files only (the synthetic task draws "
                               "its evaluation set with eval_seed)")
 

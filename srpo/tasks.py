@@ -407,9 +407,10 @@ class DatasetTask:
 
         grader = getattr(problem, "grader", "math")
         if grader == "code":  # srpo.graders' code grader reads the held-out tests
-            raise ValueError("code problems cannot be trained on yet: training rewards come from "
-                             "the reward tests (srpo.code.grading.CodeGrader.rewards); the code "
-                             "task type arrives with the training integration (issue 18)")
+            raise ValueError("code problems are trained on with task_type='code' (llm_srpo.py "
+                             "--task-type code): rewards come from the reward tests in the "
+                             "sandbox (srpo.code.task.CodeTask), not from this grader, which "
+                             "reads the held-out tests")
         return grade(grader, problem.answer, response_text)
 
     def first_error(self, problem: Problem, thoughts_text: Sequence[str]) -> int | None:

@@ -76,9 +76,13 @@ __all__ = [
 
 
 def evaluate(engine, tokenizer, task, problems) -> float:
-    """Greedy pass@1 on ``problems`` (fraction graded correct), thought by thought."""
+    """Greedy pass@1 on ``problems`` (fraction graded correct), thought by thought; a task with
+    ``eval_scores`` (the coding task) scores it: the mean fraction of held-out tests passed."""
     prompts = [tokenizer.encode(task.prompt(p)) for p in problems]
     chains = engine.greedy(prompts)
+    scores = getattr(task, "eval_scores", None)
+    if scores is not None:
+        return float(np.mean(scores(problems, [c.text for c in chains])))
     return float(np.mean([task.grade(p, c.text) for p, c in zip(problems, chains)]))
 
 

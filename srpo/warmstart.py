@@ -62,7 +62,10 @@ from srpo.tasks import ModArithProblem, ModularArithmeticTask, apply_op, format_
 from srpo.tokenizer import build_tokenizer
 
 __all__ = ["WarmStartConfig", "warm_start", "warm_start_path", "is_cached", "MisconceptionWriter",
-           "default_cache_dir", "followup_stage"]
+           "default_cache_dir", "followup_stage", "make_writer", "FAMILIES"]
+
+#: task families of the warm start (``WarmStartConfig.family``)
+FAMILIES = ("modarith", "code")
 
 #: bump when the data or training recipe changes, so old caches are not reused
 RECIPE_VERSION = 1
@@ -106,6 +109,10 @@ class WarmStartConfig:
         confused_ops: operators whose facts may be confused (None: every operator in ``ops``).
         hard_fraction: share of training problems that have the hard step
             (``ModularArithmeticTask.hard_fraction``; 1: all, the default).
+        family: ``modarith`` (the chained arithmetic task, default) or ``code`` (the tiny coding
+            task ``srpo.code.tiny.TinyCodeTask``: its solutions by
+            ``srpo.code.tiny.CodeMisconceptionWriter`` with the confusion and noise settings
+            above; ``n_steps``, ``modulus``, ``ops`` and the coverage fields are unused).
         init: a previous stage: ``WarmStartConfig`` fields of the warm start whose model this one
             continues training (it is trained or loaded from the cache first; same model size);
             None (default): a freshly initialised model.
@@ -137,8 +144,11 @@ class WarmStartConfig:
     confused_ops: tuple[str, ...] | None = None
     hard_fraction: float = 1.0
     init: dict | None = None
+    family: str = "modarith"
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}; got {self.family!r}")
         # lists (e.g. from a JSON config) become tuples, so the config stays hashable
         for name in ("ops", "hard_steps", "hard_ops", "hard_operands", "easy_operands",
                      "confused_ops"):
@@ -176,13 +186,33 @@ class WarmStartConfig:
         # of plain-task warm starts stay what they were before these fields existed
         for name, default in (("hard_steps", ()), ("hard_ops", ("*",)), ("hard_operands", ()),
                               ("easy_operands", ()), ("confused_ops", None), ("init", None),
-                              ("followup_fraction", 0.0), ("hard_fraction", 1.0)):
+                              ("followup_fraction", 0.0), ("hard_fraction", 1.0),
+                              ("family", "modarith")):
             if getattr(self, name) == default:
                 fields.pop(name)
         payload = json.dumps({"v": RECIPE_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def task(self) -> ModularArithmeticTask:
+    @property
+    def steps_per_solution(self) -> int:
+        """Thoughts of a correct solution (``n_steps``; the tiny coding task: 3)."""
+        if self.family == "code":
+            from srpo.code.tiny import TINY_STEPS
+
+            return TINY_STEPS
+        return self.n_steps
+
+    @property
+    def thought_tokens(self) -> int:
+        """``max_thought_tokens`` of the evaluation's engine (a code thought is longer)."""
+        return 48 if self.family == "code" else 24
+
+    def task(self):
+        """The task the data come from (``ModularArithmeticTask`` or ``TinyCodeTask``)."""
+        if self.family == "code":
+            from srpo.code.tiny import TinyCodeTask
+
+            return TinyCodeTask()
         return ModularArithmeticTask(n_steps=self.n_steps, modulus=self.modulus, ops=self.ops,
                                      hard_steps=self.hard_steps, hard_ops=self.hard_ops,
                                      hard_operands=self.hard_operands,
@@ -249,17 +279,37 @@ class MisconceptionWriter:
         return thoughts
 
 
+def make_writer(config: WarmStartConfig):
+    """The solution writer of ``config``'s family (misconceptions, noise)."""
+    if config.family == "code":
+        from srpo.code.tiny import CodeMisconceptionWriter
+
+        return CodeMisconceptionWriter(config.confused_fraction, config.confusion_prob,
+                                       config.noise_error_rate, config.seed)
+    return MisconceptionWriter(config)
+
+
+def _failed(task, problem, thoughts) -> bool:
+    """Whether written thoughts are a wrong solution (the tiny coding task decides by its step
+    verifier, without the sandbox)."""
+    check = getattr(task, "writer_failed", None)
+    if check is not None:
+        return bool(check(problem, thoughts))
+    return task.grade(problem, "".join(thoughts)) < 0.5
+
+
 def _followup_example(task, writer, tokenizer, problem, rng):
     """prompt + a first solution + a follow-up instruction (SCoRe's, or Critique-GRPO's with the
     true verdict) -> an independent fresh solution (module docstring)."""
     from srpo.methods.critique_grpo import CRITIQUE_MESSAGE
     from srpo.methods.score import CORRECTION_MESSAGE
 
-    first = "".join(writer.solution(problem, rng))
+    first_thoughts = writer.solution(problem, rng)
+    first = "".join(first_thoughts)
     if rng.random() < 0.5:
         message = CORRECTION_MESSAGE
     else:
-        right = task.grade(problem, first) > 0.5
+        right = not _failed(task, problem, first_thoughts)
         message = CRITIQUE_MESSAGE.format(verdict="correct" if right else "incorrect")
     prompt = (tokenizer.encode(task.prompt(problem))
               + tokenizer.encode(first, add_special_tokens=False)
@@ -281,7 +331,7 @@ def _examples(config, task, writer, tokenizer, rng, n):
             for _attempt in range(50):
                 thoughts = writer.solution(problem, rng, config.localization_extra_error)
                 fe = task.first_error(problem, thoughts)
-                if fe is not None and task.grade(problem, "".join(thoughts)) < 0.5:
+                if fe is not None and _failed(task, problem, thoughts):
                     break
                 problem = task.sample(1, rng)[0]
                 prompt_text = task.prompt(problem)
@@ -317,13 +367,15 @@ def _evaluate(model, tokenizer, config):
     task = config.task()
     rng = np.random.default_rng([config.seed, 104729])
     problems = task.sample(config.eval_size, rng)
+    n_steps = config.steps_per_solution
     engine = RolloutEngine(model, tokenizer, GenerationConfig(
-        max_thoughts=config.n_steps + 2, max_thought_tokens=24))
+        max_thoughts=n_steps + 2, max_thought_tokens=config.thought_tokens,
+        answer="fence" if config.family == "code" else "boxed"))
     prompts = [tokenizer.encode(task.prompt(p)) for p in problems]
     greedy = engine.greedy(prompts)
     gen = torch.Generator().manual_seed(config.seed)
     sampled = [g[0] for g in engine.generate(prompts, 1, gen)]
-    writer = MisconceptionWriter(config)
+    writer = make_writer(config)
     loc_prompts, first_errors = [], []
     for p in problems[:64]:
         for _ in range(50):
@@ -339,14 +391,19 @@ def _evaluate(model, tokenizer, config):
     from srpo.localize import parse_localization
 
     hits = [
-        parse_localization(tokenizer.decode(r, skip_special_tokens=True), config.n_steps).k == fe
+        parse_localization(tokenizer.decode(r, skip_special_tokens=True), n_steps).k == fe
         for r, fe in zip(replies, first_errors)
     ]
+
+    def pass_rate(chains):
+        many = getattr(task, "score_many", None)
+        if many is not None:  # the coding task: all tests pass, in the sandbox
+            return float(np.mean([ok for _r, ok in many(problems, [c.text for c in chains])]))
+        return float(np.mean([task.grade(p, c.text) for p, c in zip(problems, chains)]))
+
     return {
-        "greedy_pass_rate": float(np.mean([task.grade(p, c.text) for p, c in zip(problems, greedy)])),
-        "sampled_pass_rate": float(
-            np.mean([task.grade(p, c.text) for p, c in zip(problems, sampled)])
-        ),
+        "greedy_pass_rate": pass_rate(greedy),
+        "sampled_pass_rate": pass_rate(sampled),
         "localization_accuracy": float(np.mean(hits)) if hits else float("nan"),
     }
 
@@ -400,7 +457,7 @@ def warm_start(config: WarmStartConfig | None = None, cache_dir: str | Path | No
                                      d_model=config.d_model, n_head=config.n_head,
                                      seed=config.seed)
         task = config.task()
-        writer = MisconceptionWriter(config)
+        writer = make_writer(config)
         rng = np.random.default_rng([config.seed, 31337])
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                 weight_decay=config.weight_decay)
@@ -438,6 +495,8 @@ def warm_start(config: WarmStartConfig | None = None, cache_dir: str | Path | No
         train_seconds = time.time() - t0
         report("evaluate", 0, 1)
         evaluation = _evaluate(model, tokenizer, config)
+        if hasattr(task, "close"):  # the coding task's sandbox pool
+            task.close()
         report("evaluate", 1, 1)
         report("save", 0, 1)
         tmp = out.with_name(out.name + ".tmp")

@@ -40,11 +40,15 @@ SOURCES: dict[str, str] = {
     # the coverage experiment (experiments/llm_coverage.py measure / predict, compare.py)
     "coverage_pre_rl": "figures/coverage_pre_rl.json",
     "coverage_prediction": "figures/coverage_prediction.json",
+    # the same prediction step rerun on the LM rerun's pre-RL measurement (not the one judged)
+    "coverage_prediction_rerun": "figures/coverage_prediction_rerun.json",
     "coverage": "figures/compare_coverage.json",
     # the ladder (experiments/llm_ladder.py, default run): the CPI and tabular rungs' prediction
     # (committed before the LM runs) and the summary of all three rungs
     "ladder_predictions": "figures/ladder_predictions.json",
     "ladder": "figures/ladder_summary.json",
+    # the coding curves (experiments/llm_code.py, default run; copy of runs/llm_code/code_summary.json)
+    "llm_code": "figures/llm_code_summary.json",
     # the paper's own numbers, each with where in the paper it is from
     "paper": "docs/repro/paper_numbers.toml",
 }

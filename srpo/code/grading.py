@@ -26,6 +26,8 @@ from srpo.code.cases import TestCase, call_equal, compare, parse_value, stdio_eq
 from srpo.code.sandbox import RunResult, Sandbox, SandboxConfig
 
 __all__ = [
+    "ISOLATIONS",
+    "judge_record",
     "VERDICTS",
     "Outcome",
     "GradeReport",
@@ -118,10 +120,10 @@ def program_for(code: str, test: TestCase, prelude: str, nonce: str) -> tuple[di
     return files, "harness.py", json.dumps(request).encode()
 
 
-def _record(stdout: bytes, nonce: str) -> dict | None | str:
+def _record(text: str, nonce: str) -> dict | None | str:
     """The harness's result line carrying our nonce; "several" if there is more than one."""
     found = []
-    for line in stdout.decode("utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -149,9 +151,17 @@ def judge(test: TestCase, run: RunResult, nonce: str) -> Outcome:
         output = run.stdout.decode("utf-8", errors="replace")
         ok = stdio_equal(output, test.expected)
         return Outcome("passed" if ok else "failed", "" if ok else "wrong output", **usage)
-    record = _record(run.stdout, nonce)
+    return judge_record(test, run.stdout, nonce, run.returncode, usage)
+
+
+def judge_record(test: TestCase, output, nonce: str, returncode, usage: dict) -> Outcome:
+    """The verdict of a call / expr / exec test from the harness's output (bytes or text): its
+    one result line with our nonce, the values parsed as literals and compared here."""
+    if isinstance(output, bytes):
+        output = output.decode("utf-8", errors="replace")
+    record = _record(output, nonce)
     if record is None:
-        return Outcome("crashed", f"no result (exit status {run.returncode})", **usage)
+        return Outcome("crashed", f"no result (exit status {returncode})", **usage)
     if record == "several":
         return Outcome("failed", "more than one result line", **usage)
     if not record.get("ok"):
@@ -169,6 +179,9 @@ def judge(test: TestCase, run: RunResult, nonce: str) -> Outcome:
     return Outcome("passed" if ok else "failed", "" if ok else "wrong value", **usage)
 
 
+ISOLATIONS = ("test", "program")
+
+
 class CodeGrader:
     """Grades programs on tests in the sandbox, ``workers`` runs at a time.
 
@@ -177,19 +190,32 @@ class CodeGrader:
             10 s per test).
         workers: sandboxed runs at a time (threads; each run is its own process tree).
         retries: reruns of a test that ended in a sandbox error (a fork refused under load...).
+        isolation: ``test`` (default, as the release: one sandboxed run per test) or
+            ``program`` (one sandboxed run per program, a forked process per test inside it,
+            each on ``config.wall_timeout_s``: ``srpo.code.batch``; for training throughput).
 
-    ``totals`` counts every verdict since creation. Use as a context manager or ``close()``.
+    ``totals`` counts every verdict since creation, ``runs`` the sandboxed runs and
+    ``programs`` the programs graded. Use as a context manager or ``close()``.
     """
 
     def __init__(
-        self, config: SandboxConfig | None = None, workers: int = 2, retries: int = 1
+        self,
+        config: SandboxConfig | None = None,
+        workers: int = 2,
+        retries: int = 1,
+        isolation: str = "test",
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1; got {workers}")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}; got {isolation!r}")
         self.sandbox = Sandbox(config)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
         self.retries = retries
+        self.isolation = isolation
         self.totals: Counter = Counter()
+        self.runs = 0
+        self.programs = 0
 
     def __enter__(self) -> CodeGrader:
         return self
@@ -206,21 +232,59 @@ class CodeGrader:
         for _ in range(self.retries + 1):
             nonce = secrets.token_hex(16)
             files, entry, stdin = program_for(code, test, prelude, nonce)
+            self.runs += 1
             outcome = judge(test, self.sandbox.run(files, entry, stdin), nonce)
             if outcome.verdict != "sandbox_error":
                 break
         return outcome
 
+    def _run_program(
+        self, code: str | None, tests: Sequence[TestCase], prelude: str
+    ) -> tuple[Outcome, ...]:
+        """Every test of one program in one sandboxed run (``srpo.code.batch``)."""
+        from srpo.code.batch import judge_cases, program_for_cases, run_wall_clock
+
+        if code is None:
+            return tuple(Outcome("failed", "no code block") for _ in tests)
+        if not tests:
+            return ()
+        c = self.sandbox.config
+        per_case = c.max_output_bytes if c.max_output_bytes is not None else 8 * 1024**2
+        # base64 and the report's fields must fit under the run's stdout cap
+        per_case = max(1024, (per_case // (len(tests) + 1)) * 3 // 4)
+        for _ in range(self.retries + 1):
+            nonce = secrets.token_hex(16)
+            files, entry, stdin = program_for_cases(
+                code, tests, prelude, nonce, c.wall_timeout_s, per_case
+            )
+            self.runs += 1
+            run = self.sandbox.run(
+                files, entry, stdin, wall_timeout_s=run_wall_clock(c.wall_timeout_s, len(tests))
+            )
+            outcomes = judge_cases(tests, run, nonce, c.cpu_time_s)
+            if not any(o.verdict == "sandbox_error" for o in outcomes):
+                break
+        return tuple(outcomes)
+
     def grade_many(
         self, jobs: Sequence[tuple[str | None, Sequence[TestCase], str]]
     ) -> list[GradeReport]:
         """Grade several programs at once: ``jobs`` = ``[(code, tests, prelude), ...]``; all
-        their tests share the pool. Returns one report per job, in order."""
-        futures = [
-            [self.pool.submit(self._run_one, code, test, prelude) for test in tests]
-            for code, tests, prelude in jobs
-        ]
-        reports = [GradeReport(tuple(f.result() for f in row)) for row in futures]
+        their runs share the pool (one per test, or one per program with ``isolation =
+        "program"``). Returns one report per job, in order."""
+        if self.isolation == "program":
+            futures = [
+                self.pool.submit(self._run_program, code, tuple(tests), prelude)
+                for code, tests, prelude in jobs
+            ]
+            reports = [GradeReport(f.result()) for f in futures]
+        else:
+            rows = [
+                [self.pool.submit(self._run_one, code, test, prelude) for test in tests]
+                for code, tests, prelude in jobs
+            ]
+            reports = [GradeReport(tuple(f.result() for f in row)) for row in rows]
+        self.programs += len(reports)
         for report in reports:
             self.totals.update(o.verdict for o in report.outcomes)
         return reports

@@ -49,12 +49,11 @@ def _entry_point(namespace: dict, name: str):
     raise NameError(f"the solution defines no function {name!r} (nor Solution.{name})")
 
 
-def main() -> None:
-    request = json.loads(sys.stdin.read())
+def run(request: dict, result_fd: int) -> None:
+    """Load the solution, evaluate one test of ``request`` and report on ``result_fd``; never
+    returns (``os._exit``). The caller has pointed fd 1 at fd 2 (the solution's prints go to
+    stderr); ``case_runner.py`` calls this in a forked child per test."""
     nonce = request["nonce"]
-    result_fd = os.dup(1)
-    os.set_inheritable(result_fd, False)
-    os.dup2(2, 1)  # the solution's prints go to stderr
     snapshot = _dict(builtins.__dict__)
     namespace = {"__name__": "__solution__", "__builtins__": builtins}
     with open("solution.py", encoding="utf-8") as f:
@@ -85,6 +84,14 @@ def main() -> None:
         _exit(0)
     _report(result_fd, nonce, ok=True, values=texts)
     _exit(0)
+
+
+def main() -> None:
+    request = json.loads(sys.stdin.read())
+    result_fd = os.dup(1)
+    os.set_inheritable(result_fd, False)
+    os.dup2(2, 1)  # the solution's prints go to stderr
+    run(request, result_fd)
 
 
 if __name__ == "__main__":

@@ -243,19 +243,29 @@ class Sandbox:
 
     # ---- a run ----------------------------------------------------------------------------
 
-    def run(self, files: dict[str, str], entry: str, stdin: bytes = b"") -> RunResult:
+    def run(
+        self,
+        files: dict[str, str],
+        entry: str,
+        stdin: bytes = b"",
+        wall_timeout_s: float | None = None,
+    ) -> RunResult:
         """Run ``python entry`` in a fresh sandbox whose work directory holds ``files``.
 
         Args:
             files: file name -> text, written into the work directory (the program's cwd).
             entry: the file to run (one of ``files``).
             stdin: bytes fed to the program's stdin.
+            wall_timeout_s: this run's wall clock instead of ``config.wall_timeout_s`` (a run
+                that grades several tests, each on its own clock: ``srpo.code.batch``).
         """
         if entry not in files:
             raise ValueError(f"entry {entry!r} is not one of the files {sorted(files)}")
+        if wall_timeout_s is not None and not wall_timeout_s > 0:
+            raise ValueError(f"wall_timeout_s must be > 0 or None; got {wall_timeout_s}")
         layers, python = self._probe()
         flags = {name: name in layers for name in LAYERS}
-        return self._launch(files, entry, stdin, flags, python)
+        return self._launch(files, entry, stdin, flags, python, wall_timeout_s=wall_timeout_s)
 
     def _limits(self, layers: dict) -> dict:
         c = self.config
@@ -277,8 +287,12 @@ class Sandbox:
             limits["nproc"] = int(c.processes) + extra
         return limits
 
-    def _launch(self, files, entry, stdin, layers, python, probe=False) -> RunResult:
+    def _launch(
+        self, files, entry, stdin, layers, python, probe=False, wall_timeout_s=None
+    ) -> RunResult:
         c = self.config
+        if wall_timeout_s is not None:
+            c = replace(c, wall_timeout_s=float(wall_timeout_s))
         host_dir = tempfile.mkdtemp(prefix="srpo-sandbox-", dir=c.tmp_root)
         try:
             uid = None

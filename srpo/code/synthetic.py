@@ -90,10 +90,12 @@ def source(program: Program) -> str:
     return f"def f(x):\n    return {_expr(program)}"
 
 
-def _random_program(rng: np.random.Generator, depth: int) -> Program:
+def _random_program(
+    rng: np.random.Generator, depth: int, ops: tuple[str, ...] = BINARY + CALLS
+) -> Program:
     program: Program = ("x",)
     for _ in range(int(rng.integers(1, depth + 1))):
-        op = (BINARY + CALLS)[int(rng.integers(0, len(BINARY) + len(CALLS)))]
+        op = ops[int(rng.integers(0, len(ops)))]
         c = int(rng.integers(2, 10)) if op in ("//", "%") else int(rng.integers(1, 10))
         program = (op, program, c)
     return program
@@ -127,6 +129,9 @@ class SyntheticCodeTask:
         min_distinct: a program must take at least this many values on the problem's inputs
             (no near-constant functions).
         split_seed, heldout_fraction: the splits (``srpo.code.problem``).
+        ops: the operations drawn (default: all of ``BINARY + CALLS``).
+        shown_inputs: fixed inputs of the examples (empty: ``n_examples`` random ones); the
+            tests' inputs are drawn from the rest of ``0..max_input``.
     """
 
     depth: int = 2
@@ -136,9 +141,24 @@ class SyntheticCodeTask:
     min_distinct: int = 4
     split_seed: int = DEFAULT_SPLIT_SEED
     heldout_fraction: float = HELDOUT_PROBLEM_FRACTION
+    shown_inputs: tuple[int, ...] = ()
+    ops: tuple[str, ...] = BINARY + CALLS
     programs: dict = field(default_factory=dict, repr=False)  # uid -> Program
 
     def __post_init__(self) -> None:
+        self.ops = tuple(self.ops)
+        if not self.ops or set(self.ops) - set(BINARY + CALLS):
+            raise ValueError(f"ops must be a non-empty subset of {BINARY + CALLS}; got {self.ops}")
+        self.shown_inputs = tuple(int(x) for x in self.shown_inputs)
+        if self.shown_inputs:
+            self.n_examples = len(self.shown_inputs)
+            if len(set(self.shown_inputs)) != len(self.shown_inputs) or not all(
+                0 <= x <= self.max_input for x in self.shown_inputs
+            ):
+                raise ValueError(
+                    f"shown_inputs must be distinct and in 0..max_input={self.max_input}; "
+                    f"got {self.shown_inputs}"
+                )
         if self.depth < 1 or self.n_examples < 1 or self.n_tests < 2:
             raise ValueError("depth and n_examples must be >= 1 and n_tests >= 2")
         if self.n_examples + self.n_tests > self.max_input + 1:
@@ -156,13 +176,18 @@ class SyntheticCodeTask:
 
     def _draw(self, rng: np.random.Generator) -> CodeProblem:
         while True:
-            program = _random_program(rng, self.depth)
-            inputs = [
-                int(x)
-                for x in rng.choice(
-                    self.max_input + 1, self.n_examples + self.n_tests, replace=False
-                )
-            ]
+            program = _random_program(rng, self.depth, self.ops)
+            if self.shown_inputs:
+                rest = [x for x in range(self.max_input + 1) if x not in self.shown_inputs]
+                drawn = rng.choice(len(rest), self.n_tests, replace=False)
+                inputs = list(self.shown_inputs) + [rest[int(i)] for i in drawn]
+            else:
+                inputs = [
+                    int(x)
+                    for x in rng.choice(
+                        self.max_input + 1, self.n_examples + self.n_tests, replace=False
+                    )
+                ]
             outputs = [evaluate(program, x) for x in inputs]
             if len(set(outputs)) >= self.min_distinct:
                 break

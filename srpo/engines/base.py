@@ -23,9 +23,11 @@ a thought ends:
   (``</thought>``), whatever the tokenizer's merges (``srpo.tokenizer.StopStringMatcher``).
 - A thought that reaches ``max_thought_tokens`` tokens without the delimiter is kept as it is and
   the chain goes on with the next thought.
-- A chain ends when a thought contains a complete ``\\boxed{...}`` (``finished``); at any eos id of
-  the tokenizer or of the model's generation config (``finished`` if that last thought holds a
-  boxed answer); after ``max_thoughts`` thoughts; before a thought that could pass
+- A chain ends when a thought holds the answer (``finished``): a complete ``\\boxed{...}``
+  (``GenerationConfig.answer = "boxed"``, math and question/answer tasks) or a closed fenced block,
+  two fence lines of three backticks (``answer = "fence"``, coding tasks: the release's final step
+  holds the code in a fence); at any eos id of the tokenizer or of the model's generation config
+  (``finished`` if that last thought holds the answer); after ``max_thoughts`` thoughts; before a thought that could pass
   ``max_response_tokens`` (response, copied prefix included) or ``max_model_len`` (prompt +
   response) (``truncated``); or at the hard cap ``max_new_tokens`` sampled tokens (``truncated``).
 - Thought spans are recorded while sampling (never by re-encoding text): half-open token-index
@@ -52,12 +54,24 @@ __all__ = [
     "mix_seed",
     "eos_ids_from_dir",
     "STOP_REASONS",
+    "ANSWER_FORMATS",
+    "has_closed_fence",
 ]
 
 _SEED_HIGH = 2**62
 
 #: values of ``Chain.stop_reason``
-STOP_REASONS = ("boxed", "eos", "max_thoughts", "length", "max_new_tokens", "no_room")
+STOP_REASONS = ("boxed", "fenced", "eos", "max_thoughts", "length", "max_new_tokens", "no_room")
+#: values of ``GenerationConfig.answer``: what a thought holds when it ends the chain
+ANSWER_FORMATS = ("boxed", "fence")
+FENCE = "```"
+
+
+def has_closed_fence(text: str) -> bool:
+    """Whether ``text`` holds a closed fenced block: at least two fence lines (lines that start
+    with three backticks after indentation, the rule ``srpo.code.grading.extract_code`` reads
+    the code with)."""
+    return sum(line.lstrip().startswith(FENCE) for line in text.split("\n")) >= 2
 
 
 @dataclass
@@ -83,6 +97,8 @@ class GenerationConfig:
         logprobs: record log pi(token) of every sampled token (``Chain.logprobs``): at the
             sampling temperature (the Hugging Face engine: without the top-p renormalisation;
             vLLM: the exact sampling distribution, top-p included; identical when top_p is 1).
+        answer: what ends a chain once a thought holds it: ``boxed`` (a complete
+            ``\\boxed{...}``) or ``fence`` (a closed fenced code block; coding tasks).
     """
 
     temperature: float = 0.7
@@ -95,8 +111,11 @@ class GenerationConfig:
     delimiter: str = THOUGHT_DELIMITER
     max_batch_tokens: int | None = None
     logprobs: bool = False
+    answer: str = "boxed"
 
     def __post_init__(self) -> None:
+        if self.answer not in ANSWER_FORMATS:
+            raise ValueError(f"answer must be one of {ANSWER_FORMATS}, got {self.answer!r}")
         check_temperature(self.temperature)
         check_top_p(self.top_p)
         for name in ("max_thoughts", "max_thought_tokens"):
@@ -149,7 +168,7 @@ class Chain:
         spans: half-open thought spans tiling ``response_ids`` (the prefix's spans first).
         text: decoded response (special tokens removed), for grading only.
         n_generated: number of tokens actually sampled (``len(response_ids) - prefix_len``).
-        finished: the chain ended with a boxed answer.
+        finished: the chain ended with its answer (a boxed answer, or a closed fenced block).
         truncated: the chain was stopped by a cap (thoughts, response / model length, tokens).
         stop_reason: one of ``STOP_REASONS``.
         logprobs: log pi of each sampled token (``GenerationConfig.logprobs``; None otherwise);
@@ -325,9 +344,10 @@ class ThoughtEngine:
         self.stop_matcher = StopStringMatcher(tokenizer, self.config.delimiter)
         #: the delimiter's standalone ids (informative; boundaries are found by text)
         self.delimiter_ids = delimiter_ids(tokenizer, self.config.delimiter)
-        self._closing_ids = frozenset(
-            i for i, t in enumerate(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
-            if "}" in t)
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        #: ids that can complete an answer: a "}" closes a box, a backtick a fence
+        self._closing_ids = frozenset(i for i, t in enumerate(texts) if "}" in t)
+        self._backtick_ids = frozenset(i for i, t in enumerate(texts) if "`" in t)
 
     @staticmethod
     def default_eos_ids(tokenizer, model=None) -> frozenset[int]:
@@ -416,15 +436,22 @@ class ThoughtEngine:
                 carry = ""
         return carry
 
-    def _thought_has_boxed(self, row: _Row, start: int, end: int) -> bool:
-        """Whether the thought (its carried-in text and ``row.response[start:end]``) holds a
-        complete ``\\boxed{...}``."""
+    def _thought_has_answer(self, row: _Row, start: int, end: int) -> bool:
+        """Whether the thought (its carried-in text and ``row.response[start:end]``) holds the
+        answer: a complete ``\\boxed{...}``, or with ``config.answer = "fence"`` a closed
+        fenced block."""
         ids = row.response[start:end]
-        if "}" not in row.carry and not any(i in self._closing_ids for i in ids):
+        fence = self.config.answer == "fence"
+        mark, marks = ("`", self._backtick_ids) if fence else ("}", self._closing_ids)
+        if mark not in row.carry and not any(i in marks for i in ids):
             return False
         text, _ = split_thought_text(self.tokenizer.decode(ids, skip_special_tokens=True),
                                      row.carry, self.config.delimiter)
-        return extract_boxed(text) is not None
+        return has_closed_fence(text) if fence else extract_boxed(text) is not None
+
+    @property
+    def _answer_reason(self) -> str:
+        return "fenced" if self.config.answer == "fence" else "boxed"
 
     def _advance(self, row: _Row, token: int) -> None:
         """Append a sampled token and update the row's thought and stop state (the rules)."""
@@ -450,7 +477,7 @@ class ThoughtEngine:
                 boxed = False
             else:
                 row.spans.append((row.thought_start, end))
-                boxed = self._thought_has_boxed(row, row.thought_start, end)
+                boxed = self._thought_has_answer(row, row.thought_start, end)
             row.thought_start, row.carry = end, ""
             row.stop("eos", finished=boxed)
             return
@@ -460,8 +487,8 @@ class ThoughtEngine:
             # a straddling last token (``>Then``) passes its text past the delimiter on
             next_carry = (self.stop_matcher.carry_after(row.response, row.thought_start, end,
                                                         row.carry) if closed else "")
-            if self._thought_has_boxed(row, row.thought_start, end):
-                row.stop("boxed", finished=True)
+            if self._thought_has_answer(row, row.thought_start, end):
+                row.stop(self._answer_reason, finished=True)
             elif len(row.spans) >= config.max_thoughts:
                 row.stop("max_thoughts")
             elif not config.room_for_thought(len(row.prompt_ids), end):

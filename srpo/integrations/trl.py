@@ -122,6 +122,8 @@ class SRPOSettings:
             the thought rules' caps (``srpo.engines.base.GenerationConfig``; defaults: the tiny
             synthetic task's; the release's are 20, 256, 5120, 8192, None).
         gen_batch_tokens: generation batch budget of the ``hf`` engine (None: no cap).
+        answer: what ends a chain (``GenerationConfig.answer``): ``boxed``, or ``fence`` for
+            coding tasks (``TrainConfig.task_type = "code"``).
         localization_temperature, localization_top_p, localization_max_new_tokens,
         localization_prompt, localization_stop_at_boxed, localization_fallback: the SRPO
             localization call (``srpo.localize.SelfLocalizer``).
@@ -150,6 +152,7 @@ class SRPOSettings:
     max_model_len: int | None = 2048
     max_new_tokens: int | None = None
     gen_batch_tokens: int | None = None
+    answer: str = "boxed"
     localization_temperature: float = 0.3
     localization_top_p: float = 1.0
     localization_max_new_tokens: int = 12
@@ -188,11 +191,13 @@ class SRPOSettings:
         """The settings of a ``srpo.config.TrainConfig`` (its resolved task profile)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"engine", "vllm", "model_path",
                                                               "reinforce_minibatches",
-                                                              "reset_table", "fixed_position"}
+                                                              "reset_table", "fixed_position",
+                                                              "answer"}
         values = {n: getattr(config, n) for n in names}
         values["vllm"] = config.vllm_options()
         values["reinforce_minibatches"] = config.loss == "reinforce"
         values["fixed_position"] = getattr(config.options(), "position", None)
+        values["answer"] = "fence" if getattr(config, "task_type", "qa") == "code" else "boxed"
         values.update(overrides)
         return cls(**values)
 
@@ -204,7 +209,7 @@ class SRPOSettings:
             max_thought_tokens=self.max_thought_tokens,
             max_response_tokens=self.max_response_tokens, max_model_len=self.max_model_len,
             max_new_tokens=self.max_new_tokens, max_batch_tokens=self.gen_batch_tokens,
-            logprobs=logprobs)
+            logprobs=logprobs, answer=self.answer)
 
 
 def check_grpo_config(args, settings: SRPOSettings) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "RolloutContext",
     "Score",
     "TaskScorer",
+    "score_all",
     "TokenizerCodec",
     "engine_limits",
     "RECIPE_FIELDS",
@@ -85,6 +86,27 @@ class TaskScorer:
             return Score(float(reward), bool(correct))
         reward = float(self.task.grade(problem, text))
         return Score(reward, reward > 0.5)
+
+    def score_many(self, problems: Sequence[Any], chains: Sequence[Any]) -> list[Score]:
+        """``score`` of every ``(problems[i], chains[i])``; a task with ``score_many(problems,
+        texts)`` grades them together (a coding task: in parallel, in the sandbox's pool)."""
+        many = getattr(self.task, "score_many", None)
+        if many is None:
+            return [self.score(p, c) for p, c in zip(problems, chains)]
+        texts = [c.text if hasattr(c, "text") else str(c) for c in chains]
+        return [Score(float(r), bool(ok)) for r, ok in many(list(problems), texts)]
+
+
+def score_all(ctx: Any, problems: Sequence[Any], chains: Sequence[Any]) -> list[Score]:
+    """The scores of ``chains[i]`` on ``problems[i]``, asked of the scorer at once (its
+    ``score_many`` when it has one, e.g. a coding task grading a batch in parallel; else one
+    ``score`` call per chain, in order)."""
+    if len(problems) != len(chains):
+        raise ValueError(f"{len(chains)} chains for {len(problems)} problems")
+    many = getattr(ctx.scorer, "score_many", None)
+    if many is not None:
+        return list(many(problems, chains))
+    return [ctx.scorer.score(p, c) for p, c in zip(problems, chains)]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from srpo.methods.base import Method
+from srpo.methods.base import Method, score_all
 from srpo.methods.batch import Accounting, Batch, TrainingSample
 
 #: the critique shown with the previous solution (our wording; the verdict is revealed)
@@ -63,7 +63,7 @@ def critique_batch(ctx, problems) -> Batch:
     originals = [
         g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(r)], 1, ctx.generator)
     ]
-    scores = [ctx.scorer.score(problems[j // r], c) for j, c in enumerate(originals)]
+    scores = score_all(ctx, [problems[j // r] for j in range(len(originals))], originals)
     contexts = [
         ctx.codec.followup_ids(
             prompts[j // r],
@@ -73,6 +73,7 @@ def critique_batch(ctx, problems) -> Batch:
         for j, (c, s) in enumerate(zip(originals, scores))
     ]
     refined = [g[0] for g in ctx.engine.generate(contexts, 1, ctx.generator)]
+    refined_scores = score_all(ctx, [problems[j // r] for j in range(len(refined))], refined)
     acc.seconds_fresh = time.perf_counter() - t0
     samples = []
     for i in range(len(problems)):
@@ -92,7 +93,7 @@ def critique_batch(ctx, problems) -> Batch:
                     kind="original",
                 )
             )
-        ref_scores = [ctx.scorer.score(problems[i], refined[j]) for j in block]
+        ref_scores = [refined_scores[j] for j in block]
         best = best_refinement(ref_scores)
         c = refined[i * r + best]
         samples.append(

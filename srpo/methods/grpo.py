@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from srpo.methods.base import Method
+from srpo.methods.base import Method, score_all
 from srpo.methods.batch import Accounting, Batch, TrainingSample
 
 
@@ -29,9 +29,9 @@ def fresh_groups(ctx, problems) -> Batch:
     ]
     acc.seconds_fresh = time.perf_counter() - t0
     samples, first_round = [], []
-    for i, (problem, prompt) in enumerate(zip(problems, prompts)):
-        for chain in flat[i * r : (i + 1) * r]:
-            score = ctx.scorer.score(problem, chain)
+    scores = score_all(ctx, [p for p in problems for _ in range(r)], flat)
+    for i, prompt in enumerate(prompts):
+        for chain, score in zip(flat[i * r : (i + 1) * r], scores[i * r : (i + 1) * r]):
             samples.append(
                 TrainingSample(
                     prompt,

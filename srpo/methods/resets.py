@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from srpo.methods.base import Method
+from srpo.methods.base import Method, score_all
 from srpo.methods.batch import Accounting, Batch, ResetEvent, TrainingSample
 
 __all__ = ["SPLITS", "SplitSpec", "split_spec", "reset_batch", "FixedOptions"]
@@ -131,10 +131,11 @@ def _fresh_rounds(ctx, states, spec, acc) -> None:
         counts = [min(s.needed(spec), ctx.max_fresh_chains - len(s.chains)) for s in todo]
         flat_prompts = [s.prompt_ids for s, c in zip(todo, counts) for _ in range(c)]
         flat = [g[0] for g in ctx.engine.generate(flat_prompts, 1, ctx.generator)]
+        scores = score_all(ctx, [s.problem for s, c in zip(todo, counts) for _ in range(c)], flat)
         pos = 0
         for s, c in zip(todo, counts):
-            for chain in flat[pos : pos + c]:
-                s.add(chain, ctx.scorer.score(s.problem, chain), spec)
+            for chain, score in zip(flat[pos : pos + c], scores[pos : pos + c]):
+                s.add(chain, score, spec)
                 acc.chains_fresh += 1
             pos += c
             if first:
@@ -189,11 +190,11 @@ def _parents_and_views(ctx, states, spec, acc) -> tuple[list, list]:
             s.base = [i for i in range(len(s.chains)) if i not in s.parents][: extra_base[s.index]]
             need = extra_base[s.index] - len(s.base)
             if need > 0:
-                chains = ctx.engine.generate([s.prompt_ids] * need, 1, ctx.generator)
-                for group in chains:
-                    s.base.append(
-                        s.add(group[0], ctx.scorer.score(s.problem, group[0]), None, keep=False)
-                    )
+                chains = [
+                    g[0] for g in ctx.engine.generate([s.prompt_ids] * need, 1, ctx.generator)
+                ]
+                for chain, score in zip(chains, score_all(ctx, [s.problem] * need, chains)):
+                    s.base.append(s.add(chain, score, None, keep=False))
                     acc.chains_fresh += 1
     return refs, views
 
@@ -293,9 +294,14 @@ def reset_batch(ctx, problems) -> Batch:
     all_suffixes = ctx.engine.sample_suffix_groups(groups, ctx.generator) if groups else []
     acc.seconds_suffix = time.perf_counter() - t0
     events = []
+    flat_scores = score_all(
+        ctx,
+        [s.problem for (s, _e), suffixes in zip(parent_events, all_suffixes) for _ in suffixes],
+        [c for suffixes in all_suffixes for c in suffixes],
+    )
     for (s, event), suffixes in zip(parent_events, all_suffixes):
-        for c in suffixes:
-            score = ctx.scorer.score(s.problem, c)
+        scores, flat_scores = flat_scores[: len(suffixes)], flat_scores[len(suffixes) :]
+        for c, score in zip(suffixes, scores):
             event.suffix_rewards.append(score.reward)
             event.suffix_correct.append(score.correct)
             prefix_mask = 0 if ctx.mask_prefix else 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from srpo.methods.base import Method
+from srpo.methods.base import Method, score_all
 from srpo.methods.batch import Accounting, Batch, TrainingSample
 
 #: the correction instruction appended after the first attempt (our paraphrase of SCoRe's)
@@ -70,10 +70,14 @@ def score_batch(ctx, problems) -> Batch:
     second = [g[0] for g in ctx.engine.generate(contexts, 1, ctx.generator)]
     acc.seconds_fresh = time.perf_counter() - t0
     samples, first_round = [], []
+    owners = [problems[j // n] for j in range(len(first))]
+    graded = score_all(ctx, owners + owners, list(first) + list(second))
     for j, (y1, y2) in enumerate(zip(first, second)):
         i = j // n
-        for kind, chain in (("attempt1", y1), ("attempt2", y2)):
-            s = ctx.scorer.score(problems[i], chain)
+        for kind, chain, s in (
+            ("attempt1", y1, graded[j]),
+            ("attempt2", y2, graded[len(first) + j]),
+        ):
             samples.append(
                 TrainingSample(
                     prompts[i],

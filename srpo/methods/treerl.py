@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srpo.methods.base import Method
+from srpo.methods.base import Method, score_all
 from srpo.methods.batch import Accounting, Batch, ResetEvent
 from srpo.methods.trees import SegmentForest, leaf_samples
 
@@ -120,8 +120,7 @@ def _event(ctx, problem, index, leaf_chain, t, conts) -> ResetEvent | None:
         None if dev is None else dev <= 0,
         t,
     )
-    for c in conts:
-        s = ctx.scorer.score(problem, c)
+    for s in score_all(ctx, [problem] * len(conts), conts):
         ev.suffix_rewards.append(s.reward)
         ev.suffix_correct.append(s.correct)
     return ev
@@ -185,10 +184,11 @@ def treerl_batch(ctx, problems) -> Batch:
         g[0] for g in ctx.engine.generate([p for p in prompts for _ in range(m)], 1, ctx.generator)
     ]
     ents = _entropies(ctx, [p for p in prompts for _ in range(m)], flat)
-    first_round = []
+    first_round = [
+        s.reward for s in score_all(ctx, [problems[j // m] for j in range(len(flat))], flat)
+    ]
     for j, (chain, e) in enumerate(zip(flat, ents)):
         forest.add(roots[j // m], chain.response_ids, chain=chain, extra=list(e))
-        first_round.append(ctx.scorer.score(problems[j // m], chain).reward)
     acc.chains_fresh = len(flat)
     acc.add_chains("base", flat)
     acc.seconds_fresh = time.perf_counter() - t0

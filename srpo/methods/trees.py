@@ -103,16 +103,21 @@ class SegmentForest:
 def leaf_samples(ctx, forest: SegmentForest, roots, problems, prompts) -> list:
     """One training sample per leaf (its root-to-leaf path, every token trained), one group per
     tree; each leaf is scored once, from the chain that ends it."""
+    from srpo.methods.base import score_all
     from srpo.methods.batch import TrainingSample
 
+    leaves = [(i, leaf) for i, root in enumerate(roots) for leaf in forest.leaves(root)]
+    graded = iter(
+        score_all(ctx, [problems[i] for i, _ in leaves], [forest.chain[leaf] for _, leaf in leaves])
+    )
     samples = []
-    for i, (root, problem, prompt) in enumerate(zip(roots, problems, prompts)):
+    for i, (root, prompt) in enumerate(zip(roots, prompts)):
         for leaf in forest.leaves(root):
             ids, owner = forest.response(leaf)
             chain = forest.chain[leaf]
             if list(chain.response_ids) != ids:  # pragma: no cover - the forest's invariant
                 raise RuntimeError("a leaf's path differs from the chain that ends it")
-            score = ctx.scorer.score(problem, chain)
+            score = next(graded)
             samples.append(
                 TrainingSample(
                     prompt,

@@ -56,7 +56,7 @@ def test_code_rows_get_the_code_grader_and_only_for_evaluation(bench):
     rows = read_problems(path)
     assert {r.grader for r in rows} == {"code"}
     assert infer_grader("livecodebench_v6", "x") == "code" and infer_grader("gsm8k", "1") == "math"
-    with pytest.raises(ValueError, match="training integration"):
+    with pytest.raises(ValueError, match="task_type=.code."):
         DatasetTask(rows).grade(rows[0], "```python\npass\n```")
 
 

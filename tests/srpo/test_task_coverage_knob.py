@@ -108,7 +108,7 @@ def test_warmstart_key_and_misconceptions():
     plain = WarmStartConfig()
     fields = {k: v for k, v in plain.__dict__.items() if k not in (
         "eval_size", "hard_steps", "hard_ops", "hard_operands", "easy_operands",
-        "confused_ops", "init", "followup_fraction", "hard_fraction")}
+        "confused_ops", "init", "followup_fraction", "hard_fraction", "family")}
     payload = json.dumps({"v": 1, **fields}, sort_keys=True)
     assert plain.key == hashlib.sha256(payload.encode()).hexdigest()[:16]
     # family: confusions only on the hard operator's facts that the task asks
