@@ -64,6 +64,10 @@ from srpo.tokenizer import build_tokenizer
 __all__ = ["WarmStartConfig", "warm_start", "warm_start_path", "is_cached", "MisconceptionWriter",
            "default_cache_dir", "followup_stage", "make_writer", "FAMILIES"]
 
+#: WarmStartConfig fields added after cached warm starts and follow-up stages existed, with
+#: their defaults: left out of every key (and of a follow-up's ``init``) at those values
+_LATER_FIELDS = (("hard_fraction", 1.0), ("family", "modarith"))
+
 #: task families of the warm start (``WarmStartConfig.family``)
 FAMILIES = ("modarith", "code")
 
@@ -186,8 +190,7 @@ class WarmStartConfig:
         # of plain-task warm starts stay what they were before these fields existed
         for name, default in (("hard_steps", ()), ("hard_ops", ("*",)), ("hard_operands", ()),
                               ("easy_operands", ()), ("confused_ops", None), ("init", None),
-                              ("followup_fraction", 0.0), ("hard_fraction", 1.0),
-                              ("family", "modarith")):
+                              ("followup_fraction", 0.0), *_LATER_FIELDS):
             if getattr(self, name) == default:
                 fields.pop(name)
         payload = json.dumps({"v": RECIPE_VERSION, **fields}, sort_keys=True)
@@ -226,6 +229,11 @@ def followup_stage(base: WarmStartConfig, fraction: float = 0.3, steps: int = 40
     follow-up examples (module docstring): ``{"init": base's fields, "followup_fraction", "steps",
     "lr"}``."""
     init = {k: v for k, v in dataclasses.asdict(base).items() if k != "init"}
+    # fields added after follow-up stages existed stay out at their defaults, so that the
+    # follow-up's key (its cache) and the run keys that embed this dict are what they were
+    for name, default in _LATER_FIELDS:
+        if init[name] == default:
+            init.pop(name)
     if base.init is not None:
         init["init"] = base.init
     return {"init": init, "followup_fraction": fraction, "steps": steps, "lr": lr}

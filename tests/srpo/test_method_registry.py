@@ -50,8 +50,10 @@ def test_config_rejects_what_a_method_cannot_take():
     assert TrainConfig(method="srpo-offset").localization_offset == 1
 
 
-def test_command_line_methods_recipes_and_errors(capsys):
+def test_command_line_methods_recipes_and_errors(capsys, tmp_path, monkeypatch):
     from experiments.llm_srpo import parse_args
+
+    monkeypatch.chdir(tmp_path)  # the default outputs (runs/...) must not be a checkout's own runs
 
     args = parse_args(["--method", "all"])
     assert args.method == list(COMPARISON_METHODS) and args.out == "runs/llm_all"

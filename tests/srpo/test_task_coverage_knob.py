@@ -189,3 +189,20 @@ def test_hard_fraction_knob():
         dataclasses.replace(base, hard_fraction=1.5)
     with pytest.raises(ValueError, match="needs hard_steps"):
         ModularArithmeticTask(hard_fraction=0.5)
+
+
+def test_later_fields_leave_earlier_keys_unchanged(tmp_path):
+    """Fields added to WarmStartConfig later (``family``, ``hard_fraction``) stay out of the keys
+    at their defaults: the follow-up stage's ``init`` (embedded in the run key of every method
+    with a follow-up warm start) and the run keys of the committed runs are what they were."""
+    from experiments.llm_srpo import parse_args
+    from srpo.warmstart import followup_stage
+
+    init = followup_stage(WarmStartConfig())["init"]
+    assert "family" not in init and "hard_fraction" not in init
+    assert followup_stage(WarmStartConfig(hard_fraction=0.5))["init"]["hard_fraction"] == 0.5
+    # the run keys of runs/llm (plain GRPO) and runs/llm_all (GRPO after the follow-up stage)
+    plain = parse_args(["--out", str(tmp_path / "a")]).configs[0]
+    every = parse_args(["--method", "all", "--out", str(tmp_path / "b")]).configs[0]
+    assert (plain.method, plain.run_key()) == ("grpo", "e4cdddd1e6abb1c6")
+    assert (every.method, every.run_key()) == ("grpo", "4021f9f6a22ffcdc")
