@@ -61,6 +61,11 @@ RECIPE_FIELDS = (
 )
 
 
+#: the release's PPO-clip loss settings (verl's defaults), shared by the methods whose release
+#: recipe trains with them (SCoRe, SPO-Tree, TreeRL)
+PPO_CLIP = {"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2}
+
+
 @dataclass(frozen=True)
 class Score:
     """A graded response: ``reward`` (the advantage's raw reward, e.g. the fraction of tests

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from srpo.methods.base import Method, score_all
+from srpo.methods.base import PPO_CLIP, Method, score_all
 from srpo.methods.batch import Accounting, Batch, TrainingSample
 
 #: the correction instruction appended after the first attempt (our paraphrase of SCoRe's)
@@ -117,14 +117,8 @@ SCORE = register_method(
         advantage_params=_params,
         losses=("ppo-clip", "reinforce"),
         options=SCoReOptions,
-        defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
-        release={
-            "loss": "ppo-clip",
-            "agg": "token-mean",
-            "clip_eps": 0.2,
-            "lr": 5e-5,
-            "temperature": 0.7,
-        },
+        defaults=dict(PPO_CLIP),
+        release={**PPO_CLIP, "lr": 5e-5, "temperature": 0.7},
         needs=frozenset({"ref_logprobs"}),
         trl="the second attempt is sampled from a correction prompt but trained under the original "
         "prompt, and the reward carries a KL to the reference policy: TRL's rollout_func returns "

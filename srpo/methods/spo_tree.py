@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from srpo.methods.base import Method, engine_limits
+from srpo.methods.base import PPO_CLIP, Method, engine_limits
 from srpo.methods.batch import Accounting, Batch
 from srpo.methods.trees import SegmentForest, leaf_samples
 
@@ -141,14 +141,8 @@ SPO_TREE = register_method(
         advantage_params=_params,
         losses=("ppo-clip", "reinforce"),
         options=SPOTreeOptions,
-        defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
-        release={
-            "loss": "ppo-clip",
-            "agg": "token-mean",
-            "clip_eps": 0.2,
-            "lr": 1e-6,
-            "temperature": 0.7,
-        },
+        defaults=dict(PPO_CLIP),
+        release={**PPO_CLIP, "lr": 1e-6, "temperature": 0.7},
         needs=frozenset({"old_logprobs"}),
         trl="TRL's GRPOTrainer takes one advantage per sequence; SPO-Tree gives every segment its own "
         "(per-token advantages) and masks tokens by pi_old",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srpo.methods.base import Method, score_all
+from srpo.methods.base import PPO_CLIP, Method, score_all
 from srpo.methods.batch import Accounting, Batch, ResetEvent
 from srpo.methods.trees import SegmentForest, leaf_samples
 
@@ -219,14 +219,8 @@ TREERL = register_method(
         advantage="treerl",
         losses=("ppo-clip", "reinforce"),
         options=TreeRLOptions,
-        defaults={"loss": "ppo-clip", "agg": "token-mean", "clip_eps": 0.2},
-        release={
-            "loss": "ppo-clip",
-            "agg": "token-mean",
-            "clip_eps": 0.2,
-            "lr": 5e-5,
-            "temperature": 0.7,
-        },
+        defaults=dict(PPO_CLIP),
+        release={**PPO_CLIP, "lr": 5e-5, "temperature": 0.7},
         needs=frozenset({"entropy"}),
         trl="TRL's GRPOTrainer takes one advantage per sequence; TreeRL gives every segment its own "
         "(per-token advantages) and forks at entropies TRL's rollout function does not see",
